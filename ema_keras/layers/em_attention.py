@@ -1,0 +1,293 @@
+"""Expectation-Maximization Attention: the EM layer and the EMA unit around it.
+
+Shapes follow Keras' channels-last convention: a feature map is (B, H, W, C),
+flattened to (B, N, C) with N = H * W, and the bases are (C, K).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from ema_keras.layers.initializers import L2NormalizedNormal, conv_kernel_initializer
+
+_PACKAGE = "ema_keras"
+
+
+def _l2_normalize(tensor, axis, epsilon):
+    # The official code divides by (epsilon + norm), not by max(norm, epsilon):
+    # kept as is so that converted checkpoints reproduce the same numbers.
+    norm = ops.sqrt(ops.sum(ops.square(tensor), axis=axis, keepdims=True))
+    return tensor / (epsilon + norm)
+
+
+def _global_mean_over_batch(per_image_bases):
+    """Mean of (B, C, K) over the global batch, identical on every replica.
+
+    Outside a strategy (or with one replica) it is the local batch mean. Under
+    tf.distribute each replica sums its images and counts them, and an
+    all-reduce makes both sums global, so every replica divides the same two
+    numbers and gets the same bits, whatever the per-replica batch sizes.
+    """
+    replica_context = tf.distribute.get_replica_context()
+    local_sum = ops.sum(per_image_bases, axis=0)
+    local_count = ops.cast(ops.shape(per_image_bases)[0], local_sum.dtype)
+    if replica_context is None or replica_context.num_replicas_in_sync == 1:
+        return local_sum / local_count
+    global_sum, global_count = replica_context.all_reduce(
+        tf.distribute.ReduceOp.SUM, [local_sum, local_count]
+    )
+    return global_sum / global_count
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class EMALayer(keras.layers.Layer):
+    """Expectation-Maximization Attention (Li et al., ICCV 2019).
+
+    Estimates `num_bases` bases per image by `num_iterations` EM steps started
+    from shared bases `mu`, and reconstructs every pixel as the
+    responsibility-weighted sum of them: a low-rank version of the input.
+
+    The EM iterations and the reconstruction carry no gradient (as in the
+    official code): the output is a constant with respect to the input, and the
+    unit around it learns through its output convolution only.
+
+    The shared bases are a non-trainable weight, `bases`, of shape
+    (channels, num_bases), kept by moving average inside `call` when training:
+    `bases <- momentum * bases + (1 - momentum) * mean_b(mu_b)`, the mean taken
+    over the global batch (every replica), so every replica holds the same
+    bases after every step.
+
+    All EM arithmetic runs in float32, whatever the compute dtype; the output
+    is cast back to the compute dtype and the bases are always float32.
+
+    Args:
+        num_bases: K, the number of bases.
+        num_iterations: T, the number of EM iterations.
+        momentum: moving-average momentum of the shared bases.
+        epsilon: added to the responsibilities' sum and to the L2 norms.
+        normalize_average: L2-normalise the batch-averaged bases before the
+            moving-average update (mmsegmentation and PaddleSeg do this; the
+            official code does not, so the default is False).
+        seed: seed of the bases' initialisation.
+    """
+
+    def __init__(
+        self,
+        num_bases=64,
+        num_iterations=3,
+        momentum=0.9,
+        epsilon=1e-6,
+        normalize_average=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(num_bases) < 1:
+            raise ValueError(f"`num_bases` must be >= 1, got {num_bases}.")
+        if int(num_iterations) < 1:
+            raise ValueError(f"`num_iterations` must be >= 1, got {num_iterations}.")
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1], got {momentum}.")
+        if float(epsilon) <= 0.0:
+            raise ValueError(f"`epsilon` must be > 0, got {epsilon}.")
+        self.num_bases = int(num_bases)
+        self.num_iterations = int(num_iterations)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.normalize_average = bool(normalize_average)
+        self.seed = seed
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(
+                f"EMALayer needs a known channel dimension, got input shape {input_shape}."
+            )
+        self.bases = self.add_weight(
+            name="bases",
+            shape=(channels, self.num_bases),
+            initializer=L2NormalizedNormal(
+                stddev=math.sqrt(2.0 / self.num_bases), axis=0, seed=self.seed
+            ),
+            trainable=False,
+            autocast=False,
+            dtype="float32",
+            # Every replica computes the same all-reduced update, so taking
+            # the first replica's value keeps the copies bit-identical.
+            aggregation="only_first_replica",
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+
+    def expectation_maximization(self, inputs):
+        """Runs the EM iterations on (B, H, W, C) inputs, in float32.
+
+        Returns `(responsibilities, per_image_bases)`: the last E-step's z,
+        shape (B, N, K) (softmax over K, not normalised over N), and the last
+        M-step's bases, shape (B, C, K), L2-normalised over C.
+        """
+        x = ops.cast(ops.stop_gradient(inputs), "float32")
+        batch = ops.shape(x)[0]
+        x = ops.reshape(x, (batch, -1, ops.shape(x)[-1]))  # (B, N, C)
+        bases = ops.broadcast_to(
+            ops.expand_dims(ops.convert_to_tensor(self.bases), 0),
+            (batch, ops.shape(self.bases)[0], self.num_bases),
+        )  # every image starts from the same shared bases
+        for _ in range(self.num_iterations):
+            # E-step: responsibilities of each base for each pixel.
+            z = ops.softmax(ops.einsum("bnc,bck->bnk", x, bases), axis=-1)
+            # M-step: bases as responsibility-weighted means of the pixels.
+            z_normalized = z / (self.epsilon + ops.sum(z, axis=1, keepdims=True))
+            bases = ops.einsum("bnc,bnk->bck", x, z_normalized)
+            bases = _l2_normalize(bases, axis=1, epsilon=self.epsilon)
+        return ops.stop_gradient(z), ops.stop_gradient(bases)
+
+    def call(self, inputs, training=None):
+        z, per_image_bases = self.expectation_maximization(inputs)
+        reconstruction = ops.einsum("bnk,bck->bnc", z, per_image_bases)
+        reconstruction = ops.reshape(reconstruction, ops.shape(inputs))
+        if training and self.trainable:
+            self._update_bases(per_image_bases)
+        return ops.cast(reconstruction, self.compute_dtype)
+
+    def _update_bases(self, per_image_bases):
+        average = _global_mean_over_batch(per_image_bases)
+        if self.normalize_average:
+            average = _l2_normalize(average, axis=0, epsilon=self.epsilon)
+        self.bases.assign(self.momentum * self.bases + (1.0 - self.momentum) * average)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_bases": self.num_bases,
+                "num_iterations": self.num_iterations,
+                "momentum": self.momentum,
+                "epsilon": self.epsilon,
+                "normalize_average": self.normalize_average,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class EMAUnit(keras.layers.Layer):
+    """The EMA unit: 1x1 conv, EM attention, ReLU, 1x1 conv + BN, residual, ReLU.
+
+    Channels follow the input. The input projection gets no gradient in the
+    official code (the EM path is gradient-free), so here its kernel and bias
+    are non-trainable weights of the unit itself: optimizers and weight decay
+    never see them, and `unit.trainable = True` does not make them trainable.
+    They still load from converted checkpoints like any weight.
+
+    Args:
+        num_bases, num_iterations, momentum, epsilon, normalize_average: passed
+            to `EMALayer`.
+        batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized: the
+            output BatchNormalization's settings (Keras momentum convention:
+            0.9 is PyTorch's 0.1).
+        seed: seed of the initialisers (bases and convolutions).
+    """
+
+    def __init__(
+        self,
+        num_bases=64,
+        num_iterations=3,
+        momentum=0.9,
+        epsilon=1e-6,
+        normalize_average=False,
+        batch_norm_momentum=0.9,
+        batch_norm_epsilon=1e-5,
+        batch_norm_synchronized=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_bases = int(num_bases)
+        self.num_iterations = int(num_iterations)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.normalize_average = bool(normalize_average)
+        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.batch_norm_epsilon = float(batch_norm_epsilon)
+        self.batch_norm_synchronized = bool(batch_norm_synchronized)
+        self.seed = seed
+        self.em_attention = EMALayer(
+            num_bases=num_bases,
+            num_iterations=num_iterations,
+            momentum=momentum,
+            epsilon=epsilon,
+            normalize_average=normalize_average,
+            seed=seed,
+            dtype=self.dtype_policy,
+            name="em_attention",
+        )
+        self.output_norm = keras.layers.BatchNormalization(
+            momentum=batch_norm_momentum,
+            epsilon=batch_norm_epsilon,
+            synchronized=batch_norm_synchronized,
+            dtype=self.dtype_policy,
+            name="output_norm",
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"EMAUnit needs a known channel dimension, got {input_shape}.")
+        kernel_initializer = conv_kernel_initializer(self.seed)
+        self.input_kernel = self.add_weight(
+            name="input_kernel",
+            shape=(1, 1, channels, channels),
+            initializer=kernel_initializer,
+            trainable=False,
+        )
+        self.input_bias = self.add_weight(
+            name="input_bias", shape=(channels,), initializer="zeros", trainable=False
+        )
+        self.em_attention.build(input_shape)
+        self.output_conv = keras.layers.Conv2D(
+            channels,
+            1,
+            use_bias=False,
+            kernel_initializer=kernel_initializer,
+            dtype=self.dtype_policy,
+            name="output_conv",
+        )
+        self.output_conv.build(input_shape)
+        self.output_norm.build(input_shape)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+
+    def call(self, inputs, training=None):
+        x = ops.conv(inputs, self.input_kernel, strides=1, padding="valid") + self.input_bias
+        x = self.em_attention(x, training=training)
+        x = ops.relu(x)
+        x = self.output_conv(x)
+        x = self.output_norm(x, training=training)
+        return ops.relu(x + inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_bases": self.num_bases,
+                "num_iterations": self.num_iterations,
+                "momentum": self.momentum,
+                "epsilon": self.epsilon,
+                "normalize_average": self.normalize_average,
+                "batch_norm_momentum": self.batch_norm_momentum,
+                "batch_norm_epsilon": self.batch_norm_epsilon,
+                "batch_norm_synchronized": self.batch_norm_synchronized,
+                "seed": self.seed,
+            }
+        )
+        return config
