@@ -1,0 +1,105 @@
+"""Segmentation losses that ignore the VOC border label (255).
+
+Averaging: each replica averages the loss over the valid (non-ignored) pixels
+of its own batch, and the gradients of the replicas are averaged. This is what
+the official PyTorch code does under DistributedDataParallel
+(`CrossEntropyLoss(ignore_index=255)` per GPU, gradients all-reduced), so a
+replica's images count by their valid pixels, not one vote per image.
+"""
+
+import keras
+from keras import ops
+
+IGNORE_LABEL = 255
+
+
+def _flatten_valid(y_true, y_pred, ignore_label):
+    """(B, H, W[, 1]) labels and (B, H, W, classes) logits -> per-pixel terms."""
+    y_true = ops.cast(y_true, "int32")
+    if len(y_true.shape) == len(y_pred.shape):
+        y_true = ops.squeeze(y_true, axis=-1)
+    valid = ops.not_equal(y_true, ignore_label)
+    safe_labels = ops.where(valid, y_true, ops.zeros_like(y_true))
+    logits = ops.cast(y_pred, "float32")
+    pixel_loss = keras.losses.sparse_categorical_crossentropy(
+        safe_labels, logits, from_logits=True
+    )
+    return pixel_loss, ops.cast(valid, "float32"), logits, safe_labels
+
+
+def _per_image_share(pixel_loss, weights):
+    """Per-image values whose batch mean is sum(weights * loss) / sum(weights).
+
+    Keras reduces a loss by its mean over the batch; scaling each image's sum by
+    B / (total weight) turns that mean into the mean over the selected pixels.
+    """
+    batch = ops.cast(ops.shape(pixel_loss)[0], "float32")
+    per_image = ops.sum(pixel_loss * weights, axis=(1, 2))
+    return per_image * batch / ops.maximum(ops.sum(weights), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="ema_keras")
+class MaskedSparseCrossEntropy(keras.losses.Loss):
+    """Cross-entropy from logits, averaged over pixels whose label != ignore_label."""
+
+    def __init__(self, ignore_label=IGNORE_LABEL, name="masked_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.ignore_label = int(ignore_label)
+
+    def call(self, y_true, y_pred):
+        pixel_loss, valid, _, _ = _flatten_valid(y_true, y_pred, self.ignore_label)
+        return _per_image_share(pixel_loss, valid)
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_label": self.ignore_label}
+
+
+@keras.saving.register_keras_serializable(package="ema_keras")
+class OHEMCrossEntropy(keras.losses.Loss):
+    """Online hard example mining over pixels (as in mmsegmentation's sampler).
+
+    Keeps the valid pixels whose predicted probability of the true class is
+    below `threshold`, and at least the `min_kept` hardest ones of the batch,
+    then averages the cross-entropy over the kept pixels.
+    """
+
+    def __init__(
+        self,
+        threshold=0.7,
+        min_kept=100_000,
+        ignore_label=IGNORE_LABEL,
+        name="ohem_cross_entropy",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 < float(threshold) <= 1.0:
+            raise ValueError(f"`threshold` must be in (0, 1], got {threshold}.")
+        if int(min_kept) < 1:
+            raise ValueError(f"`min_kept` must be >= 1, got {min_kept}.")
+        self.threshold = float(threshold)
+        self.min_kept = int(min_kept)
+        self.ignore_label = int(ignore_label)
+
+    def call(self, y_true, y_pred):
+        pixel_loss, valid, logits, labels = _flatten_valid(y_true, y_pred, self.ignore_label)
+        num_classes = ops.shape(logits)[-1]
+        true_probability = ops.sum(
+            ops.softmax(logits, axis=-1) * ops.one_hot(labels, num_classes), axis=-1
+        )
+        # Ignored pixels get probability 2 so that they sort after every valid one.
+        ranked = ops.where(valid > 0, true_probability, 2.0 * ops.ones_like(true_probability))
+        flat = ops.sort(ops.reshape(ranked, (-1,)))
+        num_valid = ops.cast(ops.sum(valid), "int32")
+        kth = ops.minimum(ops.minimum(self.min_kept, num_valid), ops.shape(flat)[0]) - 1
+        kth_probability = ops.take(flat, ops.maximum(kth, 0))
+        cutoff = ops.maximum(kth_probability, self.threshold)
+        kept = valid * ops.cast(ops.less_equal(true_probability, cutoff), "float32")
+        return _per_image_share(pixel_loss, ops.stop_gradient(kept))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "threshold": self.threshold,
+            "min_kept": self.min_kept,
+            "ignore_label": self.ignore_label,
+        }
