@@ -31,10 +31,10 @@ class BilinearResize(keras.layers.Layer):
 
     def call(self, inputs):
         features, reference = _split_inputs(inputs)
-        size = ops.shape(reference)[1:3]
-        resized = tf.compat.v1.image.resize_bilinear(
-            features,
-            size,
+        size = tf.shape(reference)[1:3]
+        resized = tf.raw_ops.ResizeBilinear(
+            images=features,
+            size=size,
             align_corners=self.align_corners,
             half_pixel_centers=not self.align_corners,
         )

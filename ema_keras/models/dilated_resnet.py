@@ -210,6 +210,7 @@ class DilatedResNet(keras.Model):
                     dtype=dtype,
                 )
             features[FEATURE_NAMES[stage]] = x
+        kwargs.setdefault("name", "dilated_resnet")
         super().__init__(inputs=inputs, outputs=features, dtype=dtype, **kwargs)
 
         # === Config ===

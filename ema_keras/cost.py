@@ -1,0 +1,179 @@
+"""Parameters and multiply-accumulates of EMANet models, counted per layer.
+
+What is counted, for one image of a given size:
+
+- MACs (multiply-accumulates) of the matrix products: convolutions
+  (H_out * W_out * k_h * k_w * C_in * C_out / groups), dense layers, and the
+  EM attention's einsums (per iteration N*K*C for the E-step and N*K*C for
+  the M-step, plus N*K*C for the reconstruction; N = H * W). FLOPs are
+  reported as 2 x MACs. Element-wise work (BatchNorm, which folds into the
+  conv at inference, ReLU, additions, softmax, normalisations, pooling,
+  resizing) is not counted. The paper's "FLOPs" figures agree with these MACs.
+- Parameters as PyTorch counts them: every weight except BatchNorm moving
+  statistics and the EMA bases (both buffers in PyTorch). Keras'
+  `count_params()` counts those too.
+
+Shapes are taken from the built model, so the model must be built for a fixed
+input size; `model_cost(model, input_size=...)` rebuilds an `EMANet` or
+`DilatedResNet` from its config at that size when needed (no forward pass).
+"""
+
+import dataclasses
+import math
+
+import keras
+
+from ema_keras.layers.em_attention import EMALayer, EMAUnit
+
+_WEIGHTLESS_OK = (keras.layers.InputLayer,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Parameters and MACs of a part of a model."""
+
+    params: int = 0
+    macs: int = 0
+
+    @property
+    def flops(self):
+        return 2 * self.macs
+
+    def __add__(self, other):
+        return Cost(self.params + other.params, self.macs + other.macs)
+
+
+def conv_cost(kernel_shape, output_shape, use_bias, groups=1):
+    """A Conv2D with kernel (k_h, k_w, C_in / groups, C_out) and output (B, H, W, C_out)."""
+    k_h, k_w, in_per_group, filters = kernel_shape
+    params = k_h * k_w * in_per_group * filters + (filters if use_bias else 0)
+    return Cost(params, output_shape[1] * output_shape[2] * k_h * k_w * in_per_group * filters)
+
+
+def em_attention_cost(channels, num_bases, num_iterations, height, width):
+    """The EM iterations and the reconstruction: (2T + 1) * N * K * C MACs, no parameters."""
+    return Cost(0, (2 * num_iterations + 1) * height * width * num_bases * channels)
+
+
+def ema_unit_cost(channels, num_bases, num_iterations, height, width):
+    """EMA unit: 1x1 conv with bias, EM attention, 1x1 conv + BN."""
+    pixels = height * width
+    convs = Cost(2 * channels * channels + channels, 2 * pixels * channels * channels)
+    norm = Cost(2 * channels, 0)
+    return convs + norm + em_attention_cost(channels, num_bases, num_iterations, height, width)
+
+
+def non_local_cost(channels, height, width, reduction=2):
+    """An embedded-Gaussian non-local block (Wang et al., 2018) on a C-channel map.
+
+    theta, phi, g: 1x1 convs C -> C / reduction with bias; attention
+    softmax(theta phi^T) g over all N = H * W positions (N^2 * C/r MACs per
+    product, two products); output 1x1 conv C / r -> C with bias + BN,
+    residual. Its attention is O(N^2 C), the EMA unit's O(N K C T).
+    """
+    inner = channels // reduction
+    pixels = height * width
+    projections = Cost(3 * (channels * inner + inner), 3 * pixels * channels * inner)
+    attention = Cost(0, 2 * pixels * pixels * inner)
+    output = Cost(inner * channels + channels + 2 * channels, pixels * inner * channels)
+    return projections + attention + output
+
+
+def layer_cost(layer):
+    """Cost of one built layer, from its weights and its (static) output shape."""
+    if isinstance(layer, keras.layers.Conv2D):
+        return conv_cost(
+            tuple(layer.kernel.shape), _static_shape(layer.output, layer), layer.use_bias, layer.groups
+        )
+    if isinstance(layer, keras.layers.Dense):
+        output_shape = _static_shape(layer.output, layer)
+        units_in, units_out = layer.kernel.shape
+        params = units_in * units_out + (units_out if layer.use_bias else 0)
+        return Cost(params, math.prod(output_shape[1:-1]) * units_in * units_out)
+    if isinstance(layer, keras.layers.BatchNormalization):
+        channels = layer.moving_mean.shape[0]
+        return Cost(channels * (int(layer.center) + int(layer.scale)), 0)
+    if isinstance(layer, EMAUnit):
+        _, height, width, channels = _static_shape(layer.output, layer)
+        return ema_unit_cost(channels, layer.num_bases, layer.num_iterations, height, width)
+    if isinstance(layer, EMALayer):
+        _, height, width, channels = _static_shape(layer.output, layer)
+        return em_attention_cost(channels, layer.num_bases, layer.num_iterations, height, width)
+    if layer.weights and not isinstance(layer, _WEIGHTLESS_OK):
+        raise ValueError(
+            f"No cost rule for layer {layer.name!r} ({type(layer).__name__}), which has weights."
+        )
+    return Cost()
+
+
+def model_cost(model, input_size=None):
+    """Cost of an `EMANet` (or `DilatedResNet`) by part, for one image.
+
+    Returns a dict of `Cost`: "backbone", "head" (everything after the
+    backbone except the auxiliary head, EMA unit included), "ema_unit",
+    "pre_ema" (the 3x3 conv-BN before the unit), "aux_head" and "total".
+    The paper's "extra" cost of EMANet over its backbone is
+    `pre_ema + ema_unit`.
+
+    Args:
+        model: a built `EMANet` or `DilatedResNet`.
+        input_size: (height, width); the model is rebuilt from its config at
+            that size if it was built for another (or a dynamic) one.
+    """
+    if input_size is not None and tuple(model.input.shape[1:3]) != tuple(input_size):
+        model = _rebuild(model, input_size)
+    if None in model.input.shape[1:3]:
+        raise ValueError(
+            f"Model {model.name!r} has a dynamic input size {model.input.shape}; pass `input_size`."
+        )
+    parts = {name: Cost() for name in ("backbone", "head", "ema_unit", "pre_ema", "aux_head")}
+    for layer, part in _leaf_layers(model):
+        cost = layer_cost(layer)
+        if part == "backbone":
+            parts["backbone"] += cost
+            continue
+        if layer.name.startswith("aux"):
+            parts["aux_head"] += cost
+            continue
+        parts["head"] += cost
+        if isinstance(layer, EMAUnit):
+            parts["ema_unit"] += cost
+        elif layer.name.startswith("pre_ema"):
+            parts["pre_ema"] += cost
+    parts["total"] = parts["backbone"] + parts["head"] + parts["aux_head"]
+    return parts
+
+
+def _leaf_layers(model, part=None):
+    """(layer, part) for every layer, nested models flattened into "backbone"."""
+    from ema_keras.models import DilatedResNet
+
+    if isinstance(model, DilatedResNet) and part is None:
+        part = "backbone"
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer, "backbone" if isinstance(layer, DilatedResNet) else part)
+        else:
+            yield layer, part or "head"
+
+
+def _rebuild(model, input_size):
+    from ema_keras.models import DilatedResNet, EMANet
+
+    input_shape = (int(input_size[0]), int(input_size[1]), model.input.shape[-1])
+    if isinstance(model, DilatedResNet):
+        return DilatedResNet.from_config({**model.get_config(), "input_shape": input_shape})
+    if isinstance(model, EMANet):
+        backbone = _rebuild(model.backbone, input_size)
+        config = {**model.get_config(), "backbone": backbone, "input_shape": input_shape}
+        return EMANet.from_config(config)
+    raise ValueError(
+        f"`input_size` needs an EMANet or DilatedResNet to rebuild, got {type(model).__name__}."
+    )
+
+
+def _static_shape(tensor, layer):
+    shape = tuple(tensor.shape)
+    if None in shape[1:]:
+        raise ValueError(f"Layer {layer.name!r} has a dynamic output shape {shape}.")
+    return shape
