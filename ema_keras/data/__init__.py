@@ -1,0 +1,76 @@
+"""PASCAL VOC data: readers, the tf.data pipelines, converters, validation, demo set.
+
+One image's way from disk to a batch: `voc.read_voc_split` (or the SBD and
+trainaug readers) lists the files, `decode` turns them into uint8 tensors in the
+graph, `pipeline.train_dataset` / `pipeline.eval_dataset` augment, pad, crop and
+normalise them. `tfrecords` and `tfds_builder` offer the same examples from
+TFRecord shards or `tfds.load`, `validate` checks a dataset before a long run,
+and `demo` draws a small learnable dataset in the VOC format.
+"""
+
+from ema_keras.data.decode import examples_dataset
+from ema_keras.data.demo import write_demo_dataset
+from ema_keras.data.errors import (
+    CorruptFileError,
+    DataError,
+    EmptySplitError,
+    LabelValueError,
+    MissingFileError,
+    SizeMismatchError,
+    UnsupportedModeError,
+)
+from ema_keras.data.image_io import convert_sbd_to_png, load_image, load_label
+from ema_keras.data.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OFFICIAL_SCALES,
+    eval_dataset,
+    normalize_image,
+    train_dataset,
+)
+from ema_keras.data.tfrecords import read_tfrecords, write_tfrecords
+from ema_keras.data.validate import validate_dataset
+from ema_keras.data.voc import (
+    IGNORE_LABEL,
+    NUM_CLASSES,
+    VOC_CLASSES,
+    VOCExample,
+    read_aug_split,
+    read_sbd_split,
+    read_voc_split,
+    trainaug_examples,
+    voc_colormap,
+)
+
+__all__ = [
+    "CorruptFileError",
+    "DataError",
+    "EmptySplitError",
+    "IGNORE_LABEL",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LabelValueError",
+    "MissingFileError",
+    "NUM_CLASSES",
+    "OFFICIAL_SCALES",
+    "SizeMismatchError",
+    "UnsupportedModeError",
+    "VOCExample",
+    "VOC_CLASSES",
+    "convert_sbd_to_png",
+    "eval_dataset",
+    "examples_dataset",
+    "load_image",
+    "load_label",
+    "normalize_image",
+    "read_aug_split",
+    "read_sbd_split",
+    "read_tfrecords",
+    "read_voc_split",
+    "train_dataset",
+    "trainaug_examples",
+    "validate_dataset",
+    "voc_colormap",
+    "write_demo_dataset",
+    "write_tfrecords",
+]
