@@ -1,0 +1,89 @@
+import keras
+import numpy as np
+import pytest
+
+from ema_keras import cost
+from ema_keras.models import DilatedResNet, EMANet
+
+
+def test_conv_and_attention_formulas():
+    # 3x3 conv, 4 -> 8 channels, bias, 5x6 output: 3*3*4*8 MACs per pixel.
+    assert cost.conv_cost((3, 3, 4, 8), (1, 5, 6, 8), use_bias=True) == cost.Cost(
+        3 * 3 * 4 * 8 + 8, 30 * 288
+    )
+    # EM: T iterations of two N*K*C products, plus the reconstruction.
+    assert cost.em_attention_cost(16, 4, 3, 2, 5).macs == 7 * 10 * 4 * 16
+    unit = cost.ema_unit_cost(16, 4, 3, 2, 5)
+    assert unit.params == (16 * 16 + 16) + 16 * 16 + 2 * 16
+    assert unit.macs == 2 * 10 * 16 * 16 + 7 * 10 * 4 * 16
+    local = cost.non_local_cost(16, 2, 5)  # inner 8 channels
+    assert local.params == 3 * (16 * 8 + 8) + 8 * 16 + 16 + 2 * 16
+    assert local.macs == 3 * 10 * 16 * 8 + 2 * 10 * 10 * 8 + 10 * 8 * 16
+    assert local.flops == 2 * local.macs
+
+
+def test_tiny_model_parts_add_up_to_its_weights():
+    backbone = DilatedResNet(block_counts=[1, 1, 1, 1], width=8)
+    model = EMANet(
+        backbone=backbone, num_classes=5, head_channels=32, classifier_channels=16,
+        ema_num_bases=8, aux_head=True,
+    )  # fmt: skip
+    parts = cost.model_cost(model, input_size=(64, 64))
+
+    def pytorch_params(weights):
+        # PyTorch counts neither BN moving statistics nor the bases (buffers).
+        skipped = ("moving_mean", "moving_variance", "bases")
+        return sum(int(np.prod(w.shape)) for w in weights if not w.path.endswith(skipped))
+
+    assert parts["backbone"].params == pytorch_params(backbone.weights)
+    assert parts["total"].params == pytorch_params(model.weights)
+    unit = model.get_layer("ema_unit")
+    assert parts["ema_unit"] == cost.ema_unit_cost(32, 8, 3, 8, 8)  # 64 px at stride 8
+    assert parts["pre_ema"] == cost.Cost(3 * 3 * 256 * 32 + 2 * 32, 8 * 8 * 3 * 3 * 256 * 32)
+    aux_conv = 3 * 3 * 128 * 16
+    assert parts["aux_head"].macs == 8 * 8 * (aux_conv + 16 * 5)
+    assert parts["head"].params > parts["ema_unit"].params + parts["pre_ema"].params
+    assert unit.count_params() > parts["ema_unit"].params  # Keras also counts the bases
+
+
+@pytest.mark.parametrize(
+    "depth, params, gmacs", [(50, 23_508_032, 4.09), (101, 42_500_160, 7.80)]
+)
+def test_plain_resnet_matches_torchvision_figures(depth, params, gmacs):
+    # torchvision ResNet-50 / 101 at 224x224: 25,557,032 / 44,549,160
+    # parameters and 4.09 / 7.80 GFLOPS (MACs), the classifier (2,049,000
+    # parameters and 2.05 M MACs) included; our trunk has none.
+    model = DilatedResNet(depth=depth, stem="standard", output_stride=32, use_conv_bias=False)
+    trunk = cost.model_cost(model, input_size=(224, 224))["backbone"]
+    assert trunk.params == params
+    assert round((trunk.macs + 2048 * 1000) / 1e9, 2) == gmacs
+
+
+def test_resnet101_emanet_at_513_against_the_paper():
+    backbone = DilatedResNet(depth=101, stem="deep", output_stride=8, input_shape=(513, 513, 3))
+    trunk = cost.model_cost(backbone)["backbone"]
+    # torchvision's 42,500,160 plus the deep stem: +103,296 in the stem,
+    # +64*64 + 64*256 in stage 1's first block.
+    assert trunk.params == 42_500_160 + 103_296 + 64 * 64 + 64 * 256
+    assert trunk.macs / 1e9 == pytest.approx(190.6, rel=0.005)  # the paper's "FLOPs"
+    for width, paper_params, paper_gmacs in ((256, 4.87e6, 21.1), (512, 10.0e6, 43.1)):
+        model = EMANet(backbone=backbone, head_channels=width, input_shape=(513, 513, 3))
+        parts = cost.model_cost(model)
+        extra = parts["pre_ema"] + parts["ema_unit"]
+        assert extra.params == pytest.approx(paper_params, rel=0.01)
+        assert extra.macs / 1e9 == pytest.approx(paper_gmacs, rel=0.01)
+        assert parts["backbone"] == trunk
+    # The authors: the EMA unit costs about a third of one 3x3 conv of the head.
+    unit = cost.ema_unit_cost(512, 64, 3, 65, 65).macs
+    assert 0.25 < unit / (65 * 65 * 9 * 512 * 512) < 0.4
+    assert cost.non_local_cost(512, 65, 65).macs > 3 * unit
+
+
+def test_errors_name_the_problem():
+    model = DilatedResNet(block_counts=[1, 1, 1, 1], width=8)
+    with pytest.raises(ValueError, match="input_size"):
+        cost.model_cost(model)
+    inputs = keras.Input((8, 8, 3))
+    custom = keras.Model(inputs, keras.layers.Embedding(4, 2, name="lookup")(inputs))
+    with pytest.raises(ValueError, match="lookup"):
+        cost.model_cost(custom)
