@@ -1,0 +1,1 @@
+"""PyTorch re-implementation of the official EMANet, for parity tests and benchmarks."""
