@@ -177,3 +177,74 @@ def _static_shape(tensor, layer):
     if None in shape[1:]:
         raise ValueError(f"Layer {layer.name!r} has a dynamic output shape {shape}.")
     return shape
+
+
+# The paper's Table (ResNet-101, output stride 8, 513x513): parameters and
+# "FLOPs" (which are MACs) of the trunk and of the EMA heads over it.
+PAPER_FIGURES = {
+    (101, "trunk"): (42.6e6, 190.6e9),
+    (101, "emanet_256"): (4.87e6, 21.1e9),
+    (101, "emanet_512"): (10.0e6, 43.1e9),
+}
+
+
+def cost_table(depth, *, output_stride=8, input_size=(513, 513), widths=(256, 512), stem="deep"):
+    """Rows of the paper-style cost table for one trunk.
+
+    One row for the trunk, then per head width: EMANet's extra cost as the
+    paper counts it (3x3 conv to the width + EMA unit), a non-local block of
+    the same width in place of the EMA unit, and EMANet's whole head (also
+    the 3x3 conv to 256 and the classifier, 21 classes). Each row is a dict
+    with "model", "params", "macs", and "paper_params", "paper_macs" (None
+    where the paper gives no figure).
+    """
+    from ema_keras.models import DilatedResNet, EMANet
+
+    height, width = input_size
+    backbone = DilatedResNet(
+        depth=depth, stem=stem, output_stride=output_stride, input_shape=(height, width, 3)
+    )
+    trunk = model_cost(backbone)["backbone"]
+    name = f"ResNet-{depth} trunk ({stem} stem, OS{output_stride})"
+    rows = [_row(name, trunk, PAPER_FIGURES.get((depth, "trunk")) if output_stride == 8 else None)]
+    _, feature_height, feature_width, _ = backbone.output["P5"].shape
+    for channels in widths:
+        model = EMANet(backbone=backbone, head_channels=channels, input_shape=(height, width, 3))
+        parts = model_cost(model)
+        paper = PAPER_FIGURES.get((depth, f"emanet_{channels}")) if output_stride == 8 else None
+        local = parts["pre_ema"] + non_local_cost(channels, feature_height, feature_width)
+        rows += [
+            _row(f"+ EMANet ({channels}): 3x3 conv + EMA unit", parts["pre_ema"] + parts["ema_unit"], paper),
+            _row(f"+ non-local ({channels}): 3x3 conv + non-local block", local),
+            _row(f"+ EMANet ({channels}), whole head", parts["head"]),
+        ]
+    return rows
+
+
+def format_table(rows):
+    """Markdown table: parameters in millions, GMACs (= the paper's GFLOPs)."""
+
+    def number(value, scale, digits):
+        return "-" if value is None else f"{value / scale:.{digits}f}"
+
+    lines = [
+        "| model | params (M) | GMACs | paper params (M) | paper GFLOPs |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {number(row['params'], 1e6, 2)} | {number(row['macs'], 1e9, 1)} "
+            f"| {number(row['paper_params'], 1e6, 2)} | {number(row['paper_macs'], 1e9, 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def _row(name, part, paper=None):
+    paper_params, paper_macs = paper if paper else (None, None)
+    return {
+        "model": name,
+        "params": part.params,
+        "macs": part.macs,
+        "paper_params": paper_params,
+        "paper_macs": paper_macs,
+    }
