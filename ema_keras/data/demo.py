@@ -19,15 +19,16 @@ from scipy import ndimage
 from ema_keras.data.image_io import save_palette_png
 from ema_keras.data.voc import VOC_CLASSES
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # bump whenever the drawing changes: old folders get redrawn
 _MANIFEST = "demo_manifest.json"
 
-# class id -> (shape, RGB base colour, texture); the colours sit far from the
-# grey-brown background and from each other, the textures break the remaining ties.
+# class id -> (shape, RGB base colour, texture). The colours sit far from the
+# low-saturation background; bus and cat share one on purpose, so that telling
+# them apart takes texture and shape (context), not the pixel's colour alone.
 DEMO_OBJECTS = {
     1: ("triangle", (70, 140, 235), "horizontal_stripes"),  # aeroplane
-    6: ("rectangle", (235, 205, 40), "plain"),  # bus
-    8: ("ellipse", (235, 110, 30), "checker"),  # cat
+    6: ("rectangle", (235, 190, 40), "plain"),  # bus
+    8: ("ellipse", (235, 190, 40), "checker"),  # cat
     15: ("person", (200, 40, 70), "plain"),  # person
     16: ("diamond", (40, 170, 60), "vertical_stripes"),  # pottedplant
 }
