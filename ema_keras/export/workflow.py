@@ -1,0 +1,212 @@
+"""Export, verify, then publish: the whole export of a trained model in one call.
+
+Every variant is written under a temporary name next to its final path,
+checked against the Keras model on real images, and only then renamed to its
+final name. A variant that fails keeps no file at the final path (an older
+export there is removed, so it cannot pass for the new one); what was written
+is kept as `<name>.FAILED<ext>` for inspection.
+"""
+
+import glob
+import json
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from ema_keras.data.decode import decode_image, examples_dataset
+from ema_keras.data.voc import read_voc_split
+from ema_keras.export.saved_model import export_saved_model
+from ema_keras.export.tflite import export_tflite
+from ema_keras.export.verification import (
+    FLOAT_THRESHOLD,
+    INT8_THRESHOLD,
+    VerificationReport,
+    format_table,
+    keras_latency_ms,
+    verify_saved_model,
+    verify_tflite,
+)
+
+# format name -> (file name under output_dir, TFLite quantization or None for the SavedModel)
+FORMATS = {
+    "saved_model": ("saved_model", None),
+    "tflite_fp32": ("emanet_fp32.tflite", "float32"),
+    "tflite_fp16": ("emanet_fp16.tflite", "float16"),
+    "tflite_dynamic_int8": ("emanet_dynamic_int8.tflite", "dynamic_int8"),
+    "tflite_int8": ("emanet_int8.tflite", "int8"),
+}
+DEFAULT_THRESHOLDS = {
+    "saved_model": FLOAT_THRESHOLD,
+    "tflite_fp32": FLOAT_THRESHOLD,
+    "tflite_fp16": FLOAT_THRESHOLD,
+    "tflite_dynamic_int8": INT8_THRESHOLD,
+    "tflite_int8": INT8_THRESHOLD,
+}
+REPORT_FILE = "verification.json"
+
+
+class ExportVerificationError(RuntimeError):
+    """An exported variant disagreed with Keras (or failed to export); `reports` has them all."""
+
+    def __init__(self, message, reports):
+        super().__init__(message)
+        self.reports = reports
+
+
+def load_model(path):
+    """A `.keras` file written by training (or any EMANet `.keras`), loaded for inference."""
+    import ema_keras.models  # noqa: F401  (registers EMANet and DilatedResNet)
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a .keras file (keras.Model.save format)")
+    return keras.models.load_model(path, compile=False)
+
+
+def load_images(*, data_dir=None, split="val", image_paths=None, limit=None):
+    """uint8 (H, W, 3) RGB images through the data pipeline's decoder.
+
+    Either the images of a VOC split under `data_dir` (a VOCdevkit or VOC2012
+    folder, e.g. the demo dataset), or `image_paths` (file names or glob
+    patterns of JPEG/PNG files). At most `limit` images, in order.
+    """
+    if (data_dir is None) == (image_paths is None):
+        raise ValueError("Give exactly one of `data_dir` and `image_paths`.")
+    if data_dir is not None:
+        examples = read_voc_split(data_dir, split)[:limit]
+        return [example["image"].numpy() for example in examples_dataset(examples)]
+    paths = []
+    for pattern in [image_paths] if isinstance(image_paths, str) else image_paths:
+        matches = sorted(glob.glob(os.fspath(pattern)))
+        if not matches:
+            raise FileNotFoundError(f"{pattern}: no image file matches")
+        paths.extend(matches)
+    return [decode_image(tf.io.read_file(path), path).numpy() for path in paths[:limit]]
+
+
+def _staging_paths(final_path):
+    root, ext = os.path.splitext(final_path)
+    return f"{root}.partial{ext}", f"{root}.FAILED{ext}"
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _export_one(name, final_path, write, verify, threshold):
+    partial_path, failed_path = _staging_paths(final_path)
+    for stale in (final_path, partial_path, failed_path):
+        _remove(stale)
+    try:
+        write(partial_path)
+        report = verify(partial_path)
+    except Exception as error:  # reported in the table, the export as a whole then fails
+        _remove(partial_path)
+        return VerificationReport(name, final_path, 0, float("nan"), 0.0, float("nan"), threshold, 0,
+                                  error=f"{type(error).__name__}: {error}"[:300])
+    report.format = name
+    report.path = final_path if report.passed else failed_path
+    os.rename(partial_path, report.path)
+    return report
+
+
+def export_and_verify(
+    model,
+    output_dir,
+    *,
+    images,
+    formats=tuple(FORMATS),
+    representative_images=None,
+    image_size=(513, 513),
+    serving_size=None,
+    with_probabilities=True,
+    thresholds=None,
+    num_threads=None,
+    print_table=True,
+    raise_on_failure=True,
+):
+    """Exports `model` in each of `formats`, verifies each file, and publishes those that pass.
+
+    Args:
+        model: an EMANet, or the path of a `.keras` file.
+        output_dir: folder for the files (see `FORMATS` for their names) and
+            `verification.json`.
+        images: uint8 (H, W, 3) images to verify on (see `load_images`).
+        formats: names from `FORMATS`.
+        representative_images: calibration images for "tflite_int8"
+            (defaults to `images`; better, draw them from the training split).
+        image_size: TFLite input (height, width), or None for dynamic.
+        serving_size: SavedModel size policy: None (every image at its own
+            size) or (height, width) (canvas, see `fit_to_canvas`).
+        thresholds: {format: minimum pixel agreement}; defaults 99.9% for
+            float variants, 99% for int8 ones.
+        num_threads: TFLite interpreter threads (default: all cores).
+        raise_on_failure: raise `ExportVerificationError` when a variant
+            fails; otherwise only return the reports.
+
+    Returns:
+        A list of `VerificationReport`, one per format, in order.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"Unknown or no export formats {unknown or list(formats)}; choose from {list(FORMATS)}.")
+    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    representative_images = images if representative_images is None else representative_images
+    os.makedirs(output_dir, exist_ok=True)
+
+    reports = []
+    for name in formats:
+        file_name, quantization = FORMATS[name]
+        threshold = thresholds[name]
+        if quantization is None:
+
+            def write(path):
+                export_saved_model(model, path, image_size=serving_size, with_probabilities=with_probabilities)
+
+            def verify(path):
+                return verify_saved_model(path, model, images, image_size=serving_size, threshold=threshold)
+
+        else:
+
+            def write(path):
+                export_tflite(
+                    model,
+                    path,
+                    quantization=quantization,
+                    image_size=image_size,
+                    representative_images=representative_images,
+                )
+
+            def verify(path):
+                return verify_tflite(path, model, images, threshold=threshold, num_threads=num_threads)
+
+        reports.append(_export_one(name, os.path.join(output_dir, file_name), write, verify, threshold))
+
+    reference_latency = keras_latency_ms(model, images, image_size)
+    table = format_table(reports, reference_latency_ms=reference_latency)
+    with open(os.path.join(output_dir, REPORT_FILE), "w") as handle:
+        json.dump(
+            {
+                "image_size": None if image_size is None else list(image_size),
+                "serving_size": None if serving_size is None else list(serving_size),
+                "keras_latency_ms": reference_latency,
+                "reports": [report.as_dict() for report in reports],
+            },
+            handle,
+            indent=1,
+        )
+    if print_table:
+        print(table)
+    failed = [report.format for report in reports if not report.passed]
+    if failed and raise_on_failure:
+        raise ExportVerificationError(f"Export verification failed for {failed}:\n{table}", reports)
+    return reports
