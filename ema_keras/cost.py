@@ -82,9 +82,8 @@ def non_local_cost(channels, height, width, reduction=2):
 def layer_cost(layer):
     """Cost of one built layer, from its weights and its (static) output shape."""
     if isinstance(layer, keras.layers.Conv2D):
-        return conv_cost(
-            tuple(layer.kernel.shape), _static_shape(layer.output, layer), layer.use_bias, layer.groups
-        )
+        output_shape = _static_shape(layer.output, layer)
+        return conv_cost(tuple(layer.kernel.shape), output_shape, layer.use_bias, layer.groups)
     if isinstance(layer, keras.layers.Dense):
         output_shape = _static_shape(layer.output, layer)
         units_in, units_out = layer.kernel.shape
@@ -213,8 +212,9 @@ def cost_table(depth, *, output_stride=8, input_size=(513, 513), widths=(256, 51
         parts = model_cost(model)
         paper = PAPER_FIGURES.get((depth, f"emanet_{channels}")) if output_stride == 8 else None
         local = parts["pre_ema"] + non_local_cost(channels, feature_height, feature_width)
+        extra = parts["pre_ema"] + parts["ema_unit"]
         rows += [
-            _row(f"+ EMANet ({channels}): 3x3 conv + EMA unit", parts["pre_ema"] + parts["ema_unit"], paper),
+            _row(f"+ EMANet ({channels}): 3x3 conv + EMA unit", extra, paper),
             _row(f"+ non-local ({channels}): 3x3 conv + non-local block", local),
             _row(f"+ EMANet ({channels}), whole head", parts["head"]),
         ]

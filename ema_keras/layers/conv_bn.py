@@ -6,7 +6,10 @@ graph under predictable names (`{name}_pad`, `{name}_conv`, `{name}_bn`,
 mapped by name.
 """
 
+import zlib
+
 import keras
+import tensorflow as tf
 
 from ema_keras.layers.initializers import conv_kernel_initializer
 
@@ -20,16 +23,29 @@ def batch_norm_settings(momentum=0.9, epsilon=1e-5, synchronized=None):
     """
     if synchronized is None:
         synchronized = replicas_in_sync() > 1
-    return {"momentum": float(momentum), "epsilon": float(epsilon), "synchronized": bool(synchronized)}
+    return {
+        "momentum": float(momentum),
+        "epsilon": float(epsilon),
+        "synchronized": bool(synchronized),
+    }
 
 
 def replicas_in_sync():
     """Replicas of the enclosing tf.distribute strategy (1 outside any)."""
-    import tensorflow as tf
-
     if not tf.distribute.has_strategy():
         return 1
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def layer_seed(seed, name):
+    """A seed of its own for layer `name`, derived from the model's `seed`.
+
+    An integer seed makes Keras initializers stateless: every conv of the
+    same shape given the same seed would start from the same kernel.
+    """
+    if seed is None:
+        return None
+    return zlib.crc32(f"{seed}/{name}".encode()) % (2**31)
 
 
 def apply_conv_bn(
@@ -62,7 +78,7 @@ def apply_conv_bn(
         activation: append a ReLU.
         batch_norm: keyword arguments of the BatchNormalization
             (see `batch_norm_settings`).
-        seed: seed of the kernel initializer.
+        seed: model seed; the kernel initializer gets `layer_seed(seed, name)`.
         dtype: dtype policy of the layers.
     """
     batch_norm = batch_norm if batch_norm is not None else batch_norm_settings()
@@ -79,7 +95,7 @@ def apply_conv_bn(
         padding=padding,
         dilation_rate=dilation_rate,
         use_bias=use_bias,
-        kernel_initializer=conv_kernel_initializer(seed),
+        kernel_initializer=conv_kernel_initializer(layer_seed(seed, name)),
         dtype=dtype,
         name=f"{name}_conv",
     )(x)

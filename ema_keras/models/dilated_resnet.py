@@ -2,7 +2,7 @@
 
 import keras
 
-from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings
+from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
 from ema_keras.layers.initializers import conv_kernel_initializer
 
 BLOCK_COUNTS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -98,7 +98,7 @@ def apply_stem(x, stem, width, *, use_bias, batch_norm, seed=None, dtype=None):
             3,
             padding="same",
             use_bias=use_bias,
-            kernel_initializer=conv_kernel_initializer(seed),
+            kernel_initializer=conv_kernel_initializer(layer_seed(seed, "conv1_3")),
             dtype=dtype,
             name="conv1_3_conv",
         )(x)
@@ -193,7 +193,13 @@ class DilatedResNet(keras.Model):
         # === Functional model ===
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         x = apply_stem(
-            inputs, stem, width, use_bias=use_conv_bias, batch_norm=batch_norm, seed=seed, dtype=dtype
+            inputs,
+            stem,
+            width,
+            use_bias=use_conv_bias,
+            batch_norm=batch_norm,
+            seed=seed,
+            dtype=dtype,
         )
         features = {}
         for stage, blocks in enumerate(scheme):

@@ -2,7 +2,7 @@
 
 import keras
 
-from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings
+from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
 from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.dilated_resnet import DilatedResNet
@@ -10,14 +10,26 @@ from ema_keras.models.presets import get_preset
 
 # Keyword arguments of `from_preset` that go to the backbone, and those that
 # go to both the backbone and the head.
-_BACKBONE_ARGS = ("depth", "block_counts", "stem", "output_stride", "multi_grid", "width", "use_conv_bias")
-_SHARED_ARGS = ("batch_norm_momentum", "batch_norm_epsilon", "batch_norm_synchronized", "seed", "dtype")
+_BACKBONE_ARGS = (
+    "depth", "block_counts", "stem", "output_stride", "multi_grid", "width", "use_conv_bias"
+)  # fmt: skip
+_SHARED_ARGS = (
+    "batch_norm_momentum", "batch_norm_epsilon", "batch_norm_synchronized", "seed", "dtype"
+)  # fmt: skip
 
 
 def apply_classifier(x, num_classes, *, dropout, name, seed=None, dtype=None):
     """Channel dropout (PyTorch's Dropout2d) and a 1x1 conv with bias."""
-    x = keras.layers.SpatialDropout2D(dropout, seed=seed, dtype=dtype, name=f"{name}_dropout")(x)
-    return keras.layers.Conv2D(num_classes, 1, dtype=dtype, name=f"{name}_conv")(x)
+    x = keras.layers.SpatialDropout2D(
+        dropout, seed=layer_seed(seed, f"{name}_dropout"), dtype=dtype, name=f"{name}_dropout"
+    )(x)
+    return keras.layers.Conv2D(
+        num_classes,
+        1,
+        kernel_initializer=keras.initializers.GlorotUniform(layer_seed(seed, f"{name}_conv")),
+        dtype=dtype,
+        name=f"{name}_conv",
+    )(x)
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")
@@ -111,7 +123,7 @@ class EMANet(keras.Model):
             batch_norm_momentum=batch_norm["momentum"],
             batch_norm_epsilon=batch_norm["epsilon"],
             batch_norm_synchronized=batch_norm["synchronized"],
-            seed=seed,
+            seed=layer_seed(seed, "ema_unit"),
             dtype=dtype,
             name="ema_unit",
         )(x)
@@ -119,14 +131,20 @@ class EMANet(keras.Model):
         if concat_input:
             x = keras.layers.Concatenate(dtype=dtype, name="concat_input")([features["P5"], x])
             x = apply_conv_bn(x, classifier_channels, 3, name="concat_input", **conv_args)
-        x = apply_classifier(x, num_classes, dropout=dropout, name="classifier", seed=seed, dtype=dtype)
+        x = apply_classifier(
+            x, num_classes, dropout=dropout, name="classifier", seed=seed, dtype=dtype
+        )
         # float32 logits: the resize runs (and returns) in float32 under mixed precision.
         logits = BilinearResize(align_corners, dtype="float32", name="logits")([x, inputs])
         outputs = logits
         if aux_head:
             y = apply_conv_bn(features["P4"], classifier_channels, 3, name="aux", **conv_args)
-            y = apply_classifier(y, num_classes, dropout=dropout, name="aux_classifier", seed=seed, dtype=dtype)
-            aux_logits = BilinearResize(align_corners, dtype="float32", name="aux_logits")([y, inputs])
+            y = apply_classifier(
+                y, num_classes, dropout=dropout, name="aux_classifier", seed=seed, dtype=dtype
+            )
+            aux_logits = BilinearResize(align_corners, dtype="float32", name="aux_logits")(
+                [y, inputs]
+            )
             outputs = {"logits": logits, "aux_logits": aux_logits}
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 

@@ -36,7 +36,9 @@ def reference_resize(features, height, width, align_corners):
 
 
 @pytest.mark.parametrize("align_corners", [True, False])
-@pytest.mark.parametrize("in_size, out_size", [((5, 7), (33, 49)), ((8, 8), (64, 64)), ((6, 4), (3, 9))])
+@pytest.mark.parametrize(
+    "in_size, out_size", [((5, 7), (33, 49)), ((8, 8), (64, 64)), ((6, 4), (3, 9))]
+)
 def test_matches_pytorch_bilinear_definition(align_corners, in_size, out_size):
     features = np.random.default_rng(0).normal(size=(2, *in_size, 3)).astype("float32")
     reference = np.zeros((2, *out_size, 1), "float32")

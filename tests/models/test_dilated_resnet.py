@@ -64,7 +64,8 @@ def test_built_layers_have_official_strides_and_dilations(output_stride, expecte
 
 
 @pytest.mark.parametrize(
-    "output_stride, sizes", [(8, (129, 65, 65, 65)), (16, (129, 65, 33, 33)), (32, (129, 65, 33, 17))]
+    "output_stride, sizes",
+    [(8, (129, 65, 65, 65)), (16, (129, 65, 33, 33)), (32, (129, 65, 33, 17))],
 )
 def test_output_stride_on_513_input(output_stride, sizes):
     model = DilatedResNet(output_stride=output_stride, input_shape=(513, 513, 3), **TINY)
@@ -178,3 +179,14 @@ def test_config_round_trip_and_mixed_precision():
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DilatedResNet(**kwargs)
+
+
+def test_seed_reproduces_the_model_and_differs_per_layer():
+    first = DilatedResNet(block_counts=[1, 2, 1, 1], width=8, seed=3)
+    second = DilatedResNet(block_counts=[1, 2, 1, 1], width=8, seed=3)
+    for a, b in zip(first.weights, second.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # Two convs of one shape still start from different kernels.
+    one = first.get_layer("conv3_block1_2_conv").kernel.numpy()
+    two = first.get_layer("conv3_block2_2_conv").kernel.numpy()
+    assert one.shape == two.shape and not np.allclose(one, two)
