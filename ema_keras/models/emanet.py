@@ -180,20 +180,21 @@ class EMANet(keras.Model):
             model = EMANet.from_preset("emanet_resnet101_os8_voc", num_classes=19)
         """
         config = get_preset(name)
-        backbone = config.pop("backbone")
-        override_backbone = overrides.pop("backbone", None)
-        if isinstance(override_backbone, dict):
-            backbone.update(override_backbone)
-        for key in list(overrides):
-            if key in _BACKBONE_ARGS:
-                backbone[key] = overrides.pop(key)
-            elif key in _SHARED_ARGS:
-                backbone[key] = overrides[key]
-        config.update(overrides)
-        if isinstance(override_backbone, DilatedResNet):
-            config["backbone"] = override_backbone
+        backbone = overrides.pop("backbone", None)
+        backbone_overrides = {
+            key: overrides.pop(key) for key in list(overrides) if key in _BACKBONE_ARGS
+        }
+        if isinstance(backbone, DilatedResNet):
+            if backbone_overrides:
+                raise ValueError(
+                    f"Backbone arguments {sorted(backbone_overrides)} given with a built backbone."
+                )
         else:
-            config["backbone"] = DilatedResNet(**backbone)
+            shared = {key: value for key, value in overrides.items() if key in _SHARED_ARGS}
+            backbone = DilatedResNet(
+                **{**config["backbone"], **(backbone or {}), **backbone_overrides, **shared}
+            )
+        config.update(overrides, backbone=backbone)
         return cls(**config)
 
     def get_config(self):

@@ -175,6 +175,10 @@ def test_from_preset_routes_overrides():
     assert model.get_layer("classifier_conv").kernel.shape[-1] == 3
     assert model.get_layer("classifier_dropout").rate == 0.2
     assert tuple(model(images(height=32, width=32)).shape) == (2, 32, 32, 3)
+    built = DilatedResNet(block_counts=[1, 1, 1, 1], width=8, output_stride=32)
+    assert EMANet.from_preset("emanet_tiny_demo", backbone=built).backbone is built
+    with pytest.raises(ValueError, match="output_stride"):
+        EMANet.from_preset("emanet_tiny_demo", backbone=built, output_stride=8)
     with pytest.raises(ValueError, match="emanet_resnet9"):
         EMANet.from_preset("emanet_resnet9")
 
