@@ -1,0 +1,78 @@
+"""Scoring a segmenter on a split: mIoU and per-class IoU at the original size."""
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ema_keras.data import pipeline
+from ema_keras.data.voc import VOC_CLASSES
+from ema_keras.inference import predict_probabilities
+from ema_keras.metrics import SegmentationMeanIoU
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    mean_iou: float
+    per_class_iou: Sequence[float]  # NaN for classes absent from labels and predictions
+    class_names: Sequence[str]
+    num_images: int
+    settings: dict
+
+    def to_json(self):
+        return {
+            "mean_iou": self.mean_iou,
+            "num_images": self.num_images,
+            "settings": self.settings,
+            "per_class_iou": {
+                name: (None if math.isnan(iou) else iou)
+                for name, iou in zip(self.class_names, self.per_class_iou)
+            },
+        }
+
+    def to_markdown(self):
+        lines = ["| class | IoU (%) |", "|---|---|"]
+        for name, iou in zip(self.class_names, self.per_class_iou):
+            lines.append(f"| {name} | {'n/a' if math.isnan(iou) else f'{100 * iou:.2f}'} |")
+        lines.append(f"| **mean** | **{100 * self.mean_iou:.2f}** |")
+        return "\n".join(lines)
+
+
+def evaluate(
+    model,
+    examples,
+    *,
+    num_classes=21,
+    scales=(1.0,),
+    flip=False,
+    window=None,
+    stride=None,
+    class_names=None,
+):
+    """Runs `model` on every example at its own size and accumulates the IoU.
+
+    `examples` is anything `ema_keras.data.pipeline.eval_dataset` reads (a
+    list of VOCExample, a TFRecord glob). Images are neither padded nor
+    resized before scoring: predictions are made at (or resized back to) each
+    image's size, and pixels labelled 255 are ignored.
+    """
+    metric = SegmentationMeanIoU(num_classes)
+    num_images = 0
+    for image, label in pipeline.eval_dataset(examples, batch_size=1):
+        probabilities = predict_probabilities(
+            model, image, scales=scales, flip=flip, window=window, stride=stride
+        )
+        metric.update_state(label, probabilities)
+        num_images += 1
+    if class_names is None:
+        class_names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else [
+            f"class_{i}" for i in range(num_classes)
+        ]
+    return EvaluationResult(
+        mean_iou=float(metric.result()),
+        per_class_iou=[float(v) for v in np.asarray(metric.per_class_iou())],
+        class_names=list(class_names),
+        num_images=num_images,
+        settings={"scales": list(scales), "flip": flip, "window": window, "stride": stride},
+    )

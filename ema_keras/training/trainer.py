@@ -1,0 +1,221 @@
+"""Training EMANet with `model.fit` under any tf.distribute strategy.
+
+One image's path: files on disk -> `ema_keras.data.pipeline.train_dataset`
+(decode, scale, pad, crop, flip, normalise) -> per-replica batches from
+`strategy.distribute_datasets_from_function` -> `EMANet` -> masked
+cross-entropy -> `ParameterGroupSGD` with the poly schedule. The EMA bases are
+updated inside the model's forward pass, identically on every replica.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from ema_keras.data import demo, pipeline, voc
+from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
+from ema_keras.metrics import SegmentationMeanIoU
+from ema_keras.models import EMANet
+from ema_keras.optimizers import ParameterGroupSGD
+from ema_keras.schedules import PolyDecay
+from ema_keras.training import checkpointing, curves, strategy as strategies
+
+CONFIG_FILE = "train_config.json"
+LAST_MODEL_FILE = "last.keras"
+BEST_MODEL_FILE = "best.keras"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict
+    step: int
+    val_mean_iou: Optional[float]
+    model_dir: str
+
+
+def resolve_data_dir(config, model_dir):
+    """The VOC2012 folder to read: the user's, or the demo set generated once."""
+    if config.data_dir is not None:
+        return voc.find_voc_root(config.data_dir)
+    return demo.write_demo_dataset(os.path.join(model_dir, "demo_data"))
+
+
+def training_examples(config, voc_root):
+    if config.train_tfrecords:
+        return config.train_tfrecords
+    if config.train_split == "trainaug":
+        return voc.trainaug_examples(voc_root, sbd_root=config.sbd_dir, aug_dir=config.aug_dir)
+    return voc.read_voc_split(voc_root, config.train_split)
+
+
+def build_model(config):
+    """The preset's EMANet in the current strategy scope and dtype policy, weights loaded."""
+    model = EMANet.from_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
+    if config.weights:
+        from ema_keras import weights
+
+        weights.load_model_weights(model, config.weights)
+    elif config.backbone_weights:
+        from ema_keras import weights
+
+        weights.load_backbone_weights(model.backbone, config.backbone_weights)
+    return model
+
+
+def compile_model(model, config):
+    schedule = PolyDecay(
+        config.learning_rate,
+        config.steps,
+        power=config.poly_power,
+        warmup_steps=config.warmup_steps,
+    )
+    optimizer = ParameterGroupSGD(
+        learning_rate=schedule,
+        momentum=config.momentum,
+        l2_weight_decay=config.weight_decay,
+        bias_learning_rate_multiplier=config.bias_learning_rate_multiplier,
+    )
+
+    def make_loss():
+        return OHEMCrossEntropy() if config.ohem else MaskedSparseCrossEntropy()
+
+    if isinstance(model.output, dict):
+        loss = {name: make_loss() for name in model.output}
+        loss_weights = {"logits": 1.0, "aux_logits": config.aux_loss_weight}
+        metrics = {"logits": [SegmentationMeanIoU(config.num_classes)]}
+    else:
+        loss, loss_weights = make_loss(), None
+        metrics = [SegmentationMeanIoU(config.num_classes)]
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        loss_weights=loss_weights,
+        metrics=metrics,
+        jit_compile=config.jit_compile,
+    )
+
+
+def _label_targets(model):
+    """Maps (image, label) to what `fit` expects for the model's outputs."""
+    if isinstance(model.output, dict):
+        names = list(model.output)
+        return lambda image, label: (image, {name: label for name in names})
+    return None
+
+
+def _monitor_name(model):
+    return "val_logits_mean_iou" if isinstance(model.output, dict) else "val_mean_iou"
+
+
+def train(config, model_dir):
+    """Trains (or resumes training) into `model_dir`; returns a `TrainResult`.
+
+    Writes, on the chief: checkpoints (`checkpoints/`, resumed automatically),
+    `last.keras`, `best.keras` (best validation mIoU), TensorBoard logs
+    (`logs/`), `history.csv`, `training_curve.png` and `summary.json`.
+    Raises `checkpointing.TrainingDiverged` if the loss becomes NaN or Inf.
+    """
+    strategy = strategies.make_strategy(config.strategy, tpu_address=config.tpu_address)
+    chief = strategies.is_chief(strategy)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    worker_id = resolver.task_id if resolver is not None and resolver.task_id is not None else 0
+    os.makedirs(model_dir, exist_ok=True)
+    if chief:
+        with open(os.path.join(model_dir, CONFIG_FILE), "w") as file:
+            json.dump(dataclasses.asdict(config), file, indent=2)
+
+    keras.mixed_precision.set_dtype_policy(config.mixed_precision)
+    voc_root = resolve_data_dir(config, model_dir)
+    train_source = training_examples(config, voc_root)
+    epochs, steps_per_epoch = checkpointing.chunk_plan(config.steps, config.steps_per_checkpoint)
+
+    with strategy.scope():
+        model = build_model(config)
+        compile_model(model, config)
+        checkpoint = checkpointing.TrainingCheckpoint(
+            model, os.path.join(model_dir, "checkpoints"), chief=chief, worker_id=worker_id
+        )
+        initial_step = checkpoint.restore_latest()
+    initial_epoch = initial_step // steps_per_epoch
+    targets = _label_targets(model)
+
+    def dataset_fn(input_context):
+        dataset = pipeline.train_dataset(
+            train_source,
+            batch_size=config.global_batch_size,
+            crop_size=config.crop_size,
+            scales=config.scales,
+            flip=config.flip,
+            # A resumed run draws new batches instead of replaying the first ones.
+            seed=config.seed + initial_step,
+            input_context=input_context,
+            cache=config.cache_dataset,
+        )
+        return dataset.map(targets) if targets else dataset
+
+    train_data = strategy.distribute_datasets_from_function(dataset_fn)
+    validation_data = None
+    if config.validate:
+        validation_data = pipeline.eval_dataset(
+            voc.read_voc_split(voc_root, config.val_split),
+            batch_size=strategy.num_replicas_in_sync,
+            pad_to=config.eval_pad_size,
+            cache=config.cache_dataset,
+        )
+        if targets:
+            validation_data = validation_data.map(targets)
+
+    guard = checkpointing.CheckpointAndGuard(checkpoint)
+    callbacks = [guard]
+    if chief:
+        callbacks += [
+            checkpointing.BestModelExport(
+                os.path.join(model_dir, BEST_MODEL_FILE),
+                monitor=_monitor_name(model),
+                enabled=config.validate,
+            ),
+            keras.callbacks.CSVLogger(os.path.join(model_dir, curves.HISTORY_FILE), append=True),
+            keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+        ]
+    history = {}
+    if initial_epoch < epochs:
+        history = model.fit(
+            train_data,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            verbose=config.verbose,
+        ).history
+    guard.raise_if_diverged()
+
+    step = int(model.optimizer.iterations.numpy())
+    val_mean_iou = None
+    monitor = _monitor_name(model)
+    if history.get(monitor):
+        val_mean_iou = float(history[monitor][-1])
+    if chief:
+        checkpointing.save_model_atomically(model, os.path.join(model_dir, LAST_MODEL_FILE))
+        curves.plot_training_curve(model_dir)
+        with open(os.path.join(model_dir, SUMMARY_FILE), "w") as file:
+            json.dump({"step": step, "val_mean_iou": val_mean_iou}, file, indent=2)
+    return TrainResult(model, history, step, val_mean_iou, model_dir)
+
+
+def load_config(model_dir):
+    """The `TrainConfig` a training run in `model_dir` was started with."""
+    from ema_keras.training.config import TrainConfig
+
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: is {model_dir!r} a training folder?")
+    with open(path) as file:
+        values = json.load(file)
+    values["scales"] = tuple(values["scales"])
+    return TrainConfig(**values)

@@ -1,0 +1,87 @@
+"""Evaluates an EMANet on a VOC split: single scale, multi-scale + flip, sliding window.
+
+    python recipes/eval_voc.py --model_dir runs/demo                 # best.keras, its data
+    python recipes/eval_voc.py --model runs/voc/best.keras --data_dir /data/VOCdevkit \
+        --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip --output_json runs/voc/ms_flip.json
+
+Prints the per-class IoU table (markdown) and the mean IoU.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+from absl import app, flags
+
+import ema_keras  # noqa: F401  (registers the custom classes for load_model)
+from ema_keras.data import voc
+from ema_keras.evaluation import evaluate
+from ema_keras.training import load_config, trainer
+
+flags.DEFINE_string("model", None, "A .keras model file (default: best.keras or last.keras of --model_dir).")
+flags.DEFINE_string("model_dir", None, "A training folder (its model and its dataset).")
+flags.DEFINE_string("data_dir", None, "VOCdevkit or VOC2012 folder (default: the training's).")
+flags.DEFINE_string("split", "val", "Split to score.")
+flags.DEFINE_integer("num_classes", None, "Classes (default: the training's, else 21).")
+flags.DEFINE_list("scales", ["1.0"], "Inference scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75.")
+flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
+flags.DEFINE_integer("window", None, "Sliding-window size in pixels (default: whole image).")
+flags.DEFINE_integer("stride", None, "Sliding-window stride (default: 2/3 of the window).")
+flags.DEFINE_string("output_json", None, "Write the result as JSON here.")
+flags.DEFINE_string("output_markdown", None, "Write the per-class table here.")
+FLAGS = flags.FLAGS
+
+
+def resolve_model_path(model, model_dir):
+    if model:
+        return model
+    if not model_dir:
+        raise app.UsageError("Give --model or --model_dir.")
+    for name in (trainer.BEST_MODEL_FILE, trainer.LAST_MODEL_FILE):
+        path = os.path.join(model_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"No best.keras or last.keras in {model_dir!r}.")
+
+
+def resolve_data(data_dir, model_dir, num_classes):
+    config = load_config(model_dir) if model_dir else None
+    if data_dir is None:
+        if config is None:
+            raise app.UsageError("Give --data_dir (or --model_dir of a training run).")
+        data_dir = config.data_dir or os.path.join(model_dir, "demo_data")
+    if num_classes is None:
+        num_classes = config.num_classes if config else 21
+    return voc.find_voc_root(data_dir), num_classes
+
+
+def main(argv):
+    del argv
+    tf.get_logger().setLevel("WARNING")
+    model_path = resolve_model_path(FLAGS.model, FLAGS.model_dir)
+    voc_root, num_classes = resolve_data(FLAGS.data_dir, FLAGS.model_dir, FLAGS.num_classes)
+    model = keras.models.load_model(model_path, safe_mode=True)
+    result = evaluate(
+        model,
+        voc.read_voc_split(voc_root, FLAGS.split),
+        num_classes=num_classes,
+        scales=tuple(float(s) for s in FLAGS.scales),
+        flip=FLAGS.flip,
+        window=FLAGS.window,
+        stride=FLAGS.stride,
+    )
+    table = result.to_markdown()
+    print(f"{model_path} on {FLAGS.split} ({result.num_images} images), {result.settings}:")
+    print(table)
+    print(f"mIoU: {100 * result.mean_iou:.2f}")
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w") as file:
+            json.dump(result.to_json(), file, indent=2)
+    if FLAGS.output_markdown:
+        with open(FLAGS.output_markdown, "w") as file:
+            file.write(table + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

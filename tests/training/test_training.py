@@ -1,0 +1,125 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ema_keras.training import TrainingDiverged, checkpointing, curves, load_config, train
+
+
+def test_chunk_plan_requires_a_checkpoint_at_the_end():
+    assert checkpointing.chunk_plan(30, 10) == (3, 10)
+    assert checkpointing.chunk_plan(5, 100) == (1, 5)
+    with pytest.raises(ValueError, match="--steps_per_checkpoint"):
+        checkpointing.chunk_plan(30, 7)
+
+
+def test_one_device_and_mirrored_fit_the_same_global_batch(tiny_config, tmp_path):
+    losses = {}
+    for strategy in ("one_device", "mirrored"):
+        config = tiny_config(strategy=strategy, steps=2, steps_per_checkpoint=2)
+        result = train(config, str(tmp_path / strategy))
+        assert result.step == 2
+        losses[strategy] = result.history["loss"][0]
+    # Same data in the same order; the replicas differ only by dropout draws
+    # and by averaging per-replica loss means.
+    np.testing.assert_allclose(losses["mirrored"], losses["one_device"], rtol=0.05)
+
+
+def test_run_writes_its_artifacts_and_a_reloadable_model(tiny_config, tmp_path):
+    model_dir = str(tmp_path / "run")
+    result = train(tiny_config(validate=True, steps=2, steps_per_checkpoint=1), model_dir)
+    for name in ("last.keras", "best.keras", "summary.json", "history.csv", "train_config.json"):
+        assert os.path.isfile(os.path.join(model_dir, name)), name
+    with open(os.path.join(model_dir, "summary.json")) as file:
+        summary = json.load(file)
+    assert summary["step"] == 2 and 0.0 <= summary["val_mean_iou"] <= 1.0
+    assert sorted(curves.read_history(model_dir)) == [1, 2]
+    assert load_config(model_dir).steps == 2
+
+    reloaded = keras.models.load_model(os.path.join(model_dir, "last.keras"), safe_mode=True)
+    images = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(
+        reloaded(images).numpy(), result.model(images, training=False).numpy(), atol=1e-5
+    )
+    # Running the same command again resumes at the end and trains nothing more.
+    again = train(tiny_config(validate=True, steps=2, steps_per_checkpoint=1), model_dir)
+    assert again.step == 2 and again.history == {}
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+    model_dir = str(tmp_path / "diverging")
+    # A learning rate this large blows the weights up after the first update.
+    config = tiny_config(learning_rate=1e12, steps=4, steps_per_checkpoint=1)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(config, model_dir)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert latest is not None and latest.endswith("-1")
+    reader = tf.train.load_checkpoint(latest)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name
+    assert not os.path.exists(os.path.join(model_dir, "last.keras"))
+
+
+def test_xla_and_mixed_precision_recipes_train(tiny_config, tmp_path):
+    for name, overrides in {
+        "xla": {"jit_compile": True},
+        "float16": {"mixed_precision": "mixed_float16"},
+        "bfloat16": {"mixed_precision": "mixed_bfloat16"},
+    }.items():
+        result = train(tiny_config(strategy="one_device", steps=1, **overrides), str(tmp_path / name))
+        keras.mixed_precision.set_dtype_policy("float32")
+        assert np.isfinite(result.history["loss"][0])
+        assert result.model.get_layer("ema_unit").em_attention.bases.dtype == "float32"
+        assert result.model.output.dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "policy, min_argmax_agreement", [("mixed_float16", 0.97), ("mixed_bfloat16", 0.8)]
+)
+def test_mixed_precision_forward_close_to_float32(policy, min_argmax_agreement):
+    from ema_keras.losses import MaskedSparseCrossEntropy
+    from ema_keras.models import EMANet
+
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    labels = rng.integers(0, 21, size=(2, 64, 64)).astype("int32")
+    logits = {}
+    for name in ("float32", policy):
+        keras.mixed_precision.set_dtype_policy(name)
+        keras.utils.set_random_seed(7)
+        model = EMANet.from_preset("emanet_tiny_demo", dropout=0.0, seed=7)
+        logits[name] = model(images, training=True).numpy()
+        assert logits[name].dtype == np.float32
+    agreement = (logits[policy].argmax(-1) == logits["float32"].argmax(-1)).mean()
+    assert agreement >= min_argmax_agreement
+    loss = MaskedSparseCrossEntropy()
+    np.testing.assert_allclose(
+        float(loss(labels, logits[policy])), float(loss(labels, logits["float32"])), rtol=1e-3
+    )
+
+
+@pytest.mark.slow
+def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
+    from ema_keras.models import EMANet
+    from ema_keras.training import trainer
+
+    config = tiny_config()
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    labels = rng.integers(0, 21, size=(2, 64, 64)).astype("int32")
+    outcomes = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(7)
+        model = EMANet.from_preset("emanet_tiny_demo", dropout=0.0, seed=7)
+        trainer.compile_model(model, tiny_config(jit_compile=jit_compile))
+        losses = [float(model.train_on_batch(images, labels)[0]) for _ in range(2)]
+        bases = model.get_layer("ema_unit").em_attention.bases.numpy()
+        outcomes.append((losses, bases))
+    # XLA's CPU fusions reorder float32 sums: agreement to ~1e-4, not bit-exact.
+    np.testing.assert_allclose(outcomes[1][0], outcomes[0][0], rtol=1e-3)
+    np.testing.assert_allclose(outcomes[1][1], outcomes[0][1], atol=1e-4)
