@@ -64,9 +64,11 @@ class ResNet(nn.Module):
     multi-grid. The first block of a dilated stage runs at half its dilation.
     """
 
-    def __init__(self, depth=50, *, stem="deep", output_stride=32, num_classes=1000):
+    def __init__(
+        self, depth=50, *, block_counts=None, stem="deep", output_stride=32, num_classes=1000
+    ):
         super().__init__()
-        blocks = BLOCK_COUNTS[depth]
+        blocks = tuple(block_counts or BLOCK_COUNTS[depth])
         if stem == "deep":
             self.conv1 = nn.Sequential(
                 nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False),
@@ -116,10 +118,13 @@ class ResNet(nn.Module):
             layers.append(Bottleneck(out_channels, width, dilation=dilation * grid[index]))
         return nn.Sequential(*layers)
 
-    def forward(self, x):
+    def features(self, x):
+        """Stage 4's output (the trunk a segmenter uses)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 class ConvBNReLU(nn.Module):
@@ -176,6 +181,7 @@ class EMANet(nn.Module):
         num_classes=21,
         depth=101,
         *,
+        block_counts=None,
         output_stride=8,
         head_channels=512,
         classifier_channels=256,
@@ -183,7 +189,9 @@ class EMANet(nn.Module):
         num_iterations=3,
     ):
         super().__init__()
-        backbone = ResNet(depth, stem="deep", output_stride=output_stride)
+        backbone = ResNet(
+            depth, block_counts=block_counts, stem="deep", output_stride=output_stride
+        )
         self.extractor = nn.Sequential(
             backbone.conv1,
             backbone.bn1,

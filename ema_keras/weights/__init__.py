@@ -14,10 +14,12 @@ Converting (needs torch, `pip install 'ema-keras[convert]'`):
 """
 
 from ema_keras.weights.convert import (
+    KINDS,
     convert_checkpoint,
     convert_deep_stem_backbone,
     convert_official_checkpoint,
     convert_torchvision_resnet,
+    detect_kind,
 )
 from ema_keras.weights.layer_weights import WeightsMismatchError
 from ema_keras.weights.loading import (
@@ -27,11 +29,13 @@ from ema_keras.weights.loading import (
 )
 
 __all__ = [
+    "KINDS",
     "WeightsMismatchError",
     "convert_checkpoint",
     "convert_deep_stem_backbone",
     "convert_official_checkpoint",
     "convert_torchvision_resnet",
+    "detect_kind",
     "load_backbone_weights",
     "load_model_weights",
     "load_official_state_dict",

@@ -4,6 +4,7 @@ import os
 
 from ema_keras.models.dilated_resnet import BLOCK_COUNTS, DilatedResNet
 from ema_keras.models.emanet import EMANet
+from ema_keras.models.presets import get_preset
 from ema_keras.weights import torch_files, torch_names
 from ema_keras.weights.layer_weights import WeightsMismatchError, assign_layer_weights
 from ema_keras.weights.loading import (
@@ -74,6 +75,13 @@ def convert_official_checkpoint(
         "ema_num_iterations": int(num_iterations),
     }
     if preset is not None:
+        preset_backbone = get_preset(preset)["backbone"]
+        preset_counts = preset_backbone.get("block_counts") or BLOCK_COUNTS[preset_backbone["depth"]]
+        if list(preset_counts) != counts:
+            raise WeightsMismatchError(
+                f"{source} holds {depth_name(counts)} but preset {preset!r} is "
+                f"{depth_name(preset_counts)}."
+            )
         overrides = dict(head)
         if output_stride is not None:
             overrides["output_stride"] = output_stride
@@ -110,7 +118,7 @@ def convert_torchvision_resnet(checkpoint_path, output_path, *, depth=None, outp
 def convert_checkpoint(checkpoint_path, output_path, *, kind=None, **kwargs):
     """Dispatches on `kind` ("official", "deep_stem", "torchvision"; `None` = from the keys)."""
     if kind is None:
-        kind = torch_names.detect_layout(torch_files.read_state_dict(checkpoint_path))
+        kind = detect_kind(checkpoint_path)
     if kind == "official":
         return convert_official_checkpoint(checkpoint_path, output_path, **kwargs)
     if kind == "deep_stem":
@@ -118,6 +126,11 @@ def convert_checkpoint(checkpoint_path, output_path, *, kind=None, **kwargs):
     if kind == "torchvision":
         return convert_torchvision_resnet(checkpoint_path, output_path, **kwargs)
     raise ValueError(f"`kind` must be one of {KINDS} or None, got {kind!r}.")
+
+
+def detect_kind(checkpoint_path):
+    """"official", "deep_stem" or "torchvision": the layout of a PyTorch file's keys."""
+    return torch_names.detect_layout(torch_files.read_state_dict(checkpoint_path))
 
 
 def _convert_backbone(checkpoint_path, output_path, layout, depth, output_stride):
