@@ -122,4 +122,4 @@ def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
         outcomes.append((losses, bases))
     # XLA's CPU fusions reorder float32 sums: agreement to ~1e-4, not bit-exact.
     np.testing.assert_allclose(outcomes[1][0], outcomes[0][0], rtol=1e-3)
-    np.testing.assert_allclose(outcomes[1][1], outcomes[0][1], atol=1e-4)
+    np.testing.assert_allclose(outcomes[1][1], outcomes[0][1], atol=1e-3)
