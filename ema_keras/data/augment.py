@@ -39,8 +39,14 @@ class KerasAugmentation:
         hue=0.0,
         seed=None,
     ):
-        for name, value in (("rotation_degrees", rotation_degrees), ("zoom", zoom), ("brightness", brightness),
-                            ("contrast", contrast), ("saturation", saturation), ("hue", hue)):
+        for name, value in (
+            ("rotation_degrees", rotation_degrees),
+            ("zoom", zoom),
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+            ("hue", hue),
+        ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if zoom >= 1:
@@ -52,7 +58,11 @@ class KerasAugmentation:
                     value_range=(0, 255),
                     brightness_factor=brightness or None,
                     contrast_factor=contrast or None,
-                    saturation_factor=(max(0.0, 0.5 - saturation / 2), 0.5 + saturation / 2) if saturation else None,
+                    saturation_factor=(
+                        (max(0.0, 0.5 - saturation / 2), 0.5 + saturation / 2)
+                        if saturation
+                        else None
+                    ),
                     hue_factor=hue or None,
                     seed=seed,
                 )
@@ -66,7 +76,9 @@ class KerasAugmentation:
             )
         if zoom:
             self.geometric_layers.append(
-                keras.layers.RandomZoom((-zoom, zoom), fill_mode="constant", fill_value=0.0, seed=seed)
+                keras.layers.RandomZoom(
+                    (-zoom, zoom), fill_mode="constant", fill_value=0.0, seed=seed
+                )
             )
 
     def __call__(self, images, labels):

@@ -70,7 +70,9 @@ def colors_to_ids(rgb, path):
     ids = tf.zeros(tf.shape(rgb)[:2], tf.int32)
     for bit in range(3):
         for channel in range(3):
-            channel_bit = tf.bitwise.bitwise_and(tf.bitwise.right_shift(rgb[..., channel], 7 - bit), 1)
+            channel_bit = tf.bitwise.bitwise_and(
+                tf.bitwise.right_shift(rgb[..., channel], 7 - bit), 1
+            )
             ids = tf.bitwise.bitwise_or(ids, tf.bitwise.left_shift(channel_bit, 3 * bit + channel))
     ids = tf.bitwise.bitwise_and(ids, 255)
     back = tf.gather(tf.constant(voc_colormap(), tf.int32), ids)
@@ -84,7 +86,9 @@ def colors_to_ids(rgb, path):
 def decode_label(encoded, path):
     """Label PNG bytes to (H, W) uint8 class ids (palette, 8-bit grayscale or VOC-coloured RGB)."""
     is_png = tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_SIGNATURE)
-    check_png = tf.debugging.Assert(is_png, ["label is not a PNG (convert .mat labels first):", path])
+    check_png = tf.debugging.Assert(
+        is_png, ["label is not a PNG (convert .mat labels first):", path]
+    )
     with tf.control_dependencies([check_png]):
         bit_depth = _header_byte(encoded, 24)
         color_type = _header_byte(encoded, 25)
@@ -93,7 +97,8 @@ def decode_label(encoded, path):
         tf.reduce_any(tf.equal(color_type, [_PNG_GRAYSCALE, _PNG_RGB, _PNG_PALETTE])),
     )
     check_type = tf.debugging.Assert(
-        supported, ["label PNG must be 8-bit palette, grayscale or RGB:", path, bit_depth, color_type]
+        supported,
+        ["label PNG must be 8-bit palette, grayscale or RGB:", path, bit_depth, color_type],
     )
     with tf.control_dependencies([check_type]):
         label = tf.cond(
@@ -115,8 +120,15 @@ def check_sizes(image, label, path):
         return tf.identity(image), tf.identity(label)
 
 
+@tf.autograph.experimental.do_not_convert
 def _read_files(image_id, image_path, label_path):
-    return image_id, tf.io.read_file(image_path), tf.io.read_file(label_path), image_path, label_path
+    return (
+        image_id,
+        tf.io.read_file(image_path),
+        tf.io.read_file(label_path),
+        image_path,
+        label_path,
+    )
 
 
 def _decode_files(image_id, image_bytes, label_bytes, image_path, label_path):
@@ -139,7 +151,9 @@ def _standardize_dict(example):
     """A dict of image_id, image and label (decoded, or still bytes) as our example dict."""
     image_id = example.get("image_id", tf.constant(""))
     image, label = example["image"], example["label"]
-    if image.dtype == tf.string:  # e.g. tfds.load(..., decoders={"image": tfds.decode.SkipDecoding()})
+    if (
+        image.dtype == tf.string
+    ):  # e.g. tfds.load(..., decoders={"image": tfds.decode.SkipDecoding()})
         image = decode_image(image, image_id)
     if label.dtype == tf.string:
         label = decode_label(label, image_id)
@@ -192,7 +206,8 @@ def source_dataset(source, *, input_context=None):
     mat_labels = [e.label_path for e in examples if os.fspath(e.label_path).endswith(".mat")]
     if mat_labels:
         raise ValueError(
-            f"{mat_labels[0]}: SBD .mat labels cannot be decoded in the tf.data graph; convert them "
+            f"{mat_labels[0]}: SBD .mat labels cannot be decoded in the tf.data graph; "
+            "convert them "
             "once with ema_keras.data.write_tfrecords (or to PNGs with convert_sbd_to_png)"
         )
     columns = tuple(
@@ -212,6 +227,7 @@ def examples_dataset(source, *, input_context=None):
     """Decoded examples (dicts of image_id, image, label) in the source's order."""
     dataset, read_fn, decode_fn = source_dataset(source, input_context=input_context)
 
+    @tf.autograph.experimental.do_not_convert
     def read_and_decode(*element):
         element = element if len(element) > 1 else element[0]
         if read_fn is not None:

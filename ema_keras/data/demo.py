@@ -140,10 +140,14 @@ def write_demo_dataset(root, num_train=200, num_val=50, image_size=(96, 128), se
     for image_id in train_ids + val_ids:
         height, width = rng.integers(size_range[0], size_range[1] + 1, size=2)
         image, label = draw_demo_example(rng, int(height), int(width))
-        Image.fromarray(image).save(os.path.join(voc_root, "JPEGImages", f"{image_id}.jpg"), quality=92)
+        Image.fromarray(image).save(
+            os.path.join(voc_root, "JPEGImages", f"{image_id}.jpg"), quality=92
+        )
         save_palette_png(label, os.path.join(voc_root, "SegmentationClass", f"{image_id}.png"))
     for split, ids in (("train", train_ids), ("val", val_ids), ("trainval", train_ids + val_ids)):
-        with open(os.path.join(voc_root, "ImageSets", "Segmentation", f"{split}.txt"), "w") as handle:
+        with open(
+            os.path.join(voc_root, "ImageSets", "Segmentation", f"{split}.txt"), "w"
+        ) as handle:
             handle.write("".join(f"{i}\n" for i in ids))
     with open(manifest_path, "w") as handle:  # written last: marks the folder complete
         json.dump(manifest, handle, indent=1)

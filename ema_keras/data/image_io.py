@@ -21,7 +21,7 @@ import io
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ema_keras.data.errors import (
     CorruptFileError,
@@ -42,6 +42,10 @@ def _open(path):
         with open(path, "rb") as handle:
             image = Image.open(io.BytesIO(handle.read()))
             image.load()
+    except UnidentifiedImageError as error:
+        raise CorruptFileError(
+            path, "not a readable image (unknown format or corrupt header)"
+        ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptFileError(path, f"cannot decode the image ({error})") from error
     return image
@@ -54,7 +58,8 @@ def load_image(path):
         image = image.convert("RGB")
     if image.mode != "RGB":
         raise UnsupportedModeError(
-            path, f"image mode {image.mode!r} is not supported (expected RGB, L or CMYK); save it as RGB"
+            path,
+            f"image mode {image.mode!r} is not supported (expected RGB, L or CMYK); save it as RGB",
         )
     return np.asarray(image, dtype=np.uint8)
 
@@ -90,10 +95,14 @@ def load_mat_label(path):
     except Exception as error:  # scipy raises several unrelated types on bad files
         raise CorruptFileError(path, f"cannot read the MATLAB file ({error})") from error
     if "GTcls" not in contents or not hasattr(contents["GTcls"], "Segmentation"):
-        raise CorruptFileError(path, "no GTcls.Segmentation in this MATLAB file (is it an SBD cls/ file?)")
+        raise CorruptFileError(
+            path, "no GTcls.Segmentation in this MATLAB file (is it an SBD cls/ file?)"
+        )
     segmentation = np.asarray(contents["GTcls"].Segmentation)
     if segmentation.ndim != 2 or segmentation.min() < 0 or segmentation.max() > 255:
-        raise CorruptFileError(path, f"GTcls.Segmentation is not a 2-D array of 0..255 ids: {segmentation.shape}")
+        raise CorruptFileError(
+            path, f"GTcls.Segmentation is not a 2-D array of 0..255 ids: {segmentation.shape}"
+        )
     return segmentation.astype(np.uint8)
 
 
@@ -123,7 +132,9 @@ def check_label_values(label, num_classes, path):
     bad = np.unique(label[(label >= num_classes) & (label != 255)])
     if bad.size:
         raise LabelValueError(
-            path, f"class ids {bad.tolist()[:10]} are >= num_classes={num_classes} and not the ignore label 255"
+            path,
+            f"class ids {bad.tolist()[:10]} are >= num_classes={num_classes} "
+            "and not the ignore label 255",
         )
 
 

@@ -153,9 +153,13 @@ def train_dataset(
     crop_height, crop_width = _pair(crop_size, "crop_size")
     if scale_range is not None:
         if scales not in (OFFICIAL_SCALES, None):
-            raise ValueError("give either scales (a discrete set) or scale_range (min, max), not both")
+            raise ValueError(
+                "give either scales (a discrete set) or scale_range (min, max), not both"
+            )
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
-            raise ValueError(f"scale_range must be (min, max) with 0 < min <= max, got {scale_range}")
+            raise ValueError(
+                f"scale_range must be (min, max) with 0 < min <= max, got {scale_range}"
+            )
         scale_range = tuple(float(s) for s in scale_range)
     scales = tuple(float(s) for s in (scales or (1.0,)))
     if min(scales) <= 0:
@@ -168,13 +172,14 @@ def train_dataset(
 
     dataset, read_fn, decode_fn = source_dataset(examples, input_context=input_context)
     if read_fn is not None and cache is not False:
-        dataset = dataset.map(read_fn, num_parallel_calls=num_parallel_calls)
+        dataset = dataset.map(read_fn, num_parallel_calls=num_parallel_calls, deterministic=True)
         read_fn = None
     if cache is not False:
         dataset = dataset.cache("" if cache is True else str(cache))
     buffer = len(examples) if isinstance(examples, (list, tuple)) else shuffle_buffer
     dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
 
+    @tf.autograph.experimental.do_not_convert  # plain graph code: nothing to convert
     def prepare(index, element):
         if read_fn is not None:
             element = apply(read_fn, element)
@@ -191,19 +196,15 @@ def train_dataset(
             image, label = random_flip(image, label, seeds[2])
         return image, label
 
-    dataset = dataset.map(
-        lambda index, element: prepare(index, element),
-        num_parallel_calls=num_parallel_calls,
-        deterministic=True,
-    )
+    @tf.autograph.experimental.do_not_convert
+    def normalize(image, label):
+        return normalize_image(image), label
+
+    dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(per_replica_batch, drop_remainder=True)
     if augmentation is not None:
         dataset = dataset.map(augmentation)  # sequential: the layers' random state is a variable
-    dataset = dataset.map(
-        lambda image, label: (normalize_image(image), label),
-        num_parallel_calls=num_parallel_calls,
-        deterministic=True,
-    )
+    dataset = dataset.map(normalize, num_parallel_calls=num_parallel_calls, deterministic=True)
     return _with_options(dataset.prefetch(tf.data.AUTOTUNE), input_context, deterministic=True)
 
 
@@ -232,11 +233,12 @@ def eval_dataset(
         pad_height, pad_width = _pair(pad_to, "pad_to")
     dataset, read_fn, decode_fn = source_dataset(examples, input_context=input_context)
     if read_fn is not None and cache is not False:
-        dataset = dataset.map(read_fn, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(read_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         read_fn = None
     if cache is not False:
         dataset = dataset.cache("" if cache is True else str(cache))
 
+    @tf.autograph.experimental.do_not_convert
     def prepare(*element):
         element = element if len(element) > 1 else element[0]
         if read_fn is not None:
@@ -249,7 +251,8 @@ def eval_dataset(
         if pad_to is not None:
             fits = tf.logical_and(shape[0] <= pad_height, shape[1] <= pad_width)
             check = tf.debugging.Assert(
-                fits, ["image larger than pad_to:", example["image_id"], shape, [pad_height, pad_width]]
+                fits,
+                ["image larger than pad_to:", example["image_id"], shape, [pad_height, pad_width]],
             )
             with tf.control_dependencies([check]):
                 paddings = [[0, pad_height - shape[0]], [0, pad_width - shape[1]]]
@@ -265,5 +268,5 @@ def eval_dataset(
         padding_values = (0.0, IGNORE_LABEL, {"image_id": "", "height": 0, "width": 0})
         dataset = dataset.padded_batch(per_replica_batch, padding_values=padding_values)
     if not with_metadata:
-        dataset = dataset.map(lambda image, label, metadata: (image, label))
+        dataset = dataset.map(tf.autograph.experimental.do_not_convert(lambda i, l, m: (i, l)))
     return _with_options(dataset.prefetch(tf.data.AUTOTUNE), input_context, deterministic=True)

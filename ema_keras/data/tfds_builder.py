@@ -52,7 +52,10 @@ def _find_optional(manual_dir, voc_root):
     sbd_root = os.path.join(manual_dir, "benchmark_RELEASE")
     sbd_root = sbd_root if os.path.isdir(sbd_root) else None
     aug_dir = None
-    for candidate in (os.path.join(manual_dir, "SegmentationClassAug"), os.path.join(voc_root, "SegmentationClassAug")):
+    for candidate in (
+        os.path.join(manual_dir, "SegmentationClassAug"),
+        os.path.join(voc_root, "SegmentationClassAug"),
+    ):
         if os.path.isdir(candidate):
             aug_dir = candidate
             break
@@ -111,7 +114,7 @@ class VocSegmentation(tfds.core.GeneratorBasedBuilder):
 
 
 def load_voc_segmentation(split, *, data_dir=None, manual_dir=None, input_context=None):
-    """`tfds.load` of this builder, prepared from `manual_dir` when needed, decoded like the folder reader.
+    """`tfds.load` of this builder (prepared from `manual_dir` if needed), decoded like our reader.
 
     Returns a dataset of dicts of image_id, image (H, W, 3) uint8 and label
     (H, W) uint8, the same examples as `examples_dataset(read_voc_split(...))`
@@ -119,7 +122,9 @@ def load_voc_segmentation(split, *, data_dir=None, manual_dir=None, input_contex
     """
     from ema_keras.data.decode import examples_dataset
 
-    download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=os.fspath(manual_dir) if manual_dir else None
+    )
     dataset = tfds.load(
         VocSegmentation.name,
         split=split,

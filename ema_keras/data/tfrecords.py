@@ -30,7 +30,8 @@ def serialize_example(example):
     label = load_label(example.label_path)
     if label.shape != (height, width):
         raise SizeMismatchError(
-            example.label_path, f"label is {label.shape}, image {example.image_path} is {(height, width)}"
+            example.label_path,
+            f"label is {label.shape}, image {example.image_path} is {(height, width)}",
         )
     with open(example.image_path, "rb") as handle:
         image_bytes = handle.read()
@@ -55,7 +56,9 @@ def write_tfrecords(examples, output_dir, num_shards, *, prefix="voc"):
     if not examples:
         raise ValueError("examples is empty: nothing to write")
     if not 1 <= num_shards <= len(examples):
-        raise ValueError(f"num_shards must be in [1, {len(examples)}] (the number of examples), got {num_shards}")
+        raise ValueError(
+            f"num_shards must be in [1, {len(examples)}] (the number of examples), got {num_shards}"
+        )
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     paths = []

@@ -17,7 +17,12 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from ema_keras.data.errors import DataError, MissingFileError, SizeMismatchError, UnsupportedModeError
+from ema_keras.data.errors import (
+    DataError,
+    MissingFileError,
+    SizeMismatchError,
+    UnsupportedModeError,
+)
 from ema_keras.data.image_io import load_image, load_label, palette_mismatch
 from ema_keras.data.voc import NUM_CLASSES, find_voc_root, read_voc_split, trainaug_examples
 
@@ -28,7 +33,9 @@ def check_example(example, num_classes=NUM_CLASSES):
     image = label = None
     for path in (example.image_path, example.label_path):
         if not os.path.isfile(path):
-            problems.append(MissingFileError(path, f"listed for image id {example.image_id!r} but missing"))
+            problems.append(
+                MissingFileError(path, f"listed for image id {example.image_id!r} but missing")
+            )
     if problems:
         return problems
     try:
@@ -67,7 +74,13 @@ def _split_examples(voc_root, split, sbd_root, aug_dir):
 
 
 def validate_dataset(
-    voc_root, splits=("train", "val"), num_classes=NUM_CLASSES, *, sbd_root=None, aug_dir=None, num_workers=None
+    voc_root,
+    splits=("train", "val"),
+    num_classes=NUM_CLASSES,
+    *,
+    sbd_root=None,
+    aug_dir=None,
+    num_workers=None,
 ):
     """Every problem of the listed splits, as a list of DataError (empty when all is well).
 
@@ -97,10 +110,16 @@ def console_main(argv=None):
     """`ema-keras-validate`: prints every problem, exits 1 when there is any."""
     parser = argparse.ArgumentParser(prog="ema-keras-validate", description=__doc__.splitlines()[0])
     parser.add_argument("voc_root", help="VOCdevkit/VOC2012 (or VOCdevkit) folder")
-    parser.add_argument("--splits", default="train,val", help="comma-separated split names (default: train,val)")
+    parser.add_argument(
+        "--splits", default="train,val", help="comma-separated split names (default: train,val)"
+    )
     parser.add_argument("--num-classes", type=int, default=NUM_CLASSES)
-    parser.add_argument("--sbd-root", default=None, help="SBD benchmark_RELEASE folder (for trainaug)")
-    parser.add_argument("--aug-dir", default=None, help="SegmentationClassAug folder (for trainaug)")
+    parser.add_argument(
+        "--sbd-root", default=None, help="SBD benchmark_RELEASE folder (for trainaug)"
+    )
+    parser.add_argument(
+        "--aug-dir", default=None, help="SegmentationClassAug folder (for trainaug)"
+    )
     args = parser.parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]
     problems = validate_dataset(

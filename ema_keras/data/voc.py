@@ -74,10 +74,16 @@ def voc_colormap():
 def find_voc_root(path):
     """`path` itself when it holds ImageSets/, else its VOC2012/ or VOCdevkit/VOC2012/."""
     path = os.fspath(path)
-    for candidate in (path, os.path.join(path, "VOC2012"), os.path.join(path, "VOCdevkit", "VOC2012")):
+    for candidate in (
+        path,
+        os.path.join(path, "VOC2012"),
+        os.path.join(path, "VOCdevkit", "VOC2012"),
+    ):
         if os.path.isdir(os.path.join(candidate, "ImageSets")):
             return candidate
-    raise MissingFileError(path, "no VOC folder here (expected ImageSets/ in it, or in VOC2012/ below it)")
+    raise MissingFileError(
+        path, "no VOC folder here (expected ImageSets/ in it, or in VOC2012/ below it)"
+    )
 
 
 def find_sbd_root(path):
@@ -90,7 +96,9 @@ def find_sbd_root(path):
     ):
         if os.path.isdir(os.path.join(candidate, "cls")):
             return candidate
-    raise MissingFileError(path, "no SBD folder here (expected cls/ in it, or in dataset/ below it)")
+    raise MissingFileError(
+        path, "no SBD folder here (expected cls/ in it, or in dataset/ below it)"
+    )
 
 
 def read_id_list(list_path):
@@ -116,8 +124,12 @@ def _checked_examples(list_path, ids, image_path_of, label_path_of, check_files=
         if not os.path.isfile(path)
     ]
     if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise MissingFileError(list_path, f"{len(missing)} file(s) named by this split are missing: {shown}")
+        shown = ", ".join(missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
+        raise MissingFileError(
+            list_path, f"{len(missing)} file(s) named by this split are missing: {shown}"
+        )
     return examples
 
 
@@ -179,7 +191,10 @@ def trainaug_examples(voc_root, *, sbd_root=None, aug_dir=None, check_files=True
     subtracted like any other VOC val id).
     """
     if sbd_root is None and aug_dir is None:
-        raise ValueError("trainaug needs SBD: pass sbd_root= (benchmark_RELEASE) or aug_dir= (SegmentationClassAug)")
+        raise ValueError(
+            "trainaug needs SBD: pass sbd_root= (benchmark_RELEASE) "
+            "or aug_dir= (SegmentationClassAug)"
+        )
     voc_root = find_voc_root(voc_root)
     voc_train = {e.image_id: e for e in read_voc_split(voc_root, "train", check_files=check_files)}
     voc_val_ids = set(read_id_list(os.path.join(voc_root, "ImageSets", "Segmentation", "val.txt")))
@@ -190,7 +205,9 @@ def trainaug_examples(voc_root, *, sbd_root=None, aug_dir=None, check_files=True
     else:
         if not os.path.isdir(aug_dir):
             raise MissingFileError(aug_dir, "SegmentationClassAug folder does not exist")
-        sbd_ids = {os.path.splitext(name)[0] for name in os.listdir(aug_dir) if name.endswith(".png")}
+        sbd_ids = {
+            os.path.splitext(name)[0] for name in os.listdir(aug_dir) if name.endswith(".png")
+        }
 
     examples = []
     for image_id in sorted((set(voc_train) | sbd_ids) - voc_val_ids):
@@ -208,5 +225,7 @@ def trainaug_examples(voc_root, *, sbd_root=None, aug_dir=None, check_files=True
         examples.append(VOCExample(image_id, image_path, label_path))
     missing = [p for e in examples for p in (e.image_path, e.label_path) if not os.path.isfile(p)]
     if missing and check_files:
-        raise MissingFileError(missing[0], f"named by trainaug but missing ({len(missing)} missing in all)")
+        raise MissingFileError(
+            missing[0], f"named by trainaug but missing ({len(missing)} missing in all)"
+        )
     return examples

@@ -42,7 +42,9 @@ def write_voc(root, splits, *, size=(40, 48), seed=0, label_dir="SegmentationCla
             labels[image_id] = random_label(rng, height, width)
             save_palette_png(labels[image_id], os.path.join(voc_root, label_dir, f"{image_id}.png"))
     for name, ids in splits.items():
-        with open(os.path.join(voc_root, "ImageSets", "Segmentation", f"{name}.txt"), "w") as handle:
+        with open(
+            os.path.join(voc_root, "ImageSets", "Segmentation", f"{name}.txt"), "w"
+        ) as handle:
             handle.write("".join(f"{i}\n" for i in ids))
     return voc_root, labels
 
@@ -72,7 +74,11 @@ def write_sbd(root, splits, *, size=(36, 44), seed=1):
 @pytest.fixture
 def voc_fixture(tmp_path):
     voc_root, labels = write_voc(
-        str(tmp_path), {"train": ["2007_000001", "2007_000002", "2007_000003"], "val": ["2007_000004", "2007_000005"]}
+        str(tmp_path),
+        {
+            "train": ["2007_000001", "2007_000002", "2007_000003"],
+            "val": ["2007_000004", "2007_000005"],
+        },
     )
     return voc_root, labels
 
@@ -81,4 +87,6 @@ def voc_fixture(tmp_path):
 def demo_root(tmp_path_factory):
     from ema_keras.data.demo import write_demo_dataset
 
-    return write_demo_dataset(str(tmp_path_factory.mktemp("demo")), num_train=8, num_val=4, image_size=(40, 56))
+    return write_demo_dataset(
+        str(tmp_path_factory.mktemp("demo")), num_train=8, num_val=4, image_size=(40, 56)
+    )

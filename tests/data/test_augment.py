@@ -26,7 +26,9 @@ def test_rotation_fills_labels_with_255_and_images_with_the_mean():
     assert set(np.unique(out_labels).tolist()) <= {0, 15, 255}
     corners = out_labels[:, [0, 0, -1, -1], [0, -1, 0, -1]]
     filled = corners == 255
-    assert filled.any()  # a rotation of 45 degrees leaves corners uncovered -> ignored, not background
+    assert (
+        filled.any()
+    )  # a rotation of 45 degrees leaves corners uncovered -> ignored, not background
     corner_pixels = out_images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
     # The fill is the mean (0 after normalisation), not black; bilinear sampling
     # blends it with the image at the edge of the covered area.
@@ -42,9 +44,9 @@ def test_zoom_out_keeps_255_and_colour_jitter_leaves_labels():
     images, labels = _batch()
     out_images, out_labels = KerasAugmentation(zoom=0.5, seed=0)(images, labels)
     assert set(np.unique(out_labels.numpy()).tolist()) <= {0, 15, 255}
-    jittered, same_labels = KerasAugmentation(brightness=0.3, contrast=0.3, saturation=0.4, hue=0.1, seed=0)(
-        images, labels
-    )
+    jittered, same_labels = KerasAugmentation(
+        brightness=0.3, contrast=0.3, saturation=0.4, hue=0.1, seed=0
+    )(images, labels)
     np.testing.assert_array_equal(same_labels.numpy(), labels.numpy())
     assert not np.allclose(jittered.numpy(), images.numpy())
     assert jittered.numpy().min() >= 0 and jittered.numpy().max() <= 255
@@ -62,7 +64,9 @@ def test_in_train_dataset_255_survives_and_seed_repeats(demo_root):
 
     def batches():
         augment = KerasAugmentation(rotation_degrees=30, brightness=0.2, seed=4)
-        dataset = pipeline.train_dataset(examples, batch_size=2, crop_size=32, seed=2, augmentation=augment)
+        dataset = pipeline.train_dataset(
+            examples, batch_size=2, crop_size=32, seed=2, augmentation=augment
+        )
         return list(dataset.take(2).as_numpy_iterator())
 
     first, second = batches(), batches()

@@ -48,11 +48,16 @@ def test_deterministic_and_idempotent(tmp_path):
 
     label_path = os.path.join(first, "SegmentationClass", "demo_00000.png")
     before = os.stat(label_path).st_mtime_ns
-    assert demo.write_demo_dataset(tmp_path / "a", num_train=3, num_val=2, image_size=48, seed=7) == first
+    assert (
+        demo.write_demo_dataset(tmp_path / "a", num_train=3, num_val=2, image_size=48, seed=7)
+        == first
+    )
     assert os.stat(label_path).st_mtime_ns == before  # a complete folder is not rewritten
     os.remove(label_path)  # an incomplete one is
     demo.write_demo_dataset(tmp_path / "a", num_train=3, num_val=2, image_size=48, seed=7)
-    assert filecmp.cmp(label_path, os.path.join(second, "SegmentationClass", "demo_00000.png"), shallow=False)
+    assert filecmp.cmp(
+        label_path, os.path.join(second, "SegmentationClass", "demo_00000.png"), shallow=False
+    )
 
     other = demo.write_demo_dataset(tmp_path / "c", num_train=3, num_val=2, image_size=48, seed=8)
     assert not filecmp.cmp(

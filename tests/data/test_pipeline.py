@@ -67,7 +67,9 @@ def test_crops_stay_aligned_with_flips_and_padding(coordinate_examples):
 
 
 def test_scale_two_keeps_alignment(coordinate_examples):
-    dataset = pipeline.train_dataset(coordinate_examples, batch_size=2, crop_size=32, scales=(2.0,), seed=0)
+    dataset = pipeline.train_dataset(
+        coordinate_examples, batch_size=2, crop_size=32, scales=(2.0,), seed=0
+    )
     for images, labels in dataset.take(4).as_numpy_iterator():
         assert (labels != 255).all()  # a 2x image is bigger than the crop: no padding
         _check_alignment(images, labels)
@@ -88,7 +90,9 @@ def test_random_scales_change_the_content_size(coordinate_examples):
 
 
 def test_padding_label_and_value_range(coordinate_examples):
-    dataset = pipeline.train_dataset(coordinate_examples, batch_size=3, crop_size=64, scales=(1.0,), seed=0)
+    dataset = pipeline.train_dataset(
+        coordinate_examples, batch_size=3, crop_size=64, scales=(1.0,), seed=0
+    )
     images, labels = next(iter(dataset.as_numpy_iterator()))
     assert (labels == 255).any()
     # Every image here is smaller than 64 on each side: the bottom-right corner is padding.
@@ -100,7 +104,9 @@ def test_padding_label_and_value_range(coordinate_examples):
 
 def test_normalize_image_matches_imagenet_statistics():
     image = tf.constant([[[0, 128, 255]]], tf.uint8)
-    expected = (np.array([0, 128, 255]) - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])
+    expected = (np.array([0, 128, 255]) - np.array([123.675, 116.28, 103.53])) / np.array(
+        [58.395, 57.12, 57.375]
+    )
     np.testing.assert_allclose(pipeline.normalize_image(image).numpy()[0, 0], expected, rtol=1e-5)
 
 
@@ -119,11 +125,15 @@ def test_deterministic_under_a_seed(demo_root):
 
 
 def test_scale_range_and_argument_errors(coordinate_examples):
-    dataset = pipeline.train_dataset(coordinate_examples, batch_size=1, crop_size=16, scale_range=(0.7, 1.3), seed=0)
+    dataset = pipeline.train_dataset(
+        coordinate_examples, batch_size=1, crop_size=16, scale_range=(0.7, 1.3), seed=0
+    )
     images, labels = next(iter(dataset))
     assert images.shape == (1, 16, 16, 3)
     with pytest.raises(ValueError, match="not both"):
-        pipeline.train_dataset(coordinate_examples, batch_size=1, scales=(1.0, 2.0), scale_range=(0.5, 2.0))
+        pipeline.train_dataset(
+            coordinate_examples, batch_size=1, scales=(1.0, 2.0), scale_range=(0.5, 2.0)
+        )
     with pytest.raises(ValueError, match="scale_range"):
         pipeline.train_dataset(coordinate_examples, batch_size=1, scale_range=(2.0, 1.0))
     with pytest.raises(ValueError, match="crop_size"):
@@ -141,7 +151,9 @@ def test_train_shards_and_per_replica_batch(coordinate_examples):
         assert dataset.element_spec[0].shape == (2, 16, 16, 3)
     seen = []
     for context in contexts:
-        dataset = pipeline.eval_dataset(coordinate_examples, batch_size=2, input_context=context, with_metadata=True)
+        dataset = pipeline.eval_dataset(
+            coordinate_examples, batch_size=2, input_context=context, with_metadata=True
+        )
         seen.append([m["image_id"][0].decode() for _, _, m in dataset.as_numpy_iterator()])
     assert sorted(seen[0] + seen[1]) == ["img0", "img1", "img2"]
     assert not set(seen[0]) & set(seen[1])
@@ -150,7 +162,12 @@ def test_train_shards_and_per_replica_batch(coordinate_examples):
 def test_distribute_datasets_from_function(mirrored_strategy, coordinate_examples):
     distributed = mirrored_strategy.distribute_datasets_from_function(
         lambda context: pipeline.train_dataset(
-            coordinate_examples, batch_size=4, crop_size=16, scales=(1.0,), seed=0, input_context=context
+            coordinate_examples,
+            batch_size=4,
+            crop_size=16,
+            scales=(1.0,),
+            seed=0,
+            input_context=context,
         )
     )
     images, labels = next(iter(distributed))
@@ -163,7 +180,9 @@ def test_distribute_datasets_from_function(mirrored_strategy, coordinate_example
 
 def test_eval_full_images_in_order(coordinate_examples):
     dataset = pipeline.eval_dataset(coordinate_examples, with_metadata=True)
-    for (images, labels, metadata), example in zip(dataset.as_numpy_iterator(), coordinate_examples):
+    for (images, labels, metadata), example in zip(
+        dataset.as_numpy_iterator(), coordinate_examples
+    ):
         height, width = np.asarray(Image.open(example.label_path)).shape
         assert images.shape == (1, height, width, 3) and labels.shape == (1, height, width)
         assert metadata["image_id"][0].decode() == example.image_id
@@ -209,7 +228,9 @@ def test_cache_gives_the_same_batches(demo_root, tmp_path):
     examples = voc.read_voc_split(demo_root, "val")
     plain = pipeline.train_dataset(examples, batch_size=2, crop_size=24, seed=1)
     cached = pipeline.train_dataset(examples, batch_size=2, crop_size=24, seed=1, cache=True)
-    on_disk = pipeline.train_dataset(examples, batch_size=2, crop_size=24, seed=1, cache=str(tmp_path / "cache"))
+    on_disk = pipeline.train_dataset(
+        examples, batch_size=2, crop_size=24, seed=1, cache=str(tmp_path / "cache")
+    )
     for a, b, c in zip(*(d.take(3).as_numpy_iterator() for d in (plain, cached, on_disk))):
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_array_equal(a[1], c[1])

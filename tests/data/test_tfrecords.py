@@ -26,12 +26,20 @@ def test_tfrecord_round_trip_equals_folder_reader(voc_fixture, tmp_path):
     voc_root, _ = voc_fixture
     examples = voc.read_voc_split(voc_root, "train") + voc.read_voc_split(voc_root, "val")
     paths = tfrecords.write_tfrecords(examples, tmp_path / "records", num_shards=2)
-    assert [os.path.basename(p) for p in paths] == ["voc-00000-of-00002.tfrecord", "voc-00001-of-00002.tfrecord"]
-    from_records = list(tfrecords.read_tfrecords(str(tmp_path / "records" / "voc-*.tfrecord")).as_numpy_iterator())
+    assert [os.path.basename(p) for p in paths] == [
+        "voc-00000-of-00002.tfrecord",
+        "voc-00001-of-00002.tfrecord",
+    ]
+    from_records = list(
+        tfrecords.read_tfrecords(str(tmp_path / "records" / "voc-*.tfrecord")).as_numpy_iterator()
+    )
     from_folder = list(decode.examples_dataset(examples).as_numpy_iterator())
-    assert [r["image_id"] for r in from_records] == [f["image_id"] for f in from_folder]  # same order
+    assert [r["image_id"] for r in from_records] == [
+        f["image_id"] for f in from_folder
+    ]  # same order
     _assert_same_examples(
-        {f["image_id"].decode(): f for f in from_folder}, {r["image_id"].decode(): r for r in from_records}
+        {f["image_id"].decode(): f for f in from_folder},
+        {r["image_id"].decode(): r for r in from_records},
     )
 
 
@@ -42,13 +50,17 @@ def test_tfrecords_carry_sbd_mat_labels(tmp_path):
     records = _by_id(tfrecords.read_tfrecords(str(tmp_path / "sbd" / "sbd-*")))
     for example in examples:
         np.testing.assert_array_equal(records[example.image_id]["label"], labels[example.image_id])
-        np.testing.assert_array_equal(records[example.image_id]["image"], image_io.load_image(example.image_path))
+        np.testing.assert_array_equal(
+            records[example.image_id]["image"], image_io.load_image(example.image_path)
+        )
 
 
 def test_train_dataset_from_tfrecords_shards_by_file(voc_fixture, tmp_path):
     voc_root, _ = voc_fixture
     examples = voc.read_voc_split(voc_root, "train")
-    tfrecords.write_tfrecords(examples + voc.read_voc_split(voc_root, "val"), tmp_path, num_shards=4)
+    tfrecords.write_tfrecords(
+        examples + voc.read_voc_split(voc_root, "val"), tmp_path, num_shards=4
+    )
     pattern = str(tmp_path / "voc-*.tfrecord")
     dataset = pipeline.train_dataset(pattern, batch_size=2, crop_size=24, seed=0)
     images, labels = next(iter(dataset))
@@ -56,7 +68,9 @@ def test_train_dataset_from_tfrecords_shards_by_file(voc_fixture, tmp_path):
     ids = []
     for index in range(2):
         context = tf.distribute.InputContext(2, index, 2)
-        dataset = pipeline.eval_dataset(pattern, batch_size=2, input_context=context, with_metadata=True)
+        dataset = pipeline.eval_dataset(
+            pattern, batch_size=2, input_context=context, with_metadata=True
+        )
         ids.append({m["image_id"][0].decode() for _, _, m in dataset.as_numpy_iterator()})
     assert not ids[0] & ids[1] and len(ids[0] | ids[1]) == 5
 
@@ -76,11 +90,15 @@ def test_tfds_builder_from_manual_dir_gives_the_same_examples(tmp_path):
 
     manual_dir = tmp_path / "manual"
     voc_root, _ = write_voc(
-        str(manual_dir / "VOCdevkit"), {"train": ["t1", "t2"], "val": ["v1"], "trainval": ["t1", "t2", "v1"]}
+        str(manual_dir / "VOCdevkit"),
+        {"train": ["t1", "t2"], "val": ["v1"], "trainval": ["t1", "t2", "v1"]},
     )
     sbd_root, _ = write_sbd(str(manual_dir), {"train": ["s1", "v1"], "val": ["s2"]})
     for image_id in ("s1", "s2"):  # VOC 2012 holds the SBD images too
-        shutil.copy(os.path.join(sbd_root, "dataset", "img", f"{image_id}.jpg"), os.path.join(voc_root, "JPEGImages"))
+        shutil.copy(
+            os.path.join(sbd_root, "dataset", "img", f"{image_id}.jpg"),
+            os.path.join(voc_root, "JPEGImages"),
+        )
 
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir))
     builder = tfds.builder("voc_segmentation", data_dir=str(tmp_path / "tfds"))
@@ -93,7 +111,10 @@ def test_tfds_builder_from_manual_dir_gives_the_same_examples(tmp_path):
         ("trainaug", voc.trainaug_examples(voc_root, sbd_root=sbd_root)),
     ):
         expected = {  # numpy readers: the SBD .mat labels have no graph decoder
-            e.image_id: {"image": image_io.load_image(e.image_path), "label": image_io.load_label(e.label_path)}
+            e.image_id: {
+                "image": image_io.load_image(e.image_path),
+                "label": image_io.load_label(e.label_path),
+            }
             for e in examples
         }
         exact = _by_id(tfds_builder.load_voc_segmentation(split, data_dir=str(tmp_path / "tfds")))
@@ -107,6 +128,8 @@ def test_tfds_builder_from_manual_dir_gives_the_same_examples(tmp_path):
 
     batches = pipeline.train_dataset(
         tfds.load("voc_segmentation", split="trainaug", data_dir=str(tmp_path / "tfds")),
-        batch_size=2, crop_size=16, seed=0,
+        batch_size=2,
+        crop_size=16,
+        seed=0,
     )
     assert next(iter(batches))[1].shape == (2, 16, 16)

@@ -73,7 +73,9 @@ def test_label_ids_beyond_num_classes(voc_fixture):
         image_io.load_label(label_path, num_classes=21)
     _only_problem(voc_root, LabelValueError, label_path)
     # 255 alone is the ignore label, never a problem; fewer classes make 20 a problem.
-    assert any(isinstance(p, LabelValueError) for p in validate.validate_dataset(voc_root, num_classes=5))
+    assert any(
+        isinstance(p, LabelValueError) for p in validate.validate_dataset(voc_root, num_classes=5)
+    )
 
 
 def test_split_naming_a_missing_id(voc_fixture):

@@ -39,31 +39,47 @@ def test_sbd_mat_round_trip(tmp_path):
     assert [e.image_id for e in examples] == ["a1", "a2"]
     assert examples[0].label_path.endswith(os.path.join("cls", "a1.mat"))
     for example in examples + voc.read_sbd_split(sbd_root, "val"):
-        np.testing.assert_array_equal(image_io.load_label(example.label_path), labels[example.image_id])
+        np.testing.assert_array_equal(
+            image_io.load_label(example.label_path), labels[example.image_id]
+        )
 
 
 def test_segmentation_class_aug_round_trip(tmp_path):
-    voc_root, labels = write_voc(str(tmp_path), {"train": ["x1", "x2"], "val": ["x3"]}, label_dir="SegmentationClassAug")
+    voc_root, labels = write_voc(
+        str(tmp_path), {"train": ["x1", "x2"], "val": ["x3"]}, label_dir="SegmentationClassAug"
+    )
     # SegmentationClassAug holds single-channel PNGs of ids, not palette PNGs.
     aug_dir = os.path.join(voc_root, "SegmentationClassAug")
     for image_id, label in labels.items():
         with open(os.path.join(aug_dir, f"{image_id}.png"), "wb") as handle:
             handle.write(image_io.encode_label_png(label))
     list_path = tmp_path / "train_aug.txt"
-    list_path.write_text("/JPEGImages/x1.jpg /SegmentationClassAug/x1.png\n/JPEGImages/x3.jpg /SegmentationClassAug/x3.png\n")
+    list_path.write_text(
+        "/JPEGImages/x1.jpg /SegmentationClassAug/x1.png\n"
+        "/JPEGImages/x3.jpg /SegmentationClassAug/x3.png\n"
+    )
     examples = voc.read_aug_split(voc_root, list_path)
     assert [e.image_id for e in examples] == ["x1", "x3"]
     for example in examples:
         assert Image.open(example.label_path).mode == "L"
-        np.testing.assert_array_equal(image_io.load_label(example.label_path), labels[example.image_id])
+        np.testing.assert_array_equal(
+            image_io.load_label(example.label_path), labels[example.image_id]
+        )
 
 
 def _overlapping_fixture(tmp_path):
     voc_root, voc_labels = write_voc(
-        str(tmp_path), {"train": ["t1", "t2", "s1"], "val": ["v1", "v2"], "trainval": ["t1", "t2", "s1", "v1", "v2"]}
+        str(tmp_path),
+        {
+            "train": ["t1", "t2", "s1"],
+            "val": ["v1", "v2"],
+            "trainval": ["t1", "t2", "s1", "v1", "v2"],
+        },
     )
     # SBD train overlaps VOC train (s1) and VOC val (v1); SBD val overlaps VOC val (v2).
-    sbd_root, sbd_labels = write_sbd(str(tmp_path), {"train": ["s1", "s2", "v1"], "val": ["s3", "v2", "s2"]})
+    sbd_root, sbd_labels = write_sbd(
+        str(tmp_path), {"train": ["s1", "s2", "v1"], "val": ["s3", "v2", "s2"]}
+    )
     return voc_root, voc_labels, sbd_root, sbd_labels
 
 
@@ -88,7 +104,10 @@ def test_trainaug_from_aug_folder(tmp_path):
         target = os.path.join(voc_root, "JPEGImages", f"{image_id}.jpg")
         if not os.path.exists(target):
             shutil.copy(source, target)
-    for image_id, label in {**sbd_labels, **{"v1": voc_labels["v1"], "t1": voc_labels["t1"]}}.items():
+    for image_id, label in {
+        **sbd_labels,
+        **{"v1": voc_labels["v1"], "t1": voc_labels["t1"]},
+    }.items():
         (aug_dir / f"{image_id}.png").write_bytes(image_io.encode_label_png(label))
     examples = voc.trainaug_examples(voc_root, aug_dir=aug_dir)
     assert [e.image_id for e in examples] == ["s1", "s2", "s3", "t1", "t2"]
