@@ -151,9 +151,8 @@ def _standardize_dict(example):
     """A dict of image_id, image and label (decoded, or still bytes) as our example dict."""
     image_id = example.get("image_id", tf.constant(""))
     image, label = example["image"], example["label"]
-    if (
-        image.dtype == tf.string
-    ):  # e.g. tfds.load(..., decoders={"image": tfds.decode.SkipDecoding()})
+    # Bytes come from e.g. tfds.load(..., decoders={"image": tfds.decode.SkipDecoding()}).
+    if image.dtype == tf.string:
         image = decode_image(image, image_id)
     if label.dtype == tf.string:
         label = decode_label(label, image_id)
@@ -206,9 +205,8 @@ def source_dataset(source, *, input_context=None):
     mat_labels = [e.label_path for e in examples if os.fspath(e.label_path).endswith(".mat")]
     if mat_labels:
         raise ValueError(
-            f"{mat_labels[0]}: SBD .mat labels cannot be decoded in the tf.data graph; "
-            "convert them "
-            "once with ema_keras.data.write_tfrecords (or to PNGs with convert_sbd_to_png)"
+            f"{mat_labels[0]}: SBD .mat labels cannot be decoded in the tf.data graph; convert "
+            "them once with ema_keras.data.write_tfrecords (or to PNGs with convert_sbd_to_png)"
         )
     columns = tuple(
         np.array([os.fspath(getattr(e, field)) for e in examples])
