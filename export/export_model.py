@@ -14,22 +14,38 @@ from absl import app, flags, logging
 
 from ema_keras import export
 
-flags.DEFINE_string("model", None, "The .keras file to export (e.g. <model_dir>/best.keras).", required=True)
-flags.DEFINE_string("output_dir", None, "Folder for the exported files and verification.json.", required=True)
+flags.DEFINE_string(
+    "model", None, "The .keras file to export (e.g. <model_dir>/best.keras).", required=True
+)
+flags.DEFINE_string(
+    "output_dir", None, "Folder for the exported files and verification.json.", required=True
+)
 flags.DEFINE_list("formats", list(export.FORMATS), f"Variants to export: {list(export.FORMATS)}.")
-flags.DEFINE_string("data_dir", None, "VOCdevkit or VOC2012 folder to draw verification images from.")
+flags.DEFINE_string(
+    "data_dir", None, "VOCdevkit or VOC2012 folder to draw verification images from."
+)
 flags.DEFINE_string("split", "val", "Split of --data_dir to verify on.")
-flags.DEFINE_string("calibration_split", "train", "Split of --data_dir to calibrate full-integer int8 on.")
-flags.DEFINE_list("images", None, "JPEG/PNG files or globs to verify (and calibrate) on, instead of --data_dir.")
+flags.DEFINE_string(
+    "calibration_split", "train", "Split of --data_dir to calibrate full-integer int8 on."
+)
+flags.DEFINE_list(
+    "images", None, "JPEG/PNG files or globs to verify (and calibrate) on, instead of --data_dir."
+)
 flags.DEFINE_integer("num_images", 16, "Verification images.")
 flags.DEFINE_integer("num_calibration_images", 32, "Calibration images for tflite_int8.")
 flags.DEFINE_string("image_size", "513,513", "TFLite input height,width, or 'dynamic'.")
 flags.DEFINE_string(
-    "serving_size", "original", "SavedModel: 'original' (each image at its own size) or height,width (pad/scale)."
+    "serving_size",
+    "original",
+    "SavedModel: 'original' (each image at its own size) or height,width (pad/scale).",
 )
 flags.DEFINE_boolean("with_probabilities", True, "SavedModel signatures also return probabilities.")
-flags.DEFINE_float("float_threshold", export.FLOAT_THRESHOLD, "Minimum pixel agreement, float variants.")
-flags.DEFINE_float("int8_threshold", export.INT8_THRESHOLD, "Minimum pixel agreement, int8 variants.")
+flags.DEFINE_float(
+    "float_threshold", export.FLOAT_THRESHOLD, "Minimum pixel agreement, float variants."
+)
+flags.DEFINE_float(
+    "int8_threshold", export.INT8_THRESHOLD, "Minimum pixel agreement, int8 variants."
+)
 flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: all cores).")
 FLAGS = flags.FLAGS
 
@@ -40,7 +56,9 @@ def parse_size(value, none_word, flag):
     try:
         height, width = (int(v) for v in value.split(","))
     except ValueError:
-        raise app.UsageError(f"--{flag} must be '{none_word}' or height,width; got {value!r}") from None
+        raise app.UsageError(
+            f"--{flag} must be '{none_word}' or height,width; got {value!r}"
+        ) from None
     return height, width
 
 
@@ -55,17 +73,24 @@ def main(argv):
     serving_size = parse_size(FLAGS.serving_size, "original", "serving_size")
     model = export.load_model(FLAGS.model)
     if FLAGS.data_dir is not None:
-        images = export.load_images(data_dir=FLAGS.data_dir, split=FLAGS.split, limit=FLAGS.num_images)
+        images = export.load_images(
+            data_dir=FLAGS.data_dir, split=FLAGS.split, limit=FLAGS.num_images
+        )
         calibration = None
         if "tflite_int8" in FLAGS.formats:
             calibration = export.load_images(
-                data_dir=FLAGS.data_dir, split=FLAGS.calibration_split, limit=FLAGS.num_calibration_images
+                data_dir=FLAGS.data_dir,
+                split=FLAGS.calibration_split,
+                limit=FLAGS.num_calibration_images,
             )
     else:
         images = export.load_images(image_paths=FLAGS.images, limit=FLAGS.num_images)
-        calibration = export.load_images(image_paths=FLAGS.images, limit=FLAGS.num_calibration_images)
+        calibration = export.load_images(
+            image_paths=FLAGS.images, limit=FLAGS.num_calibration_images
+        )
     thresholds = {
-        name: FLAGS.int8_threshold if "int8" in name else FLAGS.float_threshold for name in export.FORMATS
+        name: FLAGS.int8_threshold if "int8" in name else FLAGS.float_threshold
+        for name in export.FORMATS
     }
     try:
         export.export_and_verify(
@@ -82,7 +107,9 @@ def main(argv):
         )
     except export.ExportVerificationError as error:
         failed = [report.format for report in error.reports if not report.passed]
-        logging.error("Verification failed for %s (table above); their files are *.FAILED.*", failed)
+        logging.error(
+            "Verification failed for %s (table above); their files are *.FAILED.*", failed
+        )
         return 1
     logging.info("All variants verified; files in %s", FLAGS.output_dir)
     return 0

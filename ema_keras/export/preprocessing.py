@@ -40,7 +40,9 @@ def fit_to_canvas(images, image_size):
     original = tf.shape(images)[1:3]
     scale = tf.minimum(
         1.0,
-        tf.minimum(height / tf.cast(original[0], tf.float32), width / tf.cast(original[1], tf.float32)),
+        tf.minimum(
+            height / tf.cast(original[0], tf.float32), width / tf.cast(original[1], tf.float32)
+        ),
     )
     content_size = tf.cast(tf.round(tf.cast(original, tf.float32) * scale), tf.int32)
     content_size = tf.clip_by_value(content_size, 1, [height, width])

@@ -106,7 +106,10 @@ def make_serving_functions(model, image_size=None, with_probabilities=True):
 
     return {
         BYTES_SIGNATURE: (serve_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
-        IMAGES_SIGNATURE: (serve_images, [tf.TensorSpec([None, None, None, 3], tf.float32, name="images")]),
+        IMAGES_SIGNATURE: (
+            serve_images,
+            [tf.TensorSpec([None, None, None, 3], tf.float32, name="images")],
+        ),
         UINT8_IMAGES_SIGNATURE: (
             serve_images,
             [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],

@@ -35,9 +35,13 @@ def pixel_model(model, image_size=None):
     height, width = (None, None) if image_size is None else (int(v) for v in image_size)
     pixels = keras.Input((height, width, 3), batch_size=1, name=INPUT_NAME)
     normalized = keras.layers.Normalization(
-        mean=list(IMAGENET_MEAN), variance=[std**2 for std in IMAGENET_STD], name="imagenet_normalization"
+        mean=list(IMAGENET_MEAN),
+        variance=[std**2 for std in IMAGENET_STD],
+        name="imagenet_normalization",
     )(pixels)
-    return keras.Model(pixels, {OUTPUT_NAME: main_logits(model(normalized))}, name=f"{model.name}_pixels")
+    return keras.Model(
+        pixels, {OUTPUT_NAME: main_logits(model(normalized))}, name=f"{model.name}_pixels"
+    )
 
 
 def calibration_inputs(images, image_size=None):
@@ -52,7 +56,9 @@ def calibration_inputs(images, image_size=None):
     for image in images:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"Calibration images must be (H, W, 3) RGB arrays, got shape {image.shape}.")
+            raise ValueError(
+                f"Calibration images must be (H, W, 3) RGB arrays, got shape {image.shape}."
+            )
         if image_size is None:
             canvas = image[None].astype(np.float32)
         else:
@@ -76,9 +82,14 @@ def converter_options(quantization, representative_images=None, image_size=None)
             "target_spec": {"supported_ops": builtins, "supported_types": [tf.float16]},
         }
     if quantization == "dynamic_int8":
-        return {"optimizations": [tf.lite.Optimize.DEFAULT], "target_spec": {"supported_ops": builtins}}
+        return {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "target_spec": {"supported_ops": builtins},
+        }
     if not representative_images:
-        raise ValueError("`representative_images` are required for quantization='int8' (calibration).")
+        raise ValueError(
+            "`representative_images` are required for quantization='int8' (calibration)."
+        )
     inputs = calibration_inputs(representative_images, image_size)
     return {
         "optimizations": [tf.lite.Optimize.DEFAULT],
@@ -89,7 +100,9 @@ def converter_options(quantization, representative_images=None, image_size=None)
     }
 
 
-def export_tflite(model, path, *, quantization="float32", image_size=(513, 513), representative_images=None):
+def export_tflite(
+    model, path, *, quantization="float32", image_size=(513, 513), representative_images=None
+):
     """Writes `model` as a builtin-ops-only TFLite file.
 
     Args:

@@ -50,7 +50,9 @@ def size_on_disk(path):
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(
-        os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(path)
+        for name in names
     )
 
 
@@ -61,7 +63,8 @@ def _checked_images(images):
     for image in images:
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise ValueError(
-                f"Verification images must be uint8 (H, W, 3) RGB arrays, got {image.dtype} {image.shape}."
+                "Verification images must be uint8 (H, W, 3) RGB arrays, "
+                f"got {image.dtype} {image.shape}."
             )
     return images
 
@@ -76,13 +79,17 @@ class _Comparison:
 
     def add_logits(self, logits, reference):
         if logits.shape != reference.shape:
-            raise ValueError(f"Exported output shape {logits.shape} != Keras output shape {reference.shape}.")
+            raise ValueError(
+                f"Exported output shape {logits.shape} != Keras output shape {reference.shape}."
+            )
         self.max_abs_diff = max(self.max_abs_diff, float(np.max(np.abs(logits - reference))))
         self.add_labels(np.argmax(logits, axis=-1), np.argmax(reference, axis=-1))
 
     def add_labels(self, labels, reference_labels):
         if labels.shape != reference_labels.shape:
-            raise ValueError(f"Exported label map {labels.shape} != Keras label map {reference_labels.shape}.")
+            raise ValueError(
+                f"Exported label map {labels.shape} != Keras label map {reference_labels.shape}."
+            )
         self.agreeing += int(np.sum(labels == reference_labels))
         self.pixels += labels.size
 
@@ -128,8 +135,10 @@ def verify_saved_model(path, model, images, *, image_size=None, threshold=FLOAT_
         served = serve_bytes(image_bytes=tf.reshape(encoded, [1]))
         height, width = image.shape[:2]
         if tuple(served["image_size"].numpy()[0]) != (height, width):
-            raise ValueError(f"{path}: serving_bytes reports size {served['image_size'].numpy()[0]}, "
-                             f"the image is {(height, width)}.")
+            raise ValueError(
+                f"{path}: serving_bytes reports size {served['image_size'].numpy()[0]}, "
+                f"the image is {(height, width)}."
+            )
         comparison.add_labels(served["labels"].numpy()[0], np.argmax(reference[0], axis=-1))
     return VerificationReport(
         format="saved_model",
@@ -166,7 +175,9 @@ def _dequantize(values, details):
     return (values.astype(np.float32) - zero_point) * scale
 
 
-def verify_tflite(path, model, images, *, threshold=FLOAT_THRESHOLD, num_threads=None, format_name=None):
+def verify_tflite(
+    path, model, images, *, threshold=FLOAT_THRESHOLD, num_threads=None, format_name=None
+):
     """Runs a TFLite file with `ai_edge_litert` against Keras on `images`.
 
     A fixed-size file gets each image on its canvas (`fit_to_canvas`); a
@@ -179,15 +190,20 @@ def verify_tflite(path, model, images, *, threshold=FLOAT_THRESHOLD, num_threads
     input_details = runner.get_input_details()
     output_details = runner.get_output_details()
     if list(input_details) != ["image"] or list(output_details) != ["logits"]:
-        raise ValueError(f"{path}: expected input 'image' and output 'logits', got "
-                         f"{list(input_details)} -> {list(output_details)}.")
+        raise ValueError(
+            f"{path}: expected input 'image' and output 'logits', got "
+            f"{list(input_details)} -> {list(output_details)}."
+        )
     input_details, output_details = input_details["image"], output_details["logits"]
     height, width = input_details["shape_signature"][1:3]
     image_size = None if min(height, width) < 0 else (int(height), int(width))
     comparison, latencies = _Comparison(), []
     for index, image in enumerate(images):
         if image_size is None:
-            canvas, (content_height, content_width) = image[None].astype(np.float32), image.shape[:2]
+            canvas, (content_height, content_width) = (
+                image[None].astype(np.float32),
+                image.shape[:2],
+            )
         else:
             canvas, (content_height, content_width) = canvas_numpy(image, image_size)
         fed = _quantize(canvas, input_details)
@@ -216,7 +232,8 @@ def keras_latency_ms(model, images, image_size=None):
     """Median milliseconds per image of the Keras model in a tf.function, under a size policy."""
     images = _checked_images(images)
     logits_fn = tf.function(
-        make_logits_fn(model, image_size), input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)]
+        make_logits_fn(model, image_size),
+        input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)],
     )
     logits_fn(tf.constant(images[0][None], tf.float32))
     latencies = [_timed(logits_fn, tf.constant(image[None], tf.float32))[1] for image in images]
@@ -226,18 +243,21 @@ def keras_latency_ms(model, images, image_size=None):
 def format_table(reports, reference_latency_ms=None):
     """The reports as a markdown table (one row per variant, plus Keras' latency if given)."""
     lines = [
-        "| variant | size (MB) | latency (ms/image) | max abs logit diff | pixel agreement | threshold | result |",
+        "| variant | size (MB) | latency (ms/image) | max abs logit diff | pixel agreement "
+        "| threshold | result |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     if reference_latency_ms is not None:
         lines.append(f"| keras (tf.function, reference) | | {reference_latency_ms:.1f} | | | | |")
     for report in reports:
         if report.error is not None:
-            lines.append(f"| {report.format} | | | | | {report.threshold:.1%} | ERROR: {report.error} |")
+            lines.append(
+                f"| {report.format} | | | | | {report.threshold:.1%} | ERROR: {report.error} |"
+            )
             continue
         lines.append(
             f"| {report.format} | {report.size_bytes / 1e6:.2f} | {report.latency_ms:.1f} | "
-            f"{report.max_abs_logit_diff:.2e} | {report.pixel_agreement:.3%} | {report.threshold:.1%} | "
-            f"{'pass' if report.passed else 'FAIL'} |"
+            f"{report.max_abs_logit_diff:.2e} | {report.pixel_agreement:.3%} | "
+            f"{report.threshold:.1%} | {'pass' if report.passed else 'FAIL'} |"
         )
     return "\n".join(lines)

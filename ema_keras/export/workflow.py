@@ -109,8 +109,17 @@ def _export_one(name, final_path, write, verify, threshold):
         report = verify(partial_path)
     except Exception as error:  # reported in the table, the export as a whole then fails
         _remove(partial_path)
-        return VerificationReport(name, final_path, 0, float("nan"), 0.0, float("nan"), threshold, 0,
-                                  error=f"{type(error).__name__}: {error}"[:300])
+        return VerificationReport(
+            name,
+            final_path,
+            0,
+            float("nan"),
+            0.0,
+            float("nan"),
+            threshold,
+            0,
+            error=f"{type(error).__name__}: {error}"[:300],
+        )
     report.format = name
     report.path = final_path if report.passed else failed_path
     os.rename(partial_path, report.path)
@@ -158,7 +167,9 @@ def export_and_verify(
         model = load_model(model)
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
-        raise ValueError(f"Unknown or no export formats {unknown or list(formats)}; choose from {list(FORMATS)}.")
+        raise ValueError(
+            f"Unknown or no export formats {unknown or list(formats)}; choose from {list(FORMATS)}."
+        )
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     representative_images = images if representative_images is None else representative_images
     os.makedirs(output_dir, exist_ok=True)
@@ -170,10 +181,14 @@ def export_and_verify(
         if quantization is None:
 
             def write(path):
-                export_saved_model(model, path, image_size=serving_size, with_probabilities=with_probabilities)
+                export_saved_model(
+                    model, path, image_size=serving_size, with_probabilities=with_probabilities
+                )
 
             def verify(path):
-                return verify_saved_model(path, model, images, image_size=serving_size, threshold=threshold)
+                return verify_saved_model(
+                    path, model, images, image_size=serving_size, threshold=threshold
+                )
 
         else:
 
@@ -187,9 +202,13 @@ def export_and_verify(
                 )
 
             def verify(path):
-                return verify_tflite(path, model, images, threshold=threshold, num_threads=num_threads)
+                return verify_tflite(
+                    path, model, images, threshold=threshold, num_threads=num_threads
+                )
 
-        reports.append(_export_one(name, os.path.join(output_dir, file_name), write, verify, threshold))
+        reports.append(
+            _export_one(name, os.path.join(output_dir, file_name), write, verify, threshold)
+        )
 
     reference_latency = keras_latency_ms(model, images, image_size)
     table = format_table(reports, reference_latency_ms=reference_latency)
