@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 # bench/ (the PyTorch reference) lives at the repository root.
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 # Small enough for seconds on a CPU, with the official widths: one block per
 # stage (each still has its projection shortcut) and a narrow head.

@@ -17,6 +17,7 @@ from ema_keras.weights import (
     load_model_weights,
 )
 from tests.weights.conftest import (
+    ROOT,
     TINY_BLOCKS,
     TINY_HEAD,
     image,
@@ -87,9 +88,13 @@ def test_weights_load_into_another_output_stride(checkpoint, tmp_path, reference
     np.testing.assert_allclose(model.predict(image(49), verbose=0), expected, atol=TOLERANCE)
 
 
-def test_converted_file_loads_without_torch(checkpoint, tmp_path):
+def test_command_line_conversion_then_loading_without_torch(checkpoint, tmp_path):
     path, _, expected = checkpoint
-    convert_official_checkpoint(path, tmp_path / "tiny.keras")
+    environment = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    command = [sys.executable, os.path.join(ROOT, "export", "convert_pytorch.py")]
+    command += ["--input", str(path), "--output", str(tmp_path / "tiny.keras"), "--output_stride", "8"]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
     np.save(tmp_path / "image.npy", image(49))
     script = textwrap.dedent(
         f"""
@@ -102,12 +107,25 @@ def test_converted_file_loads_without_torch(checkpoint, tmp_path):
         np.save({str(tmp_path / "logits.npy")!r}, model.predict(np.load({str(tmp_path / "image.npy")!r}), verbose=0))
         """
     )
-    environment = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, atol=TOLERANCE)
+
+
+def test_loading_inside_a_distribution_strategy(checkpoint, tmp_path, mirrored_strategy):
+    """The recipe builds the model in its strategy scope, then loads: both paths work there."""
+    path, torch_model, _ = checkpoint
+    convert_official_checkpoint(path, tmp_path / "tiny.keras")
+    for source in (path, tmp_path / "tiny.keras"):
+        with mirrored_strategy.scope():
+            model = tiny_emanet()
+            load_model_weights(model, source)
+        bases = model.get_layer("ema_unit").em_attention.bases
+        np.testing.assert_array_equal(bases.numpy(), torch_model.emau.mu.numpy()[0])
+        kernel = model.get_layer("classifier_conv").kernel.numpy()
+        np.testing.assert_array_equal(kernel[0, 0], torch_model.fc2.weight.detach().numpy()[:, :, 0, 0].T)
 
 
 def test_missing_torch_gives_install_hint(checkpoint, monkeypatch):
