@@ -6,7 +6,17 @@ custom class for serialization, so `keras.models.load_model` can read our
 """
 
 from ema_keras import backend as _backend  # noqa: F401  (must precede keras imports)
-from ema_keras import layers, losses, metrics, optimizers, schedules
+from ema_keras import cost, data, layers, losses, metrics, models, optimizers, schedules
 from ema_keras.version import __version__
 
-__all__ = ["layers", "losses", "metrics", "optimizers", "schedules", "__version__"]
+__all__ = [
+    "cost",
+    "data",
+    "layers",
+    "losses",
+    "metrics",
+    "models",
+    "optimizers",
+    "schedules",
+    "__version__",
+]

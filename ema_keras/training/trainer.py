@@ -14,6 +14,7 @@ from typing import Optional
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from ema_keras.data import demo, pipeline, voc
 from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
@@ -108,6 +109,35 @@ def _label_targets(model):
     return None
 
 
+def _work_around_keras_multi_worker_fit(model, config, strategy):
+    """Makes Keras 3.15's fit() run under MultiWorkerMirroredStrategy.
+
+    Two Keras bugs (tensorflow/tensorflow#72388) stop it otherwise:
+    - before training, fit builds the model from the first batch, which it
+      averages across replicas first; the collective strategy cannot reduce
+      distributed inputs in eager mode. The build only needs the batch's
+      structure, so it is done here from zeros of one replica's batch.
+    - fit averages each step's logs across workers with
+      `strategy.reduce("MEAN", value, axis=0)`, which rejects scalars; the
+      steps' logs are therefore returned as 1-element vectors, which that
+      reduce averages back into scalars.
+    """
+    batch = config.global_batch_size // strategy.num_replicas_in_sync
+    images = tf.zeros((batch, config.crop_size, config.crop_size, 3))
+    labels = tf.zeros((batch, config.crop_size, config.crop_size), tf.int32)
+    targets = _label_targets(model)
+    data_batch = targets(images, labels) if targets else (images, labels)
+    with strategy.scope():
+        model._symbolic_build(data_batch=data_batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    def as_vectors(step):
+        return lambda data: {name: tf.reshape(value, [-1]) for name, value in step(data).items()}
+
+    model.train_step = as_vectors(model.train_step)
+    model.test_step = as_vectors(model.test_step)
+
+
 def _monitor_name(model):
     return "val_logits_mean_iou" if isinstance(model.output, dict) else "val_mean_iou"
 
@@ -142,6 +172,8 @@ def train(config, model_dir):
         )
         initial_step = checkpoint.restore_latest()
     initial_epoch = initial_step // steps_per_epoch
+    if initial_step:
+        logging.info("Resuming from step %d (%s).", initial_step, checkpoint.latest)
     targets = _label_targets(model)
 
     def dataset_fn(input_context):
@@ -169,6 +201,9 @@ def train(config, model_dir):
         )
         if targets:
             validation_data = validation_data.map(targets)
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _work_around_keras_multi_worker_fit(model, config, strategy)
 
     guard = checkpointing.CheckpointAndGuard(checkpoint)
     callbacks = [guard]
