@@ -16,7 +16,9 @@ from absl import app, flags, logging
 from ema_keras import weights
 
 flags.DEFINE_string("input", None, "PyTorch file (.pth).", required=True)
-flags.DEFINE_string("output", None, "Output file: .keras (whole model) or .weights.h5.", required=True)
+flags.DEFINE_string(
+    "output", None, "Output file: .keras (whole model) or .weights.h5.", required=True
+)
 flags.DEFINE_enum("kind", None, list(weights.KINDS), "File kind; unset = detected.")
 flags.DEFINE_string("preset", None, "EMANet preset to build (official checkpoints only).")
 flags.DEFINE_integer("depth", None, "Expected ResNet depth; unset = the file's.")
@@ -40,7 +42,7 @@ def main(argv):
             preset=FLAGS.preset, num_classes=FLAGS.num_classes, num_iterations=FLAGS.num_iterations
         )
     elif FLAGS.preset or FLAGS.num_classes:
-        raise app.UsageError("--preset and --num_classes apply to official EMANet checkpoints only.")
+        raise app.UsageError("--preset and --num_classes apply to official checkpoints only.")
     model = weights.convert_checkpoint(FLAGS.input, FLAGS.output, kind=kind, **kwargs)
     logging.info("Wrote %s (%s, %d weights).", FLAGS.output, model.name, model.count_params())
 

@@ -8,8 +8,8 @@ from ema_keras.models.presets import get_preset
 from ema_keras.weights import torch_files, torch_names
 from ema_keras.weights.layer_weights import WeightsMismatchError, assign_layer_weights
 from ema_keras.weights.loading import (
-    _check_backbone,
-    _raise_unknown,
+    check_backbone,
+    raise_for_unknown_keys,
     depth_name,
     load_official_state_dict,
 )
@@ -76,7 +76,8 @@ def convert_official_checkpoint(
     }
     if preset is not None:
         preset_backbone = get_preset(preset)["backbone"]
-        preset_counts = preset_backbone.get("block_counts") or BLOCK_COUNTS[preset_backbone["depth"]]
+        preset_counts = preset_backbone.get("block_counts")
+        preset_counts = preset_counts or BLOCK_COUNTS[preset_backbone["depth"]]
         if list(preset_counts) != counts:
             raise WeightsMismatchError(
                 f"{source} holds {depth_name(counts)} but preset {preset!r} is "
@@ -143,14 +144,14 @@ def _convert_backbone(checkpoint_path, output_path, layout, depth, output_stride
     counts = torch_names.block_counts(state_dict, layout)
     _check_depth(depth, counts, source)
     weights, unknown, _ = torch_names.to_keras_names(state_dict, layout)
-    _raise_unknown(unknown, source)
+    raise_for_unknown_keys(unknown, source)
     backbone = DilatedResNet(
         **_depth_args(counts),
         stem="deep" if layout == "deep_stem" else "standard",
         output_stride=output_stride,
         use_conv_bias=False,
     )
-    _check_backbone(backbone, weights, source)
+    check_backbone(backbone, weights, source)
     assign_layer_weights(backbone, weights, source=source)
     _save(backbone, output_path)
     return backbone

@@ -24,8 +24,8 @@ def read_legacy_h5(path):
         group = file["model_weights"] if "model_weights" in file else file
         if "layer_names" not in group.attrs:
             raise ValueError(
-                f"{path} is not a legacy Keras weights file (no `layer_names` attribute). A Keras 3 "
-                "`.weights.h5` file is keyed by layer order, not name: load it with "
+                f"{path} is not a legacy Keras weights file (no `layer_names` attribute). "
+                "A Keras 3 `.weights.h5` file is keyed by layer order, not name: load it with "
                 "`model.load_weights` into the architecture that saved it."
             )
         weights = {}

@@ -52,7 +52,7 @@ def layer_variables(layer):
 def model_weights(model):
     """`{layer name: {variable name: numpy array}}` of a Keras model."""
     return {
-        name: {key: np.asarray(variable.numpy()) for key, variable in layer_variables(layer).items()}
+        name: {key: np.asarray(value.numpy()) for key, value in layer_variables(layer).items()}
         for name, layer in named_layers(model).items()
     }
 

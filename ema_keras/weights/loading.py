@@ -91,29 +91,33 @@ def load_backbone_weights(backbone, path):
     if isinstance(backbone, EMANet):
         raise TypeError("load_backbone_weights expects a DilatedResNet: pass `model.backbone`.")
     if not isinstance(backbone, DilatedResNet):
-        raise TypeError(f"load_backbone_weights expects a DilatedResNet, got {type(backbone).__name__}.")
+        raise TypeError(
+            f"load_backbone_weights expects a DilatedResNet, got {type(backbone).__name__}."
+        )
     path = os.fspath(path)
     if torch_files.is_torch_file(path):
         state_dict = torch_files.read_state_dict(path)
         weights, unknown, _ = torch_names.to_keras_names(state_dict)
-        _raise_unknown(unknown, path)
+        raise_for_unknown_keys(unknown, path)
         head = [name for name in weights if not name.startswith("conv")]
-        _check_backbone(backbone, weights, path)
+        check_backbone(backbone, weights, path)
         assign_layer_weights(backbone, weights, source=path, ignore_layers=head)
     elif path.endswith(".keras"):
         source = keras_files.load_keras_model(path)
         if isinstance(source, EMANet):
             source = source.backbone
         if not isinstance(source, DilatedResNet):
-            raise ValueError(f"{path} holds a {type(source).__name__}, not a DilatedResNet or EMANet.")
+            raise ValueError(
+                f"{path} holds a {type(source).__name__}, not a DilatedResNet or EMANet."
+            )
         weights = model_weights(source)
-        _check_backbone(backbone, weights, path)
+        check_backbone(backbone, weights, path)
         assign_layer_weights(backbone, weights, source=path)
     elif path.endswith(".weights.h5"):
         _load_native(backbone, path)
     elif path.endswith(".h5"):
         weights = keras_files.read_legacy_h5(path)
-        _check_backbone(backbone, weights, path)
+        check_backbone(backbone, weights, path)
         assign_layer_weights(backbone, weights, source=path, ignore_layers=_IMAGENET_CLASSIFIERS)
     else:
         raise ValueError(
@@ -136,8 +140,8 @@ def load_official_state_dict(model, state_dict, *, source="the state dict"):
             "load_backbone_weights(model.backbone, ...)."
         )
     weights, unknown, _ = torch_names.to_keras_names(state_dict, layout)
-    _raise_unknown(unknown, source)
-    _check_backbone(model.backbone, weights, source)
+    raise_for_unknown_keys(unknown, source)
+    check_backbone(model.backbone, weights, source)
     classifier = weights.get("classifier_conv", {}).get("bias")
     if classifier is not None and classifier.shape[0] != model.num_classes:
         raise WeightsMismatchError(
@@ -168,7 +172,7 @@ def weights_block_counts(weights):
     return counts
 
 
-def _check_backbone(backbone, weights, source):
+def check_backbone(backbone, weights, source):
     counts = weights_block_counts(weights)
     if counts != list(backbone.block_counts):
         raise WeightsMismatchError(
@@ -186,7 +190,8 @@ def _check_keras_file(model, config, path):
     class_name = config.get("class_name")
     if class_name == "DilatedResNet":
         raise WeightsMismatchError(
-            f"{path} holds a backbone only: load it with load_backbone_weights(model.backbone, ...)."
+            f"{path} holds a backbone only: load it with "
+            "load_backbone_weights(model.backbone, ...)."
         )
     if class_name != "EMANet":
         raise WeightsMismatchError(f"{path} holds a {class_name}, not an EMANet.")
@@ -210,7 +215,11 @@ def _load_native(model, path):
         ) from error
 
 
-def _raise_unknown(unknown, source):
+def raise_for_unknown_keys(unknown, source):
     if unknown:
-        shown = ", ".join(unknown[:12]) + (f", ... ({len(unknown) - 12} more)" if len(unknown) > 12 else "")
-        raise WeightsMismatchError(f"{source} has {len(unknown)} keys with no Keras counterpart: {shown}")
+        shown = ", ".join(unknown[:12])
+        if len(unknown) > 12:
+            shown += f", ... ({len(unknown) - 12} more)"
+        raise WeightsMismatchError(
+            f"{source} has {len(unknown)} keys with no Keras counterpart: {shown}"
+        )

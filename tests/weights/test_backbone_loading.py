@@ -99,7 +99,8 @@ def test_keras_applications_whole_model_h5_with_classifier(tmp_path):
 
 def test_keras_applications_mismatches(applications_file):
     with pytest.raises(WeightsMismatchError, match=r"holds ResNet-50 but .* blocks \[1, 1, 1, 1\]"):
-        load_backbone_weights(DilatedResNet(block_counts=TINY_BLOCKS, stem="standard"), applications_file)
+        tiny = DilatedResNet(block_counts=TINY_BLOCKS, stem="standard")
+        load_backbone_weights(tiny, applications_file)
     with pytest.raises(WeightsMismatchError, match="standard stem but .* stem='deep'"):
         load_backbone_weights(DilatedResNet(depth=50, stem="deep"), applications_file)
     with pytest.raises(WeightsMismatchError, match="conv1_conv/bias"):

@@ -92,7 +92,8 @@ def test_command_line_conversion_then_loading_without_torch(checkpoint, tmp_path
     path, _, expected = checkpoint
     environment = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
     command = [sys.executable, os.path.join(ROOT, "export", "convert_pytorch.py")]
-    command += ["--input", str(path), "--output", str(tmp_path / "tiny.keras"), "--output_stride", "8"]
+    command += ["--input", str(path), "--output", str(tmp_path / "tiny.keras")]
+    command += ["--output_stride", "8"]
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     np.save(tmp_path / "image.npy", image(49))
@@ -104,7 +105,8 @@ def test_command_line_conversion_then_loading_without_torch(checkpoint, tmp_path
         import ema_keras
         from ema_keras import weights  # the loaders import without torch
         model = keras.models.load_model({str(tmp_path / "tiny.keras")!r}, compile=False)
-        np.save({str(tmp_path / "logits.npy")!r}, model.predict(np.load({str(tmp_path / "image.npy")!r}), verbose=0))
+        inputs = np.load({str(tmp_path / "image.npy")!r})
+        np.save({str(tmp_path / "logits.npy")!r}, model.predict(inputs, verbose=0))
         """
     )
     result = subprocess.run(
@@ -125,7 +127,8 @@ def test_loading_inside_a_distribution_strategy(checkpoint, tmp_path, mirrored_s
         bases = model.get_layer("ema_unit").em_attention.bases
         np.testing.assert_array_equal(bases.numpy(), torch_model.emau.mu.numpy()[0])
         kernel = model.get_layer("classifier_conv").kernel.numpy()
-        np.testing.assert_array_equal(kernel[0, 0], torch_model.fc2.weight.detach().numpy()[:, :, 0, 0].T)
+        expected = torch_model.fc2.weight.detach().numpy()[:, :, 0, 0].T
+        np.testing.assert_array_equal(kernel[0, 0], expected)
 
 
 def test_missing_torch_gives_install_hint(checkpoint, monkeypatch):
@@ -154,7 +157,8 @@ def test_depth_mismatch(checkpoint, tmp_path):
         load_model_weights(tiny_emanet(block_counts=(1, 1, 2, 1)), path)
     with pytest.raises(WeightsMismatchError, match="not the requested depth=101"):
         convert_official_checkpoint(path, tmp_path / "r101.keras", depth=101)
-    with pytest.raises(WeightsMismatchError, match=r"blocks \[1, 1, 1, 1\] but preset 'emanet_resnet50_os8_voc' is ResNet-50"):
+    message = r"blocks \[1, 1, 1, 1\] but preset 'emanet_resnet50_os8_voc' is ResNet-50"
+    with pytest.raises(WeightsMismatchError, match=message):
         convert_official_checkpoint(path, tmp_path / "r50.keras", preset="emanet_resnet50_os8_voc")
 
 
@@ -174,7 +178,8 @@ def test_missing_and_unknown_keys_are_listed(checkpoint, tmp_path):
     contents = torch.load(path, weights_only=True)
     contents["net"]["emau.extra.weight"] = torch.zeros(3)
     torch.save(contents, tmp_path / "unknown.pth")
-    with pytest.raises(WeightsMismatchError, match="1 keys with no Keras counterpart: emau.extra.weight"):
+    message = "1 keys with no Keras counterpart: emau.extra.weight"
+    with pytest.raises(WeightsMismatchError, match=message):
         convert_official_checkpoint(tmp_path / "unknown.pth", tmp_path / "unknown.keras")
 
 
@@ -186,7 +191,8 @@ def test_head_mismatch_lists_shapes(checkpoint):
         classifier_channels=32,
         ema_num_bases=8,
     )
-    with pytest.raises(WeightsMismatchError, match=r"pre_ema_conv/kernel: file \(3, 3, 2048, 64\), model \(3, 3, 2048, 32\)"):
+    message = r"pre_ema_conv/kernel: file \(3, 3, 2048, 64\), model \(3, 3, 2048, 32\)"
+    with pytest.raises(WeightsMismatchError, match=message):
         load_model_weights(model, checkpoint[0])
 
 
