@@ -1,0 +1,120 @@
+"""The machine's practical float32 limit: GFLOP/s of a large square matmul.
+
+    python bench/matmul_peak.py --quick     # n = 2048
+    python bench/matmul_peak.py             # n = 2048, 4096, 8192
+
+A dense n x n x n float32 matmul is 2 n^3 FLOPs and runs close to the
+hardware's peak in every framework's BLAS (oneDNN/Eigen in TensorFlow, MKL or
+OpenBLAS in NumPy and PyTorch), so its rate is the ceiling that a network's
+forward pass can be compared against. `bench/model_inference.py` measures it
+in the same run as the models.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "One size (2048) and 3 repetitions.")
+flags.DEFINE_list("sizes", None, "Matrix sizes n (default: 2048 quick, 2048,4096,8192 full).")
+flags.DEFINE_integer("repeats", None, "Timed repetitions (default 3 quick, 5 full).")
+flags.DEFINE_list("frameworks", ["tensorflow", "numpy", "torch"], "Which matmuls to time.")
+
+
+def _tf_matmul(n):
+    import tensorflow as tf
+
+    generator = tf.random.Generator.from_seed(0)
+    a = generator.normal((n, n), dtype=tf.float32)
+    b = generator.normal((n, n), dtype=tf.float32)
+
+    @tf.function
+    def product():
+        # A scalar result forces the product without copying n^2 values out.
+        return tf.reduce_sum(tf.matmul(a, b))
+
+    return lambda: product().numpy()
+
+
+def _numpy_matmul(n):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    return lambda: a @ b
+
+
+def _torch_matmul(n):
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn((n, n), generator=generator).to(device)
+    b = torch.randn((n, n), generator=generator).to(device)
+
+    def product():
+        result = a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return result
+
+    return product
+
+
+MATMULS = {"tensorflow": _tf_matmul, "numpy": _numpy_matmul, "torch": _torch_matmul}
+
+
+def matmul_gflops(framework, n, *, repeats=3, warmup=1):
+    """(median, best) GFLOP/s of an n x n x n float32 matmul in `framework`."""
+    if framework not in MATMULS:
+        raise ValueError(f"`framework` must be one of {sorted(MATMULS)}, got {framework!r}.")
+    timing = common.time_calls(MATMULS[framework](int(n)), warmup=warmup, repeats=repeats)
+    flops = 2.0 * n**3
+    return flops / timing.median / 1e9, flops / timing.best / 1e9
+
+
+def practical_peak(n=2048, *, repeats=3, frameworks=("tensorflow", "torch")):
+    """{framework: median GFLOP/s} and the highest of them (the machine's practical limit)."""
+    rates = {}
+    for framework in frameworks:
+        try:
+            rates[framework] = matmul_gflops(framework, n, repeats=repeats)[0]
+        except ImportError:
+            continue
+    return rates, max(rates.values())
+
+
+def main(argv):
+    del argv
+    sizes = [int(size) for size in (FLAGS.sizes or ([2048] if FLAGS.quick else [2048, 4096, 8192]))]
+    repeats = FLAGS.repeats or (3 if FLAGS.quick else 5)
+    print(
+        common.header(
+            "float32 matmul peak",
+            {"sizes": sizes, "repeats": repeats, "frameworks": ",".join(FLAGS.frameworks)},
+        )
+    )
+    rows, best = [], 0.0
+    for n in sizes:
+        for framework in FLAGS.frameworks:
+            try:
+                median, top = matmul_gflops(framework, n, repeats=repeats)
+            except ImportError:
+                rows.append([framework, n, "not installed", "-"])
+                continue
+            best = max(best, median)
+            rows.append([framework, n, common.fmt(median, 1), common.fmt(top, 1)])
+    print(common.markdown_table(["framework", "n", "GFLOP/s (median)", "GFLOP/s (best)"], rows))
+    print(
+        f"\npractical float32 limit (highest median): {best:.1f} GFLOP/s, "
+        f"{best / common.cpu_count():.1f} GFLOP/s per core"
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)

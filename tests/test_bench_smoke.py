@@ -1,0 +1,82 @@
+"""The benchmarks' own arithmetic: the non-local block they time is the one the cost formula counts."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+
+import common  # noqa: E402
+import ema_vs_nonlocal  # noqa: E402
+
+from ema_keras import cost  # noqa: E402
+
+
+@pytest.mark.parametrize("channels, height, width", [(8, 5, 6), (512, 65, 65)])
+def test_non_local_block_cost_matches_formula(channels, height, width):
+    block = ema_vs_nonlocal.NonLocalBlock()
+    block.build((1, height, width, channels))
+    counted = ema_vs_nonlocal.non_local_macs(block, height, width)
+    expected = cost.non_local_cost(channels, height, width)
+    assert counted == expected
+    # PyTorch-style parameters: every weight but BatchNorm's moving statistics.
+    assert block.count_params() - 2 * channels == expected.params
+
+
+def test_non_local_block_computes_embedded_gaussian_attention():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 4, 6)).astype("float32")
+    block = ema_vs_nonlocal.NonLocalBlock()
+    block.build(x.shape)
+    for weight in block.weights:
+        if weight.trainable:
+            weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+    got = np.asarray(block(x, training=False))
+
+    def conv(layer, value):
+        return value @ np.asarray(layer.kernel)[0, 0] + np.asarray(layer.bias)
+
+    flat = x.reshape(2, 12, 6)
+    theta, phi, g = (conv(layer, flat) for layer in (block.theta, block.phi, block.g))
+    logits = theta @ phi.transpose(0, 2, 1)
+    attention = np.exp(logits - logits.max(-1, keepdims=True))
+    attention /= attention.sum(-1, keepdims=True)
+    y = conv(block.output_conv, attention @ g)
+    norm = block.output_norm
+    y = (y - np.asarray(norm.moving_mean)) / np.sqrt(np.asarray(norm.moving_variance) + 1e-5)
+    y = y * np.asarray(norm.gamma) + np.asarray(norm.beta)
+    np.testing.assert_allclose(got, (flat + y).reshape(x.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_ema_vs_nonlocal_attention_ratio_is_n_over_2t_plus_1_k():
+    _, ema = ema_vs_nonlocal.block_cost("ema", 512, 65, 64, 3)
+    _, local = ema_vs_nonlocal.block_cost("non_local", 512, 65, 64, 3)
+    assert local.macs / ema.macs == pytest.approx(65 * 65 / (7 * 64))
+    whole, _ = ema_vs_nonlocal.block_cost("non_local", 512, 65, 64, 3)
+    assert whole == cost.non_local_cost(512, 65, 65)
+
+
+def _allocate_and_measure(num_bytes):
+    with common.PeakMemory() as peak:
+        buffer = np.ones(num_bytes // 8)
+        del buffer
+    return os.getpid(), peak.bytes
+
+
+def test_peak_memory_of_an_allocation_in_a_fresh_process():
+    pid, peak = common.run_isolated(_allocate_and_measure, 64 * 2**20)
+    assert pid != os.getpid()
+    assert 60 * 2**20 <= peak <= 80 * 2**20
+
+
+def test_time_calls_and_table():
+    calls = []
+    timing = common.time_calls(lambda: calls.append(1), warmup=2, repeats=3)
+    assert len(calls) == 5 and len(timing.seconds) == 3
+    assert timing.best <= timing.median
+    with pytest.raises(ValueError, match="repeats"):
+        common.time_calls(lambda: None, repeats=0)
+    table = common.markdown_table(["a", "b"], [["x", "1.0"]])
+    assert table.splitlines() == ["| a | b |", "|---|---:|", "| x | 1.0 |"]
