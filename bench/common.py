@@ -22,6 +22,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
+def quiet_logs():
+    """Warnings and errors only, from absl (which app.run sets to INFO) and TensorFlow."""
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as handle:

@@ -30,17 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("quick", False, "65x65 at batch 1 and 4, 129x129 at batch 1; 2 repetitions.")
-flags.DEFINE_list("sizes", None, "Feature map sizes (default 65,129).")
-flags.DEFINE_list("batches", None, "Batch sizes (default 1,4).")
-flags.DEFINE_integer("channels", 512, "Channels C of the feature map.")
-flags.DEFINE_integer("num_bases", 64, "EMA bases K.")
-flags.DEFINE_integer("num_iterations", 3, "EMA iterations T.")
-flags.DEFINE_integer("repeats", None, "Timed repetitions (default 2 quick, 5 full).")
-flags.DEFINE_bool("jit_compile", False, "Compile both blocks with XLA.")
-flags.DEFINE_float(
-    "max_attention_gib", 16.0, "Skip non-local runs whose N x N attention exceeds this."
-)
 
 
 @keras.saving.register_keras_serializable(package="ema_keras_bench")
@@ -152,8 +141,24 @@ def measure(block, *, size, batch, channels, num_bases, num_iterations, repeats,
     return {"seconds": timing.median, "peak_bytes": peak.bytes}
 
 
+def define_flags():
+    """Command-line flags (defined only when run as a script)."""
+    flags.DEFINE_bool("quick", False, "65x65 at batch 1 and 4, 129x129 at batch 1; 2 repetitions.")
+    flags.DEFINE_list("sizes", None, "Feature map sizes (default 65,129).")
+    flags.DEFINE_list("batches", None, "Batch sizes (default 1,4).")
+    flags.DEFINE_integer("channels", 512, "Channels C of the feature map.")
+    flags.DEFINE_integer("num_bases", 64, "EMA bases K.")
+    flags.DEFINE_integer("num_iterations", 3, "EMA iterations T.")
+    flags.DEFINE_integer("repeats", None, "Timed repetitions (default 2 quick, 5 full).")
+    flags.DEFINE_bool("jit_compile", False, "Compile both blocks with XLA.")
+    flags.DEFINE_float(
+        "max_attention_gib", 16.0, "Skip non-local runs whose N x N attention exceeds this."
+    )
+
+
 def main(argv):
     del argv
+    common.quiet_logs()
     sizes = [int(s) for s in FLAGS.sizes or (65, 129)]
     batches = [int(b) for b in FLAGS.batches or (1, 4)]
     configurations = [(size, batch) for size in sizes for batch in batches]
@@ -263,4 +268,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

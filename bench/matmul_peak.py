@@ -19,10 +19,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("quick", False, "One size (2048) and 3 repetitions.")
-flags.DEFINE_list("sizes", None, "Matrix sizes n (default: 2048 quick, 2048,4096,8192 full).")
-flags.DEFINE_integer("repeats", None, "Timed repetitions (default 3 quick, 5 full).")
-flags.DEFINE_list("frameworks", ["tensorflow", "numpy", "torch"], "Which matmuls to time.")
 
 
 def _tf_matmul(n):
@@ -89,8 +85,17 @@ def practical_peak(n=2048, *, repeats=3, frameworks=("tensorflow", "torch")):
     return rates, max(rates.values())
 
 
+def define_flags():
+    """Command-line flags (defined only when run as a script)."""
+    flags.DEFINE_bool("quick", False, "One size (2048) and 3 repetitions.")
+    flags.DEFINE_list("sizes", None, "Matrix sizes n (default: 2048 quick, 2048,4096,8192 full).")
+    flags.DEFINE_integer("repeats", None, "Timed repetitions (default 3 quick, 5 full).")
+    flags.DEFINE_list("frameworks", ["tensorflow", "numpy", "torch"], "Which matmuls to time.")
+
+
 def main(argv):
     del argv
+    common.quiet_logs()
     sizes = [int(size) for size in (FLAGS.sizes or ([2048] if FLAGS.quick else [2048, 4096, 8192]))]
     repeats = FLAGS.repeats or (3 if FLAGS.quick else 5)
     print(
@@ -117,4 +122,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
