@@ -7,25 +7,44 @@ configuration; weights are loaded separately (see `ema_keras.weights`).
 import copy
 
 _VOC_CLASSES = 21  # background + 20 objects
+# The official code's BatchNorm momentum (settings.BN_MOM = 3e-4 in PyTorch's
+# convention) is 0.9997 in Keras': running statistics over ~3,000 steps.
+_OFFICIAL_BN_MOMENTUM = 0.9997
 
 PRESETS = {
     # The paper's models: deep stem, output stride 8, EMA on 512 channels.
     "emanet_resnet50_os8_voc": {
-        "backbone": {"depth": 50, "stem": "deep", "output_stride": 8},
+        "backbone": {
+            "depth": 50, "stem": "deep", "output_stride": 8,
+            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        },
         "num_classes": _VOC_CLASSES,
+        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
     },
     "emanet_resnet101_os8_voc": {
-        "backbone": {"depth": 101, "stem": "deep", "output_stride": 8},
+        "backbone": {
+            "depth": 101, "stem": "deep", "output_stride": 8,
+            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        },
         "num_classes": _VOC_CLASSES,
+        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
     },
     "emanet_resnet152_os8_voc": {
-        "backbone": {"depth": 152, "stem": "deep", "output_stride": 8},
+        "backbone": {
+            "depth": 152, "stem": "deep", "output_stride": 8,
+            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        },
         "num_classes": _VOC_CLASSES,
+        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
     },
     # Output stride 16: only stage 4 dilated, about 3.5x cheaper trunk.
     "emanet_resnet101_os16_voc": {
-        "backbone": {"depth": 101, "stem": "deep", "output_stride": 16},
+        "backbone": {
+            "depth": 101, "stem": "deep", "output_stride": 16,
+            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        },
         "num_classes": _VOC_CLASSES,
+        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
     },
     "emanet_resnet50_os16": {
         "backbone": {"depth": 50, "stem": "deep", "output_stride": 16},

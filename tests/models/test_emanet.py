@@ -192,8 +192,21 @@ def test_presets_hold_valid_arguments():
         assert set(preset.pop("backbone")) <= backbone_args, name
         assert set(preset) <= model_args, name
     paper = get_preset("emanet_resnet101_os8_voc")
-    assert paper["backbone"] == {"depth": 101, "stem": "deep", "output_stride": 8}
+    assert paper["backbone"] == {
+        "depth": 101, "stem": "deep", "output_stride": 8, "batch_norm_momentum": 0.9997
+    }
     assert paper["num_classes"] == 21
+    # The official BN momentum (PyTorch 3e-4) reaches every BatchNorm of the model.
+    model = EMANet.from_preset("emanet_resnet50_os16")
+    assert model.batch_norm_momentum == 0.9
+    official = EMANet.from_preset(
+        "emanet_resnet101_os16_voc", backbone={"depth": 50, "width": 8}, head_channels=16,
+        classifier_channels=8, ema_num_bases=4,
+    )
+    momenta = {
+        layer.momentum for layer in official._flatten_layers() if hasattr(layer, "moving_mean")
+    }
+    assert momenta == {0.9997}
 
 
 @pytest.mark.parametrize(
