@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from ema_keras.data import demo, pipeline, voc
+from ema_keras.data import demo, image_io, pipeline, voc
 from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 from ema_keras.metrics import SegmentationMeanIoU
 from ema_keras.models import EMANet
@@ -46,11 +46,36 @@ def resolve_data_dir(config, model_dir):
     return demo.write_demo_dataset(os.path.join(model_dir, "demo_data"))
 
 
-def training_examples(config, voc_root):
+def _with_png_labels(examples, png_dir):
+    """Replaces SBD `.mat` labels (unreadable in the tf.data graph) by id PNGs.
+
+    Each `.mat` is converted once into `png_dir` (written under a temporary
+    name, then renamed, so an interrupted run never leaves a torn file).
+    """
+    converted = []
+    for example in examples:
+        if not example.label_path.endswith(".mat"):
+            converted.append(example)
+            continue
+        png_path = os.path.join(png_dir, f"{example.image_id}.png")
+        if not os.path.isfile(png_path):
+            os.makedirs(png_dir, exist_ok=True)
+            partial = f"{png_path}.{os.getpid()}.partial"
+            with open(partial, "wb") as file:
+                file.write(image_io.encode_label_png(image_io.load_label(example.label_path)))
+            os.replace(partial, png_path)
+        converted.append(example._replace(label_path=png_path))
+    return converted
+
+
+def training_examples(config, voc_root, model_dir):
     if config.train_tfrecords:
         return config.train_tfrecords
     if config.train_split == "trainaug":
-        return voc.trainaug_examples(voc_root, sbd_root=config.sbd_dir, aug_dir=config.aug_dir)
+        examples = voc.trainaug_examples(
+            voc_root, sbd_root=config.sbd_dir, aug_dir=config.aug_dir
+        )
+        return _with_png_labels(examples, os.path.join(model_dir, "sbd_labels"))
     return voc.read_voc_split(voc_root, config.train_split)
 
 
@@ -161,7 +186,7 @@ def train(config, model_dir):
 
     keras.mixed_precision.set_dtype_policy(config.mixed_precision)
     voc_root = resolve_data_dir(config, model_dir)
-    train_source = training_examples(config, voc_root)
+    train_source = training_examples(config, voc_root, model_dir)
     epochs, steps_per_epoch = checkpointing.chunk_plan(config.steps, config.steps_per_checkpoint)
 
     with strategy.scope():

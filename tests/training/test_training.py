@@ -123,3 +123,24 @@ def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
     # XLA's CPU fusions reorder float32 sums: agreement to ~1e-4, not bit-exact.
     np.testing.assert_allclose(outcomes[1][0], outcomes[0][0], rtol=1e-3)
     np.testing.assert_allclose(outcomes[1][1], outcomes[0][1], atol=1e-3)
+
+
+def test_trainaug_from_a_raw_sbd_folder_trains_on_converted_labels(tmp_path):
+    from ema_keras.data.image_io import load_label
+    from ema_keras.training import get_recipe, trainer
+    from tests.data.conftest import write_sbd, write_voc
+
+    voc_root, _ = write_voc(str(tmp_path), {"train": ["a1", "a2"], "val": ["v1"]})
+    sbd_root, sbd_labels = write_sbd(str(tmp_path), {"train": ["s1", "v1"], "val": ["s2"]})
+    config = get_recipe(
+        "demo", data_dir=voc_root, sbd_dir=sbd_root, train_split="trainaug", crop_size=32,
+        global_batch_size=2, steps=1, steps_per_checkpoint=1, validate=False, verbose=0,
+        strategy="one_device",
+    )
+    model_dir = str(tmp_path / "run")
+    examples = trainer.training_examples(config, voc_root, model_dir)
+    assert [e.image_id for e in examples] == ["a1", "a2", "s1", "s2"]  # VOC val excluded
+    for example in examples[2:]:
+        assert example.label_path.endswith(".png")
+        np.testing.assert_array_equal(load_label(example.label_path), sbd_labels[example.image_id])
+    assert train(config, model_dir).step == 1
