@@ -146,10 +146,27 @@ def reset_peak_rss():
         return False
 
 
+def release_free_memory():
+    """Returns memory that Python and malloc hold free to the OS (glibc only; no-op elsewhere).
+
+    Without it, buffers freed by an earlier call stay resident in malloc's
+    pools, and a later call reusing them would not raise the measured peak.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """Peak memory that the code inside a `with` block adds over what was resident before it.
 
-    On CPU: the RSS peak over the RSS at entry. With `gpu=True`: the peak of
+    On CPU: the RSS peak over the RSS at entry, after freed memory has been
+    returned to the OS (`release_free_memory`). With `gpu=True`: the peak of
     TensorFlow's GPU allocator (reset at entry), via `framework="tf"` or
     PyTorch's (`framework="torch"`).
     """
@@ -172,6 +189,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
         else:
+            release_free_memory()
             self._base = rss_bytes()
             if not reset_peak_rss():
                 self._base = peak_rss_bytes()  # best effort: earlier peaks may hide this one

@@ -91,7 +91,10 @@ def tflite_runner(model, quantization, size, work_dir, num_threads):
     from ema_keras.export import export_tflite, tflite_interpreter
 
     rng = np.random.default_rng(0)
-    calibration = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(2)]
+    pixels = rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    # The timed image is among the calibration images, so int8 sees no value
+    # outside its calibrated ranges.
+    calibration = [pixels[0], rng.integers(0, 256, (size, size, 3), dtype=np.uint8)]
     path = os.path.join(work_dir, f"{model.name}_{quantization}.tflite")
     start = time.perf_counter()
     export_tflite(
@@ -103,8 +106,7 @@ def tflite_runner(model, quantization, size, work_dir, num_threads):
     )
     export_seconds = time.perf_counter() - start
     runner = tflite_interpreter(path, num_threads).get_signature_runner()
-    dtype = runner.get_input_details()["image"]["dtype"]
-    pixels = rng.integers(0, 256, (1, size, size, 3)).astype(dtype)
+    pixels = pixels.astype(runner.get_input_details()["image"]["dtype"])
     return (lambda: runner(image=pixels)), export_seconds, os.path.getsize(path)
 
 
@@ -144,33 +146,25 @@ def bench_preset(preset, size, runtimes, repeats, work_dir, breakdown):
     notes = [f"{preset}: {model_cost['total'].params / 1e6:.2f} M params (PyTorch-style count)"]
     seconds, trunk_seconds = {}, {}
     for runtime in runtimes:
-        start = time.perf_counter()
-        if runtime in runners:
-            fn = runners[runtime]
-        elif runtime.startswith("tflite_"):
-            fn, export_seconds, size_bytes = tflite_runner(
-                model, runtime[len("tflite_"):], size, work_dir, FLAGS.num_threads
+        try:
+            seconds[runtime], runtime_notes, trunk = time_runtime(
+                runtime,
+                preset,
+                model,
+                runners,
+                image,
+                size=size,
+                repeats=repeats,
+                breakdown=breakdown,
+                work_dir=work_dir,
             )
-            notes.append(
-                f"{runtime}: exported in {export_seconds:.0f} s, {size_bytes / 2**20:.1f} MiB"
-            )
-        elif runtime == "torch":
-            fn, torch_trunk, torch_params = torch_runners(
-                *preset_architecture(preset), image, breakdown=breakdown
-            )
-            notes.append(f"torch reference: {torch_params / 1e6:.2f} M params")
-            if torch_trunk is not None:
-                trunk_seconds["torch"] = common.time_calls(torch_trunk, repeats=repeats).median
-        else:
-            raise ValueError(f"Unknown runtime {runtime!r}; choose from {RUNTIMES}.")
-        # The warm-up call traces / compiles / packs weights; not timed.
-        timing = common.time_calls(fn, warmup=1, repeats=repeats)
-        seconds[runtime] = timing.median
-        print(
-            f"  {preset} {runtime}: {1000 * timing.median:.0f} ms/image "
-            f"({time.perf_counter() - start:.0f} s with setup)",
-            flush=True,
-        )
+        except Exception as error:  # noqa: BLE001  (one failing runtime must not hide the others)
+            notes.append(f"{runtime} FAILED: {type(error).__name__}: {str(error)[:300]}")
+            print(f"  {preset} {runtime}: failed ({type(error).__name__})", flush=True)
+            continue
+        notes += runtime_notes
+        if trunk is not None:
+            trunk_seconds[runtime] = trunk
     if keras_trunk is not None:
         trunk_seconds["keras_graph"] = common.time_calls(keras_trunk, repeats=repeats).median
     backbone_flops = model_cost["backbone"].flops
@@ -181,6 +175,40 @@ def bench_preset(preset, size, runtimes, repeats, work_dir, breakdown):
         "trunk_seconds": trunk_seconds,
         "notes": notes,
     }
+
+
+def time_runtime(runtime, preset, model, runners, image, *, size, repeats, breakdown, work_dir):
+    """(median seconds per image, notes, seconds of the trunk alone or None) of one runtime.
+
+    Setup (export, model building) and one warm-up call (tracing, compiling,
+    weight packing) come first, untimed.
+    """
+    start = time.perf_counter()
+    notes, trunk_seconds = [], None
+    if runtime in runners:
+        fn = runners[runtime]
+    elif runtime.startswith("tflite_"):
+        quantization = runtime[len("tflite_") :]
+        fn, export_seconds, size_bytes = tflite_runner(
+            model, quantization, size, work_dir, FLAGS.num_threads
+        )
+        notes.append(f"{runtime}: exported in {export_seconds:.0f} s, {size_bytes / 2**20:.1f} MiB")
+    elif runtime == "torch":
+        fn, torch_trunk, torch_params = torch_runners(
+            *preset_architecture(preset), image, breakdown=breakdown
+        )
+        notes.append(f"torch reference: {torch_params / 1e6:.2f} M params")
+        if torch_trunk is not None:
+            trunk_seconds = common.time_calls(torch_trunk, repeats=repeats).median
+    else:
+        raise ValueError(f"Unknown runtime {runtime!r}; choose from {RUNTIMES}.")
+    timing = common.time_calls(fn, warmup=1, repeats=repeats)
+    print(
+        f"  {preset} {runtime}: {1000 * timing.median:.0f} ms/image "
+        f"({time.perf_counter() - start:.0f} s with setup)",
+        flush=True,
+    )
+    return timing.median, notes, trunk_seconds
 
 
 def define_flags():

@@ -1,0 +1,233 @@
+"""Training step rate and memory: float32, mixed precision and XLA, against PyTorch.
+
+    python bench/train_step.py --quick   # R50 OS16, batch 2, 321x321 crops: minutes on a CPU
+    python bench/train_step.py           # R101 OS8, batch 4, 513x513 crops (the paper's per-GPU)
+
+Configurations, each in a fresh process:
+
+- CPU: Keras float32, Keras float32 + XLA (`jit_compile=True`), PyTorch float32;
+- GPU (when TensorFlow sees one): Keras float32, mixed_float16, mixed_float16
+  + XLA, and PyTorch with AMP (`torch.autocast` float16 + `GradScaler`).
+
+The Keras step is what `fit` runs for a batch: forward in training mode (the
+EMA bases and BatchNorm statistics update), `MaskedSparseCrossEntropy`,
+gradients, SGD with momentum (wrapped in a `LossScaleOptimizer` under
+mixed_float16), in one `tf.function`. The PyTorch step is the reference
+model (`bench/torch_reference`) with `CrossEntropyLoss(ignore_index=255)` and
+`torch.optim.SGD`. Inputs are random images and labels of the crop size.
+
+Memory is the peak that the training steps add over the built model and
+optimizer state (momentum), first step included in both frameworks (it
+allocates the gradients; TensorFlow keeps what a step frees for reuse, so a
+later step alone would under-count): process RSS on CPU (with XLA that
+includes compiling), the framework allocator's peak on GPU. Per image = that
+peak / batch; it still holds the gradients (one copy of the weights), which do
+not grow with the batch.
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+FLAGS = flags.FLAGS
+CPU_CONFIGURATIONS = ("keras_float32", "keras_float32_xla", "torch_float32")
+GPU_CONFIGURATIONS = (
+    "keras_float32",
+    "keras_mixed_float16",
+    "keras_mixed_float16_xla",
+    "torch_amp_float16",
+)
+LEARNING_RATE, MOMENTUM, NUM_CLASSES, IGNORE = 0.009, 0.9, 21, 255
+
+
+def random_batch(batch, crop, seed=0):
+    """Images (B, H, W, 3) float32 and labels (B, H, W) int32 with 10% ignored pixels."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(batch, crop, crop, 3)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, size=(batch, crop, crop)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.1] = IGNORE
+    return images, labels
+
+
+def keras_step(preset, *, batch, crop, steps, mixed, xla, gpu):
+    """Median seconds per step and peak bytes, in this process."""
+    import keras
+    import tensorflow as tf
+
+    from ema_keras.losses import MaskedSparseCrossEntropy
+    from ema_keras.models import EMANet
+
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    model = EMANet.from_preset(preset, seed=0)
+    loss_fn = MaskedSparseCrossEntropy()
+    optimizer = keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM)
+    if mixed:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    images, labels = (tf.constant(v) for v in random_batch(batch, crop))
+
+    @tf.function(jit_compile=xla)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+            scaled = optimizer.scale_loss(loss) if mixed else loss
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        return loss
+
+    step.get_concrete_function(images, labels)  # trace outside the measurement
+    with common.PeakMemory(gpu=gpu, framework="tf") as peak:
+        timing = common.time_calls(lambda: step(images, labels).numpy(), warmup=1, repeats=steps)
+    return {"seconds": timing.median, "peak_bytes": peak.bytes}
+
+
+def torch_step(preset, *, batch, crop, steps, amp, gpu):
+    """The PyTorch reference's training step; median seconds and peak bytes."""
+    import torch
+    from torch import nn
+    from torch_reference.emanet_torch import EMANet as TorchEMANet
+
+    from model_inference import preset_architecture
+
+    torch.manual_seed(0)
+    device = "cuda" if gpu else "cpu"
+    depth, output_stride, num_classes = preset_architecture(preset)
+    net = TorchEMANet(num_classes=num_classes, depth=depth, output_stride=output_stride)
+    net = net.to(device).train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    images, labels = random_batch(batch, crop)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+    y = torch.from_numpy(labels).long().to(device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.float16, enabled=amp):
+            loss = criterion(net(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if gpu:
+            torch.cuda.synchronize()
+        return loss.item()
+
+    # As for Keras (whose optimizer is built before the measurement): the
+    # momentum buffers exist before it, and the first step, which allocates
+    # the gradients, is inside it. Zero buffers give the same first update
+    # as SGD's lazy initialisation (a copy of the gradient).
+    for parameter in net.parameters():
+        optimizer.state[parameter]["momentum_buffer"] = torch.zeros_like(parameter)
+    with common.PeakMemory(gpu=gpu, framework="torch") as peak:
+        timing = common.time_calls(step, warmup=1, repeats=steps)
+    return {"seconds": timing.median, "peak_bytes": peak.bytes}
+
+
+def run_configuration(name, preset, *, batch, crop, steps, gpu):
+    if name.startswith("keras_"):
+        return common.run_isolated(
+            keras_step,
+            preset,
+            batch=batch,
+            crop=crop,
+            steps=steps,
+            mixed="mixed_float16" in name,
+            xla=name.endswith("_xla"),
+            gpu=gpu,
+        )
+    return common.run_isolated(
+        torch_step, preset, batch=batch, crop=crop, steps=steps, amp=name.endswith("amp_float16"), gpu=gpu
+    )
+
+
+def define_flags():
+    """Command-line flags (defined only when run as a script)."""
+    flags.DEFINE_bool("quick", False, "emanet_resnet50_os16, batch 2, 321x321 crops, 2 steps.")
+    flags.DEFINE_string("preset", None, "EMANet preset (default emanet_resnet101_os8_voc).")
+    flags.DEFINE_integer("batch_size", None, "Images per step (default 4; 2 with --quick).")
+    flags.DEFINE_integer("crop_size", None, "Square crop (default 513; 321 with --quick).")
+    flags.DEFINE_integer("steps", None, "Timed steps (default 5; 2 with --quick).")
+    flags.DEFINE_list("configurations", None, "Subset of the configurations to run.")
+
+
+def main(argv):
+    del argv
+    common.quiet_logs()
+    quick = FLAGS.quick
+    preset = FLAGS.preset or ("emanet_resnet50_os16" if quick else "emanet_resnet101_os8_voc")
+    batch = FLAGS.batch_size or (2 if quick else 4)
+    crop = FLAGS.crop_size or (321 if quick else 513)
+    steps = FLAGS.steps or (2 if quick else 5)
+    gpu = bool(common.gpu_names())
+    available = GPU_CONFIGURATIONS if gpu else CPU_CONFIGURATIONS
+    configurations = FLAGS.configurations or list(available)
+    for name in configurations:
+        if name not in available:
+            raise app.UsageError(f"--configurations: {name!r} is not one of {available}.")
+    print(
+        common.header(
+            "EMANet training step",
+            {
+                "preset": preset,
+                "batch": batch,
+                "crop": f"{crop}x{crop}",
+                "timed steps": steps,
+                "device": "GPU" if gpu else "CPU",
+                "optimizer": f"SGD lr {LEARNING_RATE} momentum {MOMENTUM}",
+            },
+        )
+    )
+    results = {}
+    for name in configurations:
+        start = time.perf_counter()
+        results[name] = run_configuration(name, preset, batch=batch, crop=crop, steps=steps, gpu=gpu)
+        print(
+            f"  {name}: {results[name]['seconds']:.2f} s/step "
+            f"({time.perf_counter() - start:.0f} s with start-up)",
+            flush=True,
+        )
+    reference = results.get("keras_float32")
+    torch_name = next((name for name in results if name.startswith("torch")), None)
+    rows = []
+    for name, result in results.items():
+        rate = batch / result["seconds"]
+        rows.append(
+            [
+                name,
+                common.fmt(result["seconds"], 2),
+                common.fmt(rate, 2),
+                common.fmt(reference["seconds"] / result["seconds"] if reference else None, 2),
+                common.fmt(
+                    results[torch_name]["seconds"] / result["seconds"] if torch_name else None, 2
+                ),
+                common.fmt(common.mib(result["peak_bytes"]), 0),
+                common.fmt(common.mib(result["peak_bytes"]) / batch, 0),
+            ]
+        )
+    print()
+    print(
+        common.markdown_table(
+            [
+                "configuration",
+                "s/step",
+                "images/s",
+                "vs keras_float32 (x)",
+                "vs PyTorch (x)",
+                "peak MiB",
+                "MiB/image",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
