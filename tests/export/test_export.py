@@ -161,6 +161,16 @@ def test_dynamic_size_tflite_runs_on_two_sizes(trained_model, tmp_path):
         np.testing.assert_allclose(logits, reference, atol=1e-4)
 
 
+def test_aux_head_models_export_only_the_main_logits(tmp_path):
+    model = EMANet.from_preset("emanet_tiny_demo", aux_head=True)
+    path = export.export_tflite(model, tmp_path / "aux.tflite", image_size=(40, 48))
+    runner = export.tflite_interpreter(path).get_signature_runner()
+    assert list(runner.get_output_details()) == ["logits"]
+    image = np.random.default_rng(1).integers(0, 256, (40, 48, 3)).astype("uint8")
+    report = export.verify_tflite(path, model, [image])
+    assert report.passed and report.max_abs_logit_diff < 1e-4
+
+
 @pytest.mark.slow
 def test_verification_fails_when_the_file_holds_perturbed_weights(
     trained_model, val_images, tmp_path
