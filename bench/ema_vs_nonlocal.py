@@ -11,9 +11,10 @@ O(N^2 C) in time and O(N^2) in memory for N = H * W positions, the EMA
 unit's O(N K C T) and O(N K): at 65x65 (EMANet's 513x513 input at output
 stride 8) N = 4225 against K = 64.
 
-Every configuration runs in a fresh process; peak memory is what the forward
-passes add to the resident set (see `common.PeakMemory`), first call included
-(with --jit_compile that includes XLA's compilation). FLOPs are 2 x MACs
+Times are the fastest of the timed calls (the median is shown too); ratios
+use the fastest. Every configuration runs in a fresh process; peak memory is
+what the forward passes add to the resident set (see `common.PeakMemory`),
+first call included (with --jit_compile that includes XLA's compilation). FLOPs are 2 x MACs
 from `ema_keras.cost` (`ema_unit_cost`, `non_local_cost`); the non-local
 block's count is also derived from its built layers (`non_local_macs`), and
 the two agree (tests/test_bench_smoke.py).
@@ -114,7 +115,7 @@ def block_cost(block, channels, size, num_bases, num_iterations):
 
 
 def measure(block, *, size, batch, channels, num_bases, num_iterations, repeats, jit_compile):
-    """Seconds per forward pass (median) and the peak memory it adds, in this process."""
+    """Seconds per forward pass (best and median) and the peak memory it adds, in this process."""
     import tensorflow as tf
 
     import ema_keras  # noqa: F401  (registers the library's layers)
@@ -138,7 +139,7 @@ def measure(block, *, size, batch, channels, num_bases, num_iterations, repeats,
     forward.get_concrete_function(inputs)
     with common.PeakMemory() as peak:
         timing = common.time_calls(lambda: forward(inputs).numpy(), warmup=1, repeats=repeats)
-    return {"seconds": timing.median, "peak_bytes": peak.bytes}
+    return {"seconds": timing.best, "median_seconds": timing.median, "peak_bytes": peak.bytes}
 
 
 def define_flags():
@@ -214,6 +215,7 @@ def main(argv):
                     common.fmt(whole.flops / 1e9, 1),
                     common.fmt(attention.flops / 1e9, 2),
                     common.fmt(1000 * seconds, 0),
+                    common.fmt(1000 * result["median_seconds"], 0),
                     common.fmt(common.mib(result["peak_bytes"]), 0),
                     common.fmt(batch * whole.flops / seconds / 1e9, 1),
                 ]
@@ -228,7 +230,8 @@ def main(argv):
                 "batch",
                 "GFLOPs/image",
                 "attention GFLOPs/image",
-                "ms/batch",
+                "ms/batch (best)",
+                "ms/batch (median)",
                 "peak MiB",
                 "GFLOP/s",
             ],
@@ -260,10 +263,11 @@ def main(argv):
             ratio_rows,
         )
     )
+    per_pixel = (2 * num_iterations + 1) * num_bases  # EMA's MACs per pixel and channel
     print(
         f"\nattention MACs: non-local N^2 C = {channels} N^2 per image, EMA (2T+1) N K C = "
-        f"{(2 * num_iterations + 1) * num_bases * channels} N: ratio N / "
-        f"{(2 * num_iterations + 1) * num_bases} (= {65 * 65 / ((2 * num_iterations + 1) * num_bases):.1f} at 65x65)"
+        f"{per_pixel * channels} N: ratio N / {per_pixel} "
+        f"(= {65 * 65 / per_pixel:.1f} at 65x65, {129 * 129 / per_pixel:.1f} at 129x129)"
     )
 
 

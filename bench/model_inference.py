@@ -14,9 +14,11 @@ For each EMANet preset, on the same machine and in the same process:
 - PyTorch: `bench/torch_reference` (the official architecture and layer
   names, CPU build of torch), `eval()` under `torch.inference_mode()`.
 
-Random weights, batch 1. Rates are images/s from the median of the timed
-calls. The FLOPs per image are `ema_keras.cost.model_cost` (2 x MACs of the
-convolutions and the EM attention), the same for every runtime, so
+Random weights, batch 1. Rates are images/s from the fastest of the timed
+calls (the median is shown too): on a shared machine the fastest call is
+the one least disturbed by other work. The FLOPs per image are
+`ema_keras.cost.model_cost` (2 x MACs of the convolutions and the EM
+attention), the same for every runtime, so
 "GFLOP/s" is the achieved rate and "% of peak" its fraction of the float32
 matmul rate measured at the start of the run (`bench/matmul_peak.py`).
 The backbone/head split (`--breakdown`) times the trunk alone in both
@@ -144,10 +146,10 @@ def bench_preset(preset, size, runtimes, repeats, work_dir, breakdown):
     image = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
     runners, keras_trunk = keras_runners(model, image, breakdown=breakdown)
     notes = [f"{preset}: {model_cost['total'].params / 1e6:.2f} M params (PyTorch-style count)"]
-    seconds, trunk_seconds = {}, {}
+    seconds, medians, trunk_seconds = {}, {}, {}
     for runtime in runtimes:
         try:
-            seconds[runtime], runtime_notes, trunk = time_runtime(
+            timing, runtime_notes, trunk = time_runtime(
                 runtime,
                 preset,
                 model,
@@ -162,23 +164,25 @@ def bench_preset(preset, size, runtimes, repeats, work_dir, breakdown):
             notes.append(f"{runtime} FAILED: {type(error).__name__}: {str(error)[:300]}")
             print(f"  {preset} {runtime}: failed ({type(error).__name__})", flush=True)
             continue
+        seconds[runtime], medians[runtime] = timing.best, timing.median
         notes += runtime_notes
         if trunk is not None:
             trunk_seconds[runtime] = trunk
     if keras_trunk is not None:
-        trunk_seconds["keras_graph"] = common.time_calls(keras_trunk, repeats=repeats).median
+        trunk_seconds["keras_graph"] = common.time_calls(keras_trunk, repeats=repeats).best
     backbone_flops = model_cost["backbone"].flops
     return {
         "flops": flops,
         "backbone_flops": backbone_flops,
         "seconds": seconds,
+        "median_seconds": medians,
         "trunk_seconds": trunk_seconds,
         "notes": notes,
     }
 
 
 def time_runtime(runtime, preset, model, runners, image, *, size, repeats, breakdown, work_dir):
-    """(median seconds per image, notes, seconds of the trunk alone or None) of one runtime.
+    """(`Timing` per image, notes, best seconds of the trunk alone or None) of one runtime.
 
     Setup (export, model building) and one warm-up call (tracing, compiling,
     weight packing) come first, untimed.
@@ -199,16 +203,16 @@ def time_runtime(runtime, preset, model, runners, image, *, size, repeats, break
         )
         notes.append(f"torch reference: {torch_params / 1e6:.2f} M params")
         if torch_trunk is not None:
-            trunk_seconds = common.time_calls(torch_trunk, repeats=repeats).median
+            trunk_seconds = common.time_calls(torch_trunk, repeats=repeats).best
     else:
         raise ValueError(f"Unknown runtime {runtime!r}; choose from {RUNTIMES}.")
     timing = common.time_calls(fn, warmup=1, repeats=repeats)
     print(
-        f"  {preset} {runtime}: {1000 * timing.median:.0f} ms/image "
+        f"  {preset} {runtime}: {1000 * timing.best:.0f} ms/image "
         f"({time.perf_counter() - start:.0f} s with setup)",
         flush=True,
     )
-    return timing.median, notes, trunk_seconds
+    return timing, notes, trunk_seconds
 
 
 def define_flags():
@@ -273,6 +277,7 @@ def main(argv):
                     runtime,
                     common.fmt(result["flops"] / 1e9, 1),
                     common.fmt(1000 * seconds, 1),
+                    common.fmt(1000 * result["median_seconds"][runtime], 1),
                     common.fmt(1 / seconds, 2),
                     common.fmt(torch_seconds / seconds if torch_seconds else None, 2),
                     common.fmt(gflops, 1),
@@ -286,7 +291,8 @@ def main(argv):
                 "model",
                 "runtime",
                 "GFLOPs/image",
-                "ms/image",
+                "ms/image (best)",
+                "ms (median)",
                 "images/s",
                 "vs PyTorch (x)",
                 "GFLOP/s",

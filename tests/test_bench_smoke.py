@@ -1,4 +1,4 @@
-"""The benchmarks' own arithmetic: the non-local block they time is the one the cost formula counts."""
+"""The benchmarks' own arithmetic: the non-local block timed is the one the cost formula counts."""
 
 import os
 import sys
