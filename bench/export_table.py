@@ -8,9 +8,12 @@ run on demo-dataset images (drawn at VOC's image sizes for the full model)
 and compared with the Keras model. Latency is the median per image on this
 machine (TFLite through ai_edge_litert with XNNPACK, --num_threads threads;
 Keras and the SavedModel through TensorFlow's default thread pools).
-With random weights (the full run), sizes and latencies are the real ones
-but the argmax of an untrained network sits on near-ties, so its agreement
-figures say little; the quick run's trained model gives meaningful ones.
+The full run's R101 has random weights, with its BatchNorm statistics
+estimated on two demo images so that activations and logits have a trained
+network's scale (a random network's statistics make them grow layer after
+layer, up to 1e5, which no int8 or float16 range was meant for). Sizes and
+latencies are then the real ones; agreement figures of an untrained network
+say less than the quick run's trained model does.
 """
 
 import json
@@ -55,6 +58,28 @@ def train_tiny_model(voc_root, steps):
     return model
 
 
+def estimate_batch_norm_statistics(model, images, size):
+    """Sets every BatchNorm's moving statistics to those of `images` on the canvas."""
+    import keras
+    import numpy as np
+
+    from ema_keras import export
+    from ema_keras.data import normalize_image
+
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0  # the moving statistics become this batch's
+    canvases = [export.fit_to_canvas(image[None], size)[0].numpy() for image in images]
+    model(normalize_image(np.concatenate(canvases)), training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as handle:
@@ -95,12 +120,14 @@ def main(argv):
         name += f", {FLAGS.train_steps} steps"
     else:
         model = EMANet.from_preset("emanet_resnet101_os8_voc", seed=0)
-        name = "emanet_resnet101_os8_voc (random weights)"
+        name = "emanet_resnet101_os8_voc (random weights, BatchNorm statistics of 2 images)"
     elapsed = time.perf_counter() - start
     print(f"model ready in {elapsed:.0f} s: {name}, {model.count_params():,} parameters")
 
     images = export.load_images(data_dir=voc_root, split="val", limit=num_images)
     calibration = export.load_images(data_dir=voc_root, split="train", limit=num_calibration)
+    if not quick and not FLAGS.model:
+        estimate_batch_norm_statistics(model, calibration[:2], (size, size))
     start = time.perf_counter()
     reports = export.export_and_verify(
         model,
