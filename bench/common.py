@@ -80,6 +80,27 @@ def header(title, settings):
     return "\n".join(lines)
 
 
+def set_threads(threads, frameworks=("tensorflow",)):
+    """Caps the CPU threads of `frameworks` ("tensorflow", "torch") at `threads` (None: defaults).
+
+    Call it first thing in a fresh process: TensorFlow fixes its thread pools
+    when it runs its first op. PyTorch's OpenMP pool slows down badly when
+    another process takes one of its cores (a shared machine), so results on
+    a busy machine are worth comparing at one thread too.
+    """
+    if threads is None:
+        return
+    if "tensorflow" in frameworks:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if "torch" in frameworks:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """Seconds per call over the timed repetitions (after the warm-up calls)."""

@@ -114,8 +114,11 @@ def block_cost(block, channels, size, num_bases, num_iterations):
     return whole, attention
 
 
-def measure(block, *, size, batch, channels, num_bases, num_iterations, repeats, jit_compile):
+def measure(
+    block, *, size, batch, channels, num_bases, num_iterations, repeats, jit_compile, threads=None
+):
     """Seconds per forward pass (best and median) and the peak memory it adds, in this process."""
+    common.set_threads(threads)
     import tensorflow as tf
 
     import ema_keras  # noqa: F401  (registers the library's layers)
@@ -152,6 +155,7 @@ def define_flags():
     flags.DEFINE_integer("num_iterations", 3, "EMA iterations T.")
     flags.DEFINE_integer("repeats", None, "Timed repetitions (default 2 quick, 5 full).")
     flags.DEFINE_bool("jit_compile", False, "Compile both blocks with XLA.")
+    flags.DEFINE_integer("threads", None, "TensorFlow CPU threads (default: all cores).")
     flags.DEFINE_float(
         "max_attention_gib", 16.0, "Skip non-local runs whose N x N attention exceeds this."
     )
@@ -176,6 +180,7 @@ def main(argv):
                 "T": num_iterations,
                 "repeats": repeats,
                 "jit_compile": FLAGS.jit_compile,
+                "threads": FLAGS.threads or "all",
                 "mode": "inference, tf.function",
             },
         )
@@ -203,6 +208,7 @@ def main(argv):
                 num_iterations=num_iterations,
                 repeats=repeats,
                 jit_compile=FLAGS.jit_compile,
+                threads=FLAGS.threads,
             )
             result.update(flops=whole.flops, attention_flops=attention.flops)
             results[block, size, batch] = result

@@ -1,28 +1,30 @@
 """Whole-model inference: Keras (eager, graph, XLA), TFLite and the PyTorch reference, one run.
 
-    python bench/model_inference.py --quick   # R50 OS16 at 321x321, every runtime: minutes
-    python bench/model_inference.py           # R50/R101, OS8/OS16 at 513x513
+    python bench/model_inference.py --quick   # R50 OS16 at 321x321, 1 and all threads: minutes
+    python bench/model_inference.py           # R50/R101, OS8/OS16 at 513x513, all threads
 
-For each EMANet preset, on the same machine and in the same process:
+For each EMANet preset and thread count, on the same machine in the same run:
 
 - Keras: eager `model(x)`, the same call in a `tf.function`, and with
   `jit_compile=True` (XLA);
-- TFLite through ai_edge_litert (XNNPACK, all cores): float32, float16
-  weights and full-integer int8, written by `ema_keras.export.export_tflite`
-  (they take raw pixels, ImageNet normalisation in the graph; int8 is
-  calibrated on a few random images, which is enough for timing only);
+- TFLite through ai_edge_litert (XNNPACK): float32, float16 weights and
+  full-integer int8, written by `ema_keras.export.export_tflite` (raw pixels
+  in, ImageNet normalisation in the graph; int8 is calibrated on two random
+  images, the timed one among them: enough for timing only);
 - PyTorch: `bench/torch_reference` (the official architecture and layer
   names, CPU build of torch), `eval()` under `torch.inference_mode()`.
 
-Random weights, batch 1. Rates are images/s from the fastest of the timed
-calls (the median is shown too): on a shared machine the fastest call is
-the one least disturbed by other work. The FLOPs per image are
-`ema_keras.cost.model_cost` (2 x MACs of the convolutions and the EM
-attention), the same for every runtime, so
-"GFLOP/s" is the achieved rate and "% of peak" its fraction of the float32
-matmul rate measured at the start of the run (`bench/matmul_peak.py`).
-The backbone/head split (`--breakdown`) times the trunk alone in both
-frameworks: head = whole - trunk.
+Each framework runs in a fresh process (TensorFlow and TFLite in one,
+PyTorch in another), with its threads capped at the thread count; the
+float32 matmul peak (`bench/matmul_peak.py`) is measured the same way, once
+per thread count. Random weights, batch 1. Rates are images/s from the
+fastest of the timed calls (the median is shown too): on a shared machine
+the fastest call is the one least disturbed by other work. The FLOPs per
+image are `ema_keras.cost.model_cost` (2 x MACs of the convolutions and the
+EM attention), the same for every runtime, so "GFLOP/s" is the achieved rate
+and "% of peak" its fraction of the matmul's. The backbone/head split
+(`--breakdown`) times the trunk alone in both frameworks: head = whole -
+trunk.
 """
 
 import os
@@ -38,15 +40,9 @@ import common  # noqa: E402
 import matmul_peak  # noqa: E402
 
 FLAGS = flags.FLAGS
-RUNTIMES = (
-    "keras_eager",
-    "keras_graph",
-    "keras_xla",
-    "tflite_float32",
-    "tflite_float16",
-    "tflite_int8",
-    "torch",
-)
+KERAS_RUNTIMES = ("keras_eager", "keras_graph", "keras_xla")
+TFLITE_RUNTIMES = ("tflite_float32", "tflite_float16", "tflite_int8")
+RUNTIMES = KERAS_RUNTIMES + TFLITE_RUNTIMES + ("torch",)
 PRESETS = (
     "emanet_resnet50_os8_voc",
     "emanet_resnet101_os8_voc",
@@ -88,8 +84,12 @@ def keras_runners(model, image, *, breakdown):
     return runners, trunk
 
 
-def tflite_runner(model, quantization, size, work_dir, num_threads):
-    """A callable running the exported file on one raw-pixel image, and the export's seconds."""
+def tflite_runner(model, preset, quantization, size, work_dir, num_threads):
+    """A callable running the exported file on one raw-pixel image, and a note on the export.
+
+    The file is written once per model, size and quantization, and reused by
+    later thread counts.
+    """
     from ema_keras.export import export_tflite, tflite_interpreter
 
     rng = np.random.default_rng(0)
@@ -97,19 +97,24 @@ def tflite_runner(model, quantization, size, work_dir, num_threads):
     # The timed image is among the calibration images, so int8 sees no value
     # outside its calibrated ranges.
     calibration = [pixels[0], rng.integers(0, 256, (size, size, 3), dtype=np.uint8)]
-    path = os.path.join(work_dir, f"{model.name}_{quantization}.tflite")
-    start = time.perf_counter()
-    export_tflite(
-        model,
-        path,
-        quantization=quantization,
-        image_size=(size, size),
-        representative_images=calibration if quantization == "int8" else None,
-    )
-    export_seconds = time.perf_counter() - start
+    path = os.path.join(work_dir, f"{preset}_{size}_{quantization}.tflite")
+    note = None
+    if not os.path.exists(path):
+        start = time.perf_counter()
+        export_tflite(
+            model,
+            path,
+            quantization=quantization,
+            image_size=(size, size),
+            representative_images=calibration if quantization == "int8" else None,
+        )
+        note = (
+            f"tflite_{quantization}: exported in {time.perf_counter() - start:.0f} s, "
+            f"{os.path.getsize(path) / 2**20:.1f} MiB"
+        )
     runner = tflite_interpreter(path, num_threads).get_signature_runner()
     pixels = pixels.astype(runner.get_input_details()["image"]["dtype"])
-    return (lambda: runner(image=pixels)), export_seconds, os.path.getsize(path)
+    return (lambda: runner(image=pixels)), note
 
 
 def torch_runners(depth, output_stride, num_classes, image, *, breakdown):
@@ -133,7 +138,27 @@ def torch_runners(depth, output_stride, num_classes, image, *, breakdown):
     return whole, (trunk if breakdown else None), params
 
 
-def bench_preset(preset, size, runtimes, repeats, work_dir, breakdown):
+def _timed(name, fn, repeats, results, notes):
+    """Times `fn` after one untimed warm-up call; a failure becomes a note, not an exit."""
+    start = time.perf_counter()
+    try:
+        timing = common.time_calls(fn, warmup=1, repeats=repeats)
+    except Exception as error:  # noqa: BLE001  (one failing runtime must not hide the others)
+        notes.append(f"{name} FAILED: {type(error).__name__}: {str(error)[:300]}")
+        print(f"    {name}: failed ({type(error).__name__})", flush=True)
+        return None
+    results[name] = {"best": timing.best, "median": timing.median}
+    print(
+        f"    {name}: {1000 * timing.best:.0f} ms/image "
+        f"({time.perf_counter() - start:.0f} s with warm-up)",
+        flush=True,
+    )
+    return timing
+
+
+def tensorflow_runtimes(preset, *, size, runtimes, repeats, threads, breakdown, work_dir):
+    """Keras and TFLite timings of one preset, in this (fresh) process."""
+    common.set_threads(threads)
     import keras
 
     from ema_keras import cost
@@ -142,89 +167,65 @@ def bench_preset(preset, size, runtimes, repeats, work_dir, breakdown):
     keras.utils.set_random_seed(0)
     model = EMANet.from_preset(preset, seed=0)
     model_cost = cost.model_cost(model, input_size=(size, size))
-    flops = model_cost["total"].flops
     image = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
     runners, keras_trunk = keras_runners(model, image, breakdown=breakdown)
-    notes = [f"{preset}: {model_cost['total'].params / 1e6:.2f} M params (PyTorch-style count)"]
-    seconds, medians, trunk_seconds = {}, {}, {}
+    results, notes, trunk = {}, [], {}
     for runtime in runtimes:
-        try:
-            timing, runtime_notes, trunk = time_runtime(
-                runtime,
-                preset,
-                model,
-                runners,
-                image,
-                size=size,
-                repeats=repeats,
-                breakdown=breakdown,
-                work_dir=work_dir,
-            )
-        except Exception as error:  # noqa: BLE001  (one failing runtime must not hide the others)
-            notes.append(f"{runtime} FAILED: {type(error).__name__}: {str(error)[:300]}")
-            print(f"  {preset} {runtime}: failed ({type(error).__name__})", flush=True)
-            continue
-        seconds[runtime], medians[runtime] = timing.best, timing.median
-        notes += runtime_notes
-        if trunk is not None:
-            trunk_seconds[runtime] = trunk
-    if keras_trunk is not None:
-        trunk_seconds["keras_graph"] = common.time_calls(keras_trunk, repeats=repeats).best
-    backbone_flops = model_cost["backbone"].flops
+        if runtime in KERAS_RUNTIMES:
+            _timed(runtime, runners[runtime], repeats, results, notes)
+            if runtime == "keras_graph" and keras_trunk is not None:
+                trunk[runtime] = common.time_calls(keras_trunk, repeats=repeats).best
+        elif runtime in TFLITE_RUNTIMES:
+            try:
+                quantization = runtime[len("tflite_") :]
+                fn, note = tflite_runner(
+                    model, preset, quantization, size, work_dir, threads or common.cpu_count()
+                )
+            except Exception as error:  # noqa: BLE001
+                notes.append(f"{runtime} export FAILED: {type(error).__name__}: {error}"[:400])
+                continue
+            notes += [note] if note else []
+            _timed(runtime, fn, repeats, results, notes)
     return {
-        "flops": flops,
-        "backbone_flops": backbone_flops,
-        "seconds": seconds,
-        "median_seconds": medians,
-        "trunk_seconds": trunk_seconds,
+        "results": results,
+        "trunk": trunk,
         "notes": notes,
+        "flops": model_cost["total"].flops,
+        "backbone_flops": model_cost["backbone"].flops,
+        "params": model_cost["total"].params,
     }
 
 
-def time_runtime(runtime, preset, model, runners, image, *, size, repeats, breakdown, work_dir):
-    """(`Timing` per image, notes, best seconds of the trunk alone or None) of one runtime.
-
-    Setup (export, model building) and one warm-up call (tracing, compiling,
-    weight packing) come first, untimed.
-    """
-    start = time.perf_counter()
-    notes, trunk_seconds = [], None
-    if runtime in runners:
-        fn = runners[runtime]
-    elif runtime.startswith("tflite_"):
-        quantization = runtime[len("tflite_") :]
-        fn, export_seconds, size_bytes = tflite_runner(
-            model, quantization, size, work_dir, FLAGS.num_threads
-        )
-        notes.append(f"{runtime}: exported in {export_seconds:.0f} s, {size_bytes / 2**20:.1f} MiB")
-    elif runtime == "torch":
-        fn, torch_trunk, torch_params = torch_runners(
-            *preset_architecture(preset), image, breakdown=breakdown
-        )
-        notes.append(f"torch reference: {torch_params / 1e6:.2f} M params")
-        if torch_trunk is not None:
-            trunk_seconds = common.time_calls(torch_trunk, repeats=repeats).best
-    else:
-        raise ValueError(f"Unknown runtime {runtime!r}; choose from {RUNTIMES}.")
-    timing = common.time_calls(fn, warmup=1, repeats=repeats)
-    print(
-        f"  {preset} {runtime}: {1000 * timing.best:.0f} ms/image "
-        f"({time.perf_counter() - start:.0f} s with setup)",
-        flush=True,
+def torch_runtime(preset, *, size, repeats, threads, breakdown):
+    """The PyTorch reference's timings of one preset, in this (fresh) process."""
+    common.set_threads(threads, frameworks=("torch",))
+    image = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
+    whole, trunk_fn, params = torch_runners(
+        *preset_architecture(preset), image, breakdown=breakdown
     )
-    return timing, notes, trunk_seconds
+    results, notes, trunk = {}, [], {}
+    _timed("torch", whole, repeats, results, notes)
+    if trunk_fn is not None:
+        trunk["torch"] = common.time_calls(trunk_fn, repeats=repeats).best
+    return {"results": results, "trunk": trunk, "notes": notes, "params": params}
+
+
+def matmul_limit(size, threads):
+    """{framework: GFLOP/s} and the highest, at this thread count, in this (fresh) process."""
+    common.set_threads(threads, frameworks=("tensorflow", "torch"))
+    return matmul_peak.practical_peak(size, repeats=5)
 
 
 def define_flags():
     """Command-line flags (defined only when run as a script)."""
-    flags.DEFINE_bool("quick", False, "emanet_resnet50_os16 at 321x321, 2 timed calls.")
+    flags.DEFINE_bool("quick", False, "emanet_resnet50_os16 at 321x321, threads 1 and all.")
     flags.DEFINE_list("presets", None, f"EMANet presets (default: {', '.join(PRESETS)}).")
     flags.DEFINE_list("runtimes", list(RUNTIMES), "Which runtimes to time.")
     flags.DEFINE_integer("image_size", None, "Square input size (default 513; 321 with --quick).")
-    flags.DEFINE_integer("repeats", None, "Timed calls per runtime (default 2 quick, 5 full).")
+    flags.DEFINE_integer("repeats", None, "Timed calls per runtime (default 3 quick, 5 full).")
+    flags.DEFINE_list("threads", None, "Thread counts (default: all cores; also 1 with --quick).")
     flags.DEFINE_integer("matmul_size", 2048, "n of the n x n x n matmul that sets the peak.")
     flags.DEFINE_bool("breakdown", True, "Also time the backbone alone (Keras graph, PyTorch).")
-    flags.DEFINE_integer("num_threads", None, "TFLite threads (default: all cores).")
 
 
 def main(argv):
@@ -233,7 +234,10 @@ def main(argv):
     quick = FLAGS.quick
     presets = FLAGS.presets or (["emanet_resnet50_os16"] if quick else list(PRESETS))
     size = FLAGS.image_size or (321 if quick else 513)
-    repeats = FLAGS.repeats or (2 if quick else 5)
+    repeats = FLAGS.repeats or (3 if quick else 5)
+    cores = common.cpu_count()
+    default_threads = sorted({1, cores}) if quick else [cores]
+    threads_list = [int(t) for t in FLAGS.threads] if FLAGS.threads else default_threads
     runtimes = list(FLAGS.runtimes)
     for runtime in runtimes:
         if runtime not in RUNTIMES:
@@ -245,50 +249,95 @@ def main(argv):
                 "presets": ",".join(presets),
                 "input": f"{size}x{size}",
                 "batch": 1,
+                "threads": ",".join(map(str, threads_list)),
                 "repeats": repeats,
                 "runtimes": ",".join(runtimes),
                 "weights": "random",
             },
         )
     )
-    rates, peak = matmul_peak.practical_peak(FLAGS.matmul_size, repeats=3)
-    print(
-        f"matmul peak (n={FLAGS.matmul_size}, float32): "
-        + ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
-        + f" GFLOP/s; peak = {peak:.1f} GFLOP/s\n"
-    )
     work_dir = tempfile.mkdtemp(prefix="model_inference_")
-    results = {}
-    for preset in presets:
-        results[preset] = bench_preset(
-            preset, size, runtimes, repeats, work_dir, FLAGS.breakdown
+    tf_runtimes = [r for r in runtimes if r != "torch"]
+    peaks, measured = {}, {}
+    for threads in threads_list:
+        rates, peaks[threads] = common.run_isolated(matmul_limit, FLAGS.matmul_size, threads)
+        print(
+            f"matmul peak, {threads} thread(s), n={FLAGS.matmul_size}: "
+            + ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
+            + " GFLOP/s",
+            flush=True,
         )
+        for preset in presets:
+            print(f"  {preset}, {threads} thread(s):", flush=True)
+            settings = dict(size=size, repeats=repeats, threads=threads, breakdown=FLAGS.breakdown)
+            merged = common.run_isolated(
+                tensorflow_runtimes, preset, runtimes=tf_runtimes, work_dir=work_dir, **settings
+            )
+            if "torch" in runtimes:
+                torch_result = common.run_isolated(torch_runtime, preset, **settings)
+                merged["results"].update(torch_result["results"])
+                merged["trunk"].update(torch_result["trunk"])
+                merged["notes"] += torch_result["notes"]
+                merged["notes"].append(
+                    f"parameters: Keras {merged['params'] / 1e6:.2f} M (PyTorch-style count), "
+                    f"PyTorch reference {torch_result['params'] / 1e6:.2f} M"
+                )
+            measured[preset, threads] = merged
+    print_tables(measured, peaks)
+    print(f"- TFLite files in {work_dir}")
 
-    rows = []
-    for preset, result in results.items():
-        torch_seconds = result["seconds"].get("torch")
-        for runtime, seconds in result["seconds"].items():
-            gflops = result["flops"] / seconds / 1e9
+
+def print_tables(measured, peaks):
+    rows, breakdown_rows, notes = [], [], []
+    for (preset, threads), merged in measured.items():
+        results, flops = merged["results"], merged["flops"]
+        torch_best = results.get("torch", {}).get("best")
+        for runtime, timing in results.items():
+            gflops = flops / timing["best"] / 1e9
             # int8 runs integer arithmetic: no float32 ceiling to compare with.
-            fraction = None if runtime == "tflite_int8" else 100 * gflops / peak
+            fraction = None if runtime == "tflite_int8" else 100 * gflops / peaks[threads]
             rows.append(
                 [
                     preset,
+                    threads,
                     runtime,
-                    common.fmt(result["flops"] / 1e9, 1),
-                    common.fmt(1000 * seconds, 1),
-                    common.fmt(1000 * result["median_seconds"][runtime], 1),
-                    common.fmt(1 / seconds, 2),
-                    common.fmt(torch_seconds / seconds if torch_seconds else None, 2),
+                    common.fmt(flops / 1e9, 1),
+                    common.fmt(1000 * timing["best"], 0),
+                    common.fmt(1000 * timing["median"], 0),
+                    common.fmt(1 / timing["best"], 2),
+                    common.fmt(torch_best / timing["best"] if torch_best else None, 2),
                     common.fmt(gflops, 1),
                     common.fmt(fraction, 0),
                 ]
             )
+        for runtime, label in (("keras_graph", "Keras graph"), ("torch", "PyTorch")):
+            if runtime not in merged["trunk"] or runtime not in results:
+                continue
+            trunk = merged["trunk"][runtime]
+            head = results[runtime]["best"] - trunk
+            head_flops = flops - merged["backbone_flops"]
+            breakdown_rows.append(
+                [
+                    preset,
+                    threads,
+                    label,
+                    common.fmt(1000 * trunk, 0),
+                    common.fmt(merged["backbone_flops"] / trunk / 1e9, 1),
+                    common.fmt(1000 * head, 0),
+                    common.fmt(head_flops / head / 1e9 if head > 0 else None, 1),
+                ]
+            )
+        notes += [f"{preset}, {threads} thread(s): {note}" for note in merged["notes"]]
+        for fast, slow in (("keras_xla", "keras_graph"), ("keras_graph", "keras_eager")):
+            if fast in results and slow in results:
+                ratio = results[slow]["best"] / results[fast]["best"]
+                notes.append(f"{preset}, {threads} thread(s): {fast} / {slow} rate: {ratio:.2f}x")
     print()
     print(
         common.markdown_table(
             [
                 "model",
+                "threads",
                 "runtime",
                 "GFLOPs/image",
                 "ms/image (best)",
@@ -301,42 +350,26 @@ def main(argv):
             rows,
         )
     )
-    breakdown_rows = []
-    for preset, result in results.items():
-        trunk = result["trunk_seconds"]
-        for runtime, label in (("keras_graph", "Keras graph"), ("torch", "PyTorch")):
-            if runtime not in trunk or runtime not in result["seconds"]:
-                continue
-            whole = result["seconds"][runtime]
-            head = whole - trunk[runtime]
-            head_flops = result["flops"] - result["backbone_flops"]
-            breakdown_rows.append(
-                [
-                    preset,
-                    label,
-                    common.fmt(1000 * trunk[runtime], 0),
-                    common.fmt(result["backbone_flops"] / trunk[runtime] / 1e9, 1),
-                    common.fmt(1000 * head, 0),
-                    common.fmt(head_flops / head / 1e9 if head > 0 else None, 1),
-                ]
-            )
     if breakdown_rows:
         print("\nwhere the time goes (head = whole model - backbone):\n")
         print(
             common.markdown_table(
-                ["model", "runtime", "backbone ms", "backbone GFLOP/s", "head ms", "head GFLOP/s"],
+                [
+                    "model",
+                    "threads",
+                    "runtime",
+                    "backbone ms",
+                    "backbone GFLOP/s",
+                    "head ms",
+                    "head GFLOP/s",
+                ],
                 breakdown_rows,
             )
         )
-    print()
-    for preset, result in results.items():
-        for note in result["notes"]:
-            print(f"- {note}")
-        seconds = result["seconds"]
-        for fast, slow in (("keras_xla", "keras_graph"), ("keras_graph", "keras_eager")):
-            if fast in seconds and slow in seconds:
-                print(f"- {preset}: {fast} is {seconds[slow] / seconds[fast]:.2f}x {slow}'s rate")
-    print(f"- TFLite files in {work_dir}")
+    peak_list = ", ".join(f"{threads} thread(s) {peak:.1f}" for threads, peak in peaks.items())
+    print(f"\nmatmul peak (GFLOP/s): {peak_list}")
+    for note in notes:
+        print(f"- {note}")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,20 @@ mixed_float16), in one `tf.function`. The PyTorch step is the reference
 model (`bench/torch_reference`) with `CrossEntropyLoss(ignore_index=255)` and
 `torch.optim.SGD`. Inputs are random images and labels of the crop size.
 
+Each configuration runs at every thread count of `--threads` (on a CPU,
+`--quick` uses 1 and all cores: PyTorch's OpenMP pool degrades badly when
+other processes share its cores, TensorFlow's much less, so on a busy machine
+the one-thread figures are the fair comparison).
 Rates and ratios come from the fastest timed step (the median is shown too).
 Memory is the peak that the training steps add over the built model and
 optimizer state (momentum), first step included in both frameworks (it
 allocates the gradients; TensorFlow keeps what a step frees for reuse, so a
 later step alone would under-count): process RSS on CPU (with XLA that
-includes compiling), the framework allocator's peak on GPU. Per image = that
-peak / batch; it still holds the gradients (one copy of the weights), which do
-not grow with the batch.
+includes compiling), the framework allocator's peak on GPU. "peak / batch"
+still holds what does not grow with the batch (gradients, runtime buffers);
+"per extra image" is (peak at the batch - peak at batch 1) / (batch - 1),
+from a second run at batch 1 (`--marginal_memory`, on by default in full
+runs): the activation memory one more image costs.
 """
 
 import os
@@ -56,8 +62,9 @@ def random_batch(batch, crop, seed=0):
     return images, labels
 
 
-def keras_step(preset, *, batch, crop, steps, mixed, xla, gpu):
+def keras_step(preset, *, batch, crop, steps, mixed, xla, gpu, threads):
     """Seconds per step (best and median of the timed steps) and peak bytes, in this process."""
+    common.set_threads(threads)
     import keras
     import tensorflow as tf
 
@@ -89,8 +96,9 @@ def keras_step(preset, *, batch, crop, steps, mixed, xla, gpu):
     return {"seconds": timing.best, "median_seconds": timing.median, "peak_bytes": peak.bytes}
 
 
-def torch_step(preset, *, batch, crop, steps, amp, gpu):
+def torch_step(preset, *, batch, crop, steps, amp, gpu, threads):
     """The PyTorch reference's training step: seconds per step and peak bytes."""
+    common.set_threads(threads, frameworks=("torch",))
     import torch
     from torch import nn
     from torch_reference.emanet_torch import EMANet as TorchEMANet
@@ -131,7 +139,8 @@ def torch_step(preset, *, batch, crop, steps, amp, gpu):
     return {"seconds": timing.best, "median_seconds": timing.median, "peak_bytes": peak.bytes}
 
 
-def run_configuration(name, preset, *, batch, crop, steps, gpu):
+def run_configuration(name, preset, *, batch, crop, steps, gpu, threads):
+    """One configuration in a fresh process."""
     if name.startswith("keras_"):
         return common.run_isolated(
             keras_step,
@@ -142,10 +151,11 @@ def run_configuration(name, preset, *, batch, crop, steps, gpu):
             mixed="mixed_float16" in name,
             xla=name.endswith("_xla"),
             gpu=gpu,
+            threads=threads,
         )
     amp = name.endswith("amp_float16")
     return common.run_isolated(
-        torch_step, preset, batch=batch, crop=crop, steps=steps, amp=amp, gpu=gpu
+        torch_step, preset, batch=batch, crop=crop, steps=steps, amp=amp, gpu=gpu, threads=threads
     )
 
 
@@ -157,6 +167,15 @@ def define_flags():
     flags.DEFINE_integer("crop_size", None, "Square crop (default 513; 321 with --quick).")
     flags.DEFINE_integer("steps", None, "Timed steps (default 5; 2 with --quick).")
     flags.DEFINE_list("configurations", None, "Subset of the configurations to run.")
+    flags.DEFINE_bool(
+        "marginal_memory",
+        None,
+        "Also run every configuration at batch 1, for the memory each further image adds "
+        "(default: on, off with --quick).",
+    )
+    flags.DEFINE_list(
+        "threads", None, "CPU thread counts (default: all cores; also 1 with --quick on a CPU)."
+    )
 
 
 def main(argv):
@@ -173,6 +192,9 @@ def main(argv):
     for name in configurations:
         if name not in available:
             raise app.UsageError(f"--configurations: {name!r} is not one of {available}.")
+    cores = common.cpu_count()
+    default_threads = sorted({1, cores}) if quick and not gpu else [cores]
+    threads_list = [int(t) for t in FLAGS.threads] if FLAGS.threads else default_threads
     print(
         common.header(
             "EMANet training step",
@@ -181,39 +203,55 @@ def main(argv):
                 "batch": batch,
                 "crop": f"{crop}x{crop}",
                 "timed steps": steps,
+                "threads": ",".join(map(str, threads_list)),
                 "device": "GPU" if gpu else "CPU",
                 "optimizer": f"SGD lr {LEARNING_RATE} momentum {MOMENTUM}",
             },
         )
     )
     results = {}
-    for name in configurations:
-        start = time.perf_counter()
-        results[name] = run_configuration(
-            name, preset, batch=batch, crop=crop, steps=steps, gpu=gpu
-        )
-        print(
-            f"  {name}: {results[name]['seconds']:.2f} s/step "
-            f"({time.perf_counter() - start:.0f} s with start-up)",
-            flush=True,
-        )
-    reference = results.get("keras_float32")
-    torch_name = next((name for name in results if name.startswith("torch")), None)
+    for threads in threads_list:
+        for name in configurations:
+            start = time.perf_counter()
+            results[name, threads] = result = run_configuration(
+                name, preset, batch=batch, crop=crop, steps=steps, gpu=gpu, threads=threads
+            )
+            print(
+                f"  {name}, {threads} thread(s): {result['seconds']:.2f} s/step "
+                f"({time.perf_counter() - start:.0f} s with start-up)",
+                flush=True,
+            )
+    marginal = {}
+    if FLAGS.marginal_memory if FLAGS.marginal_memory is not None else not quick:
+        if batch < 2:
+            raise app.UsageError("--marginal_memory needs --batch_size >= 2.")
+        for name in configurations:
+            single = run_configuration(
+                name, preset, batch=1, crop=crop, steps=1, gpu=gpu, threads=threads_list[-1]
+            )
+            big = results[name, threads_list[-1]]
+            marginal[name] = (big["peak_bytes"] - single["peak_bytes"]) / (batch - 1)
+            print(f"  {name}, batch 1: peak {common.mib(single['peak_bytes']):.0f} MiB", flush=True)
     rows = []
-    for name, result in results.items():
-        rate = batch / result["seconds"]
+    for (name, threads), result in results.items():
+        reference = results.get(("keras_float32", threads))
+        torch_result = next(
+            (r for (n, t), r in results.items() if n.startswith("torch") and t == threads), None
+        )
+        torch_ratio = torch_result["seconds"] / result["seconds"] if torch_result else None
+        peak_mib = common.mib(result["peak_bytes"])
         rows.append(
             [
                 name,
+                threads,
                 common.fmt(result["seconds"], 2),
                 common.fmt(result["median_seconds"], 2),
-                common.fmt(rate, 2),
+                common.fmt(batch / result["seconds"], 2),
                 common.fmt(reference["seconds"] / result["seconds"] if reference else None, 2),
-                common.fmt(
-                    results[torch_name]["seconds"] / result["seconds"] if torch_name else None, 2
-                ),
-                common.fmt(common.mib(result["peak_bytes"]), 0),
-                common.fmt(common.mib(result["peak_bytes"]) / batch, 0),
+                common.fmt(torch_ratio, 2),
+                common.fmt(peak_mib, 0),
+                common.fmt(peak_mib / batch, 0),
+                common.fmt(common.mib(marginal.get(name)), 0),
             ]
         )
     print()
@@ -221,13 +259,15 @@ def main(argv):
         common.markdown_table(
             [
                 "configuration",
+                "threads",
                 "s/step (best)",
                 "s/step (median)",
                 "images/s",
                 "vs keras_float32 (x)",
                 "vs PyTorch (x)",
                 "peak MiB",
-                "MiB/image",
+                "peak MiB / batch",
+                "MiB per extra image",
             ],
             rows,
         )
