@@ -37,5 +37,7 @@ def _reset_keras_state():
 
 @pytest.fixture
 def mirrored_strategy():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:NUM_LOGICAL_CPUS]
-    return tf.distribute.MirroredStrategy(devices)
+    """Two replicas on the two logical CPUs, built as the training recipes build it."""
+    from ema_keras.training.strategy import make_strategy
+
+    return make_strategy("mirrored", num_cpu_replicas=NUM_LOGICAL_CPUS)

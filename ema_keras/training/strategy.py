@@ -51,7 +51,14 @@ def make_strategy(name, tpu_address=None, num_cpu_replicas=2):
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if gpus:
         return tf.distribute.MirroredStrategy()
-    return tf.distribute.MirroredStrategy(configure_logical_cpus(num_cpu_replicas))
+    # Logical CPUs share one memory: reducing on one device is as fast as a
+    # collective ring there, and it does not use collective instance keys,
+    # which collide when a process builds several strategies over the same
+    # devices (e.g. a test session) and abort every later all-reduce.
+    return tf.distribute.MirroredStrategy(
+        configure_logical_cpus(num_cpu_replicas),
+        cross_device_ops=tf.distribute.ReductionToOneDevice(),
+    )
 
 
 def is_chief(strategy):
