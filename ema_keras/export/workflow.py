@@ -25,6 +25,7 @@ from ema_keras.export.verification import (
     VerificationReport,
     format_table,
     keras_latency_ms,
+    size_on_disk,
     verify_saved_model,
     verify_tflite,
 )
@@ -100,26 +101,37 @@ def _remove(path):
         os.remove(path)
 
 
+def _error_report(name, path, threshold, error):
+    return VerificationReport(
+        format=name,
+        path=path,
+        size_bytes=size_on_disk(path) if os.path.exists(path) else 0,
+        max_abs_logit_diff=float("nan"),
+        pixel_agreement=0.0,
+        latency_ms=float("nan"),
+        threshold=threshold,
+        num_images=0,
+        error=f"{type(error).__name__}: {error}"[:300],
+    )
+
+
 def _export_one(name, final_path, write, verify, threshold):
+    """Writes under a temporary name, verifies, and renames to the final or the FAILED name."""
     partial_path, failed_path = _staging_paths(final_path)
     for stale in (final_path, partial_path, failed_path):
         _remove(stale)
+    # Errors are reported in the table (and fail the export as a whole), not raised
+    # at once, so that one broken variant does not hide the others' results.
     try:
         write(partial_path)
-        report = verify(partial_path)
-    except Exception as error:  # reported in the table, the export as a whole then fails
+    except Exception as error:
         _remove(partial_path)
-        return VerificationReport(
-            name,
-            final_path,
-            0,
-            float("nan"),
-            0.0,
-            float("nan"),
-            threshold,
-            0,
-            error=f"{type(error).__name__}: {error}"[:300],
-        )
+        return _error_report(name, final_path, threshold, error)
+    try:
+        report = verify(partial_path)
+    except Exception as error:  # e.g. the interpreter refuses to run the file
+        os.rename(partial_path, failed_path)
+        return _error_report(name, failed_path, threshold, error)
     report.format = name
     report.path = final_path if report.passed else failed_path
     os.rename(partial_path, report.path)

@@ -213,6 +213,28 @@ def test_export_and_verify_never_publishes_a_failing_file(
     assert json.loads((tmp_path / "verification.json").read_text())["reports"][0]["passed"] is False
 
 
+def test_a_file_the_interpreter_cannot_run_is_reported_and_kept_as_failed(tmp_path, monkeypatch):
+    def refuse(path, model, images, **kwargs):
+        raise RuntimeError("tflite/kernels/div.cc: data[i] != zero_point")
+
+    monkeypatch.setattr(workflow, "verify_tflite", refuse)
+    model = EMANet.from_preset("emanet_tiny_demo")
+    image = np.random.default_rng(2).integers(0, 256, (32, 40, 3)).astype("uint8")
+    with pytest.raises(export.ExportVerificationError, match="ERROR: RuntimeError") as raised:
+        export.export_and_verify(
+            model,
+            tmp_path,
+            images=[image],
+            formats=["tflite_fp32"],
+            image_size=(32, 40),
+            print_table=False,
+        )
+    (report,) = raised.value.reports
+    assert not report.passed and "div.cc" in report.error
+    assert report.path.endswith("emanet_fp32.FAILED.tflite") and report.size_bytes > 0
+    assert not (tmp_path / "emanet_fp32.tflite").exists()
+
+
 @pytest.mark.slow
 def test_every_variant_exports_and_passes_verification(
     trained_model_path, val_images, calibration_images, tmp_path, capsys
