@@ -58,8 +58,6 @@ class ExportVerificationError(RuntimeError):
 
 def load_model(path):
     """A `.keras` file written by training (or any EMANet `.keras`), loaded for inference."""
-    import ema_keras.models  # noqa: F401  (registers EMANet and DilatedResNet)
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such model file")
