@@ -89,40 +89,66 @@ def practical_peak(n=2048, *, repeats=3, frameworks=("tensorflow", "torch")):
     return rates, max(rates.values())
 
 
+def isolated_gflops(framework, n, repeats, threads):
+    """`matmul_gflops` in this (fresh) process with `threads` CPU threads."""
+    if framework == "numpy":
+        # NumPy's BLAS reads its thread count from the environment when loaded.
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(threads)
+    else:
+        common.set_threads(threads, frameworks=(framework,))
+    return matmul_gflops(framework, n, repeats=repeats)
+
+
 def define_flags():
     """Command-line flags (defined only when run as a script)."""
-    flags.DEFINE_bool("quick", False, "One size (2048) and 3 repetitions.")
+    flags.DEFINE_bool("quick", False, "One size (2048), 5 repetitions, 1 and all threads.")
     flags.DEFINE_list("sizes", None, "Matrix sizes n (default: 2048 quick, 2048,4096,8192 full).")
-    flags.DEFINE_integer("repeats", None, "Timed repetitions (default 3 quick, 5 full).")
+    flags.DEFINE_integer("repeats", None, "Timed repetitions (default 5 quick, 10 full).")
     flags.DEFINE_list("frameworks", ["tensorflow", "numpy", "torch"], "Which matmuls to time.")
+    flags.DEFINE_list("threads", None, "Thread counts (default: 1 and all cores).")
 
 
 def main(argv):
     del argv
     common.quiet_logs()
     sizes = [int(size) for size in (FLAGS.sizes or ([2048] if FLAGS.quick else [2048, 4096, 8192]))]
-    repeats = FLAGS.repeats or (3 if FLAGS.quick else 5)
+    repeats = FLAGS.repeats or (5 if FLAGS.quick else 10)
+    threads_list = [int(t) for t in FLAGS.threads or sorted({1, common.cpu_count()})]
     print(
         common.header(
             "float32 matmul peak",
-            {"sizes": sizes, "repeats": repeats, "frameworks": ",".join(FLAGS.frameworks)},
+            {
+                "sizes": sizes,
+                "repeats": repeats,
+                "threads": ",".join(map(str, threads_list)),
+                "frameworks": ",".join(FLAGS.frameworks),
+            },
         )
     )
-    rows, best = [], 0.0
-    for n in sizes:
-        for framework in FLAGS.frameworks:
-            try:
-                median, top = matmul_gflops(framework, n, repeats=repeats)
-            except ImportError:
-                rows.append([framework, n, "not installed", "-"])
-                continue
-            best = max(best, top)
-            rows.append([framework, n, common.fmt(median, 1), common.fmt(top, 1)])
-    print(common.markdown_table(["framework", "n", "GFLOP/s (median)", "GFLOP/s (best)"], rows))
+    rows, best = [], {}
+    for threads in threads_list:
+        for n in sizes:
+            for framework in FLAGS.frameworks:
+                try:
+                    median, top = common.run_isolated(
+                        isolated_gflops, framework, n, repeats, threads
+                    )
+                except ImportError:
+                    rows.append([framework, threads, n, "not installed", "-"])
+                    continue
+                best[threads] = max(best.get(threads, 0.0), top)
+                rows.append([framework, threads, n, common.fmt(median, 1), common.fmt(top, 1)])
     print(
-        f"\npractical float32 limit (fastest call): {best:.1f} GFLOP/s, "
-        f"{best / common.cpu_count():.1f} GFLOP/s per core"
+        common.markdown_table(
+            ["framework", "threads", "n", "GFLOP/s (median)", "GFLOP/s (best)"], rows
+        )
     )
+    for threads, rate in best.items():
+        print(
+            f"\npractical float32 limit at {threads} thread(s) (fastest call): {rate:.1f} GFLOP/s, "
+            f"{rate / threads:.1f} GFLOP/s per thread"
+        )
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ def torch_runtime(preset, *, size, repeats, threads, breakdown):
 def matmul_limit(size, threads):
     """{framework: GFLOP/s} and the highest, at this thread count, in this (fresh) process."""
     common.set_threads(threads, frameworks=("tensorflow", "torch"))
-    return matmul_peak.practical_peak(size, repeats=5)
+    return matmul_peak.practical_peak(size, repeats=10)
 
 
 def define_flags():
