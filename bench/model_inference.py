@@ -23,8 +23,9 @@ the fastest call is the one least disturbed by other work. The FLOPs per
 image are `ema_keras.cost.model_cost` (2 x MACs of the convolutions and the
 EM attention), the same for every runtime, so "GFLOP/s" is the achieved rate
 and "% of peak" its fraction of the matmul's. The backbone/head split
-(`--breakdown`) times the trunk alone in both frameworks: head = whole -
-trunk.
+(`--breakdown`) times the trunk alone in both frameworks (head = whole -
+trunk), then each part of the head on a random feature map of the right
+size, to show where one framework loses to the other.
 """
 
 import os
@@ -210,6 +211,89 @@ def torch_runtime(preset, *, size, repeats, threads, breakdown):
     return {"results": results, "trunk": trunk, "notes": notes, "params": params}
 
 
+HEAD_PARTS = (
+    "3x3 conv-BN-ReLU to 512 (pre_ema)",
+    "EMA unit",
+    "3x3 conv-BN-ReLU to 256 (post_ema)",
+    "1x1 classifier",
+    "bilinear resize to the image",
+)
+
+
+def feature_size(size, output_stride):
+    """Side of the backbone's output for a size x size image ("same" padding, stride 2 steps)."""
+    for _ in range(output_stride.bit_length() - 1):
+        size = -(-size // 2)
+    return size
+
+
+def keras_head_parts(preset, *, size, repeats, threads):
+    """Best seconds of each head part of the Keras model on its feature map, in this process."""
+    common.set_threads(threads)
+    import keras
+    import tensorflow as tf
+
+    from ema_keras.models import EMANet
+
+    keras.utils.set_random_seed(0)
+    model = EMANet.from_preset(preset, seed=0)
+    side = feature_size(size, model.backbone.output_stride)
+    layer = model.get_layer
+
+    def conv_bn_relu(name):
+        return lambda x: layer(f"{name}_relu")(layer(f"{name}_bn")(layer(f"{name}_conv")(x)))
+
+    def random(channels):
+        return tf.random.stateless_normal((1, side, side, channels), seed=(0, channels))
+
+    image = tf.zeros((1, size, size, 3))
+    heads = model.head_channels
+    parts = {
+        HEAD_PARTS[0]: (conv_bn_relu("pre_ema"), random(model.backbone.output["P5"].shape[-1])),
+        HEAD_PARTS[1]: (lambda x: layer("ema_unit")(x, training=False), random(heads)),
+        HEAD_PARTS[2]: (conv_bn_relu("post_ema"), random(heads)),
+        HEAD_PARTS[3]: (layer("classifier_conv"), random(model.classifier_channels)),
+        HEAD_PARTS[4]: (lambda x: layer("logits")([x, image]), random(model.num_classes)),
+    }
+    seconds = {}
+    for name, (fn, x) in parts.items():
+        graph = tf.function(fn)
+        seconds[name] = common.time_calls(lambda: graph(x).numpy(), repeats=repeats).best
+    return seconds
+
+
+def torch_head_parts(preset, *, size, repeats, threads):
+    """The same parts of the PyTorch reference's head, in this process."""
+    common.set_threads(threads, frameworks=("torch",))
+    import torch
+    import torch.nn.functional as F
+    from torch_reference.emanet_torch import EMANet as TorchEMANet
+
+    depth, output_stride, num_classes = preset_architecture(preset)
+    torch.manual_seed(0)
+    net = TorchEMANet(num_classes=num_classes, depth=depth, output_stride=output_stride).eval()
+    side = feature_size(size, output_stride)
+
+    def random(channels):
+        return torch.randn(1, channels, side, side)
+
+    def resize(x):
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=True)
+
+    parts = {
+        HEAD_PARTS[0]: (net.fc0, random(2048)),
+        HEAD_PARTS[1]: (net.emau, random(512)),
+        HEAD_PARTS[2]: (net.fc1, random(512)),
+        HEAD_PARTS[3]: (net.fc2, random(256)),
+        HEAD_PARTS[4]: (resize, random(num_classes)),
+    }
+    seconds = {}
+    with torch.inference_mode():
+        for name, (fn, x) in parts.items():
+            seconds[name] = common.time_calls(lambda: fn(x), repeats=repeats).best
+    return seconds
+
+
 def matmul_limit(size, threads):
     """{framework: GFLOP/s} and the highest, at this thread count, in this (fresh) process."""
     common.set_threads(threads, frameworks=("tensorflow", "torch"))
@@ -270,6 +354,7 @@ def main(argv):
         for preset in presets:
             print(f"  {preset}, {threads} thread(s):", flush=True)
             settings = dict(size=size, repeats=repeats, threads=threads, breakdown=FLAGS.breakdown)
+            part_settings = dict(size=size, repeats=repeats, threads=threads)
             merged = common.run_isolated(
                 tensorflow_runtimes, preset, runtimes=tf_runtimes, work_dir=work_dir, **settings
             )
@@ -282,6 +367,11 @@ def main(argv):
                     f"parameters: Keras {merged['params'] / 1e6:.2f} M (PyTorch-style count), "
                     f"PyTorch reference {torch_result['params'] / 1e6:.2f} M"
                 )
+            if FLAGS.breakdown and "torch" in runtimes:
+                merged["head_parts"] = {
+                    "keras": common.run_isolated(keras_head_parts, preset, **part_settings),
+                    "torch": common.run_isolated(torch_head_parts, preset, **part_settings),
+                }
             measured[preset, threads] = merged
     print_tables(measured, peaks)
     print(f"- TFLite files in {work_dir}")
@@ -364,6 +454,31 @@ def print_tables(measured, peaks):
                     "head GFLOP/s",
                 ],
                 breakdown_rows,
+            )
+        )
+    part_rows = []
+    for (preset, threads), merged in measured.items():
+        parts = merged.get("head_parts")
+        if not parts:
+            continue
+        for name in HEAD_PARTS:
+            ours, theirs = parts["keras"][name], parts["torch"][name]
+            part_rows.append(
+                [
+                    preset,
+                    threads,
+                    name,
+                    common.fmt(1000 * ours, 1),
+                    common.fmt(1000 * theirs, 1),
+                    common.fmt(theirs / ours, 2),
+                ]
+            )
+    if part_rows:
+        print("\nthe head, part by part, on its feature map (graph mode / inference mode):\n")
+        print(
+            common.markdown_table(
+                ["model", "threads", "part", "Keras ms", "PyTorch ms", "PyTorch / Keras time"],
+                part_rows,
             )
         )
     peak_list = ", ".join(f"{threads} thread(s) {peak:.1f}" for threads, peak in peaks.items())
