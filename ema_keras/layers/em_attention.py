@@ -16,14 +16,13 @@ _PACKAGE = "ema_keras"
 
 
 def _l2_normalize(tensor, axis, epsilon):
-    # The official code divides by (epsilon + norm), not by max(norm, epsilon):
-    # kept as is so that converted checkpoints reproduce the same numbers.
+    # As the official code: divides by (epsilon + norm).
     norm = ops.sqrt(ops.sum(ops.square(tensor), axis=axis, keepdims=True))
     return tensor / (epsilon + norm)
 
 
 def _global_mean_over_batch(per_image_bases):
-    """Mean of (B, C, K) over the global batch, identical on every replica.
+    """Mean of (B, ...) over the global batch, identical on every replica.
 
     Outside a strategy (or with one replica) it is the local batch mean. Under
     tf.distribute each replica sums its images and counts them, and an
@@ -66,7 +65,8 @@ class EMALayer(keras.layers.Layer):
         num_bases: K, the number of bases.
         num_iterations: T, the number of EM iterations.
         momentum: moving-average momentum of the shared bases.
-        epsilon: added to the responsibilities' sum and to the L2 norms.
+        epsilon: floor of the bases' L2 norms (the official code adds it to the
+            responsibilities' sum and to the norms; see `expectation_maximization`).
         normalize_average: L2-normalise the batch-averaged bases before the
             moving-average update (mmsegmentation and PaddleSeg do this; the
             official code does not, so the default is False).
@@ -125,35 +125,43 @@ class EMALayer(keras.layers.Layer):
         """Runs the EM iterations on (B, H, W, C) inputs, in float32.
 
         Returns `(responsibilities, per_image_bases)`: the last E-step's z,
-        shape (B, N, K) (softmax over K, not normalised over N), and the last
-        M-step's bases, shape (B, C, K), L2-normalised over C.
+        shape (B, N, K) (softmax over K), and the last M-step's bases, shape
+        (B, K, C), each base L2-normalised over C.
+
+        The M-step of EMANET.md first divides z by its sum over N, one scale
+        per base, then L2-normalises each base: the first division cancels in
+        the second, so it is left out. Besides saving work, this keeps the
+        graph free of a division by a per-base total that rounds to zero in
+        full-integer int8 TFLite when a base attracts almost no pixels; and
+        `tf.math.l2_normalize` becomes TFLite's L2_NORMALIZATION, whose int8
+        kernel accepts a zero vector. In float32 the result differs from the
+        literal formula only through the epsilons (about 1e-6 relative).
         """
         x = ops.cast(ops.stop_gradient(inputs), "float32")
         batch = ops.shape(x)[0]
         x = ops.reshape(x, (batch, -1, ops.shape(x)[-1]))  # (B, N, C)
-        bases = ops.broadcast_to(
-            ops.expand_dims(ops.convert_to_tensor(self.bases), 0),
-            (batch, ops.shape(self.bases)[0], self.num_bases),
-        )  # every image starts from the same shared bases
+        shared = ops.transpose(ops.convert_to_tensor(self.bases))  # (K, C)
+        # Every image starts from the same shared bases.
+        bases = ops.broadcast_to(ops.expand_dims(shared, 0), (batch,) + tuple(shared.shape))
         for _ in range(self.num_iterations):
             # E-step: responsibilities of each base for each pixel.
-            z = ops.softmax(ops.einsum("bnc,bck->bnk", x, bases), axis=-1)
-            # M-step: bases as responsibility-weighted means of the pixels.
-            z_normalized = z / (self.epsilon + ops.sum(z, axis=1, keepdims=True))
-            bases = ops.einsum("bnc,bnk->bck", x, z_normalized)
-            bases = _l2_normalize(bases, axis=1, epsilon=self.epsilon)
+            z = ops.softmax(ops.einsum("bnc,bkc->bnk", x, bases), axis=-1)
+            # M-step: bases as responsibility-weighted sums of the pixels, unit length.
+            bases = tf.math.l2_normalize(
+                ops.einsum("bnc,bnk->bkc", x, z), axis=-1, epsilon=self.epsilon**2
+            )
         return ops.stop_gradient(z), ops.stop_gradient(bases)
 
     def call(self, inputs, training=None):
         z, per_image_bases = self.expectation_maximization(inputs)
-        reconstruction = ops.einsum("bnk,bck->bnc", z, per_image_bases)
+        reconstruction = ops.einsum("bnk,bkc->bnc", z, per_image_bases)
         reconstruction = ops.reshape(reconstruction, ops.shape(inputs))
         if training and self.trainable:
             self._update_bases(per_image_bases)
         return ops.cast(reconstruction, self.compute_dtype)
 
     def _update_bases(self, per_image_bases):
-        average = _global_mean_over_batch(per_image_bases)
+        average = ops.transpose(_global_mean_over_batch(per_image_bases))  # (C, K)
         if self.normalize_average:
             average = _l2_normalize(average, axis=0, epsilon=self.epsilon)
         self.bases.assign(self.momentum * self.bases + (1.0 - self.momentum) * average)

@@ -8,6 +8,14 @@ HISTORY_FILE = "history.csv"
 CURVE_FILE = "training_curve.png"
 
 
+def _number(text):
+    """A CSV cell as a float; None for the blanks and "NA" that CSVLogger writes."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def read_history(model_dir):
     """Rows of history.csv keyed by the step at the end of each chunk.
 
@@ -21,7 +29,8 @@ def read_history(model_dir):
     with open(os.path.join(model_dir, HISTORY_FILE)) as file:
         for row in csv.DictReader(file):
             step = (int(row["epoch"]) + 1) * steps_per_epoch
-            rows[step] = {key: float(value) for key, value in row.items() if value not in ("", None)}
+            numbers = {key: _number(value) for key, value in row.items()}
+            rows[step] = {key: value for key, value in numbers.items() if value is not None}
     return dict(sorted(rows.items()))
 
 

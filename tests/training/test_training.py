@@ -16,6 +16,18 @@ def test_chunk_plan_requires_a_checkpoint_at_the_end():
         checkpointing.chunk_plan(30, 7)
 
 
+def test_history_skips_the_blanks_csv_logger_writes(tmp_path):
+    (tmp_path / "train_config.json").write_text(json.dumps({"steps": 20, "steps_per_checkpoint": 10}))
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,val_mean_iou\n0,2.5,NA\n1,1.5,0.4\n1,1.25,0.5\n"
+    )
+    assert curves.read_history(str(tmp_path)) == {
+        10: {"epoch": 0.0, "loss": 2.5},
+        20: {"epoch": 1.0, "loss": 1.25, "val_mean_iou": 0.5},  # a repeated chunk: last row wins
+    }
+    assert curves.plot_training_curve(str(tmp_path)).endswith("training_curve.png")
+
+
 def test_one_device_and_mirrored_fit_the_same_global_batch(tiny_config, tmp_path):
     losses = {}
     for strategy in ("one_device", "mirrored"):
@@ -31,7 +43,9 @@ def test_one_device_and_mirrored_fit_the_same_global_batch(tiny_config, tmp_path
 def test_run_writes_its_artifacts_and_a_reloadable_model(tiny_config, tmp_path):
     model_dir = str(tmp_path / "run")
     result = train(tiny_config(validate=True, steps=2, steps_per_checkpoint=1), model_dir)
-    for name in ("last.keras", "best.keras", "summary.json", "history.csv", "train_config.json"):
+    artifacts = ("last.keras", "best.keras", "summary.json", "history.csv", "train_config.json",
+                 "training_curve.png")
+    for name in artifacts:
         assert os.path.isfile(os.path.join(model_dir, name)), name
     with open(os.path.join(model_dir, "summary.json")) as file:
         summary = json.load(file)
