@@ -18,11 +18,14 @@ say less than the quick run's trained model does.
 
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import cpu_name  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool(
@@ -78,17 +81,6 @@ def estimate_batch_norm_statistics(model, images, size):
     model(normalize_image(np.concatenate(canvases)), training=True)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv):
