@@ -46,14 +46,14 @@ def _define_config_flags():
     for field in dataclasses.fields(training.TrainConfig):
         help_text = _HELP.get(field.name, field.name.replace("_", " ") + ".")
         kind = typing.get_args(field.type) or (field.type,)
-        if bool in kind:
+        if field.name == "scales":
+            flags.DEFINE_list(field.name, None, "Random scale factors, e.g. 0.5,0.75,1.0.")
+        elif bool in kind:
             flags.DEFINE_boolean(field.name, None, help_text)
         elif int in kind:
             flags.DEFINE_integer(field.name, None, help_text)
         elif float in kind:
             flags.DEFINE_float(field.name, None, help_text)
-        elif field.name == "scales":
-            flags.DEFINE_list(field.name, None, "Random scale factors, e.g. 0.5,0.75,1.0.")
         else:
             flags.DEFINE_string(field.name, None, help_text)
 
