@@ -10,6 +10,11 @@ pixel agreement with Keras falls below its threshold (that variant's file is
 then left as <name>.FAILED.<ext>, not under its final name).
 """
 
+import os
+
+# TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 from absl import app, flags, logging
 
 from ema_keras import export
@@ -64,6 +69,8 @@ def parse_size(value, none_word, flag):
 
 def main(argv):
     del argv
+    # The converter and the SavedModel writer log every step at INFO.
+    logging.set_verbosity(logging.WARNING)
     if (FLAGS.data_dir is None) == (FLAGS.images is None):
         raise app.UsageError("Give exactly one of --data_dir and --images.")
     for name in ("float_threshold", "int8_threshold"):
@@ -111,7 +118,7 @@ def main(argv):
             "Verification failed for %s (table above); their files are *.FAILED.*", failed
         )
         return 1
-    logging.info("All variants verified; files in %s", FLAGS.output_dir)
+    print(f"All variants verified; files in {FLAGS.output_dir}")
     return 0
 
 

@@ -10,7 +10,10 @@ Prints the per-class IoU table (markdown) and the mean IoU.
 import json
 import os
 
-import keras
+# TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import keras  # noqa: E402
 import tensorflow as tf
 from absl import app, flags
 

@@ -4,6 +4,11 @@
         --inputs photo.jpg,more_photos/ --output_dir predictions/
 """
 
+import os
+
+# TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 import keras
 import tensorflow as tf
 from absl import app, flags

@@ -12,9 +12,14 @@ takes the recipe's value. Killing and restarting the same command resumes from
 the last checkpoint in --model_dir.
 """
 
-import dataclasses
-import sys
-import typing
+import os
+
+# TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import dataclasses  # noqa: E402
+import sys  # noqa: E402
+import typing  # noqa: E402
 
 import tensorflow as tf
 from absl import app, flags, logging
