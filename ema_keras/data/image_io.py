@@ -166,20 +166,27 @@ def save_palette_png(label, path):
     image.save(os.fspath(path), format="PNG")
 
 
-def convert_sbd_to_png(sbd_examples, output_dir):
-    """Writes the labels of SBD `.mat` examples as single-channel PNGs of ids.
+def convert_sbd_to_png(examples, output_dir):
+    """Writes the SBD `.mat` labels among `examples` as single-channel PNGs of ids.
 
     Gives a SegmentationClassAug-style folder that the tf.data graph can read;
-    returns the examples with their new label paths.
+    returns the examples in their order, `.mat` labels replaced by their PNGs
+    and other examples unchanged. A label converted before is kept, so a
+    resumed run converts nothing twice; each PNG is written under a temporary
+    name and renamed, so an interrupted conversion leaves no torn file.
     """
-    from ema_keras.data.voc import VOCExample
-
     output_dir = os.fspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
     converted = []
-    for example in sbd_examples:
+    for example in examples:
+        if not example.label_path.endswith(".mat"):
+            converted.append(example)
+            continue
         label_path = os.path.join(output_dir, f"{example.image_id}.png")
-        with open(label_path, "wb") as handle:
-            handle.write(encode_label_png(load_label(example.label_path)))
-        converted.append(VOCExample(example.image_id, example.image_path, label_path))
+        if not os.path.isfile(label_path):
+            os.makedirs(output_dir, exist_ok=True)
+            partial = f"{label_path}.{os.getpid()}.partial"
+            with open(partial, "wb") as handle:
+                handle.write(encode_label_png(load_label(example.label_path)))
+            os.replace(partial, label_path)
+        converted.append(example._replace(label_path=label_path))
     return converted

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from ema_keras import weights
 from ema_keras.data import demo, image_io, pipeline, voc
 from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 from ema_keras.metrics import SegmentationMeanIoU
@@ -46,28 +47,6 @@ def resolve_data_dir(config, model_dir):
     return demo.write_demo_dataset(os.path.join(model_dir, "demo_data"))
 
 
-def _with_png_labels(examples, png_dir):
-    """Replaces SBD `.mat` labels (unreadable in the tf.data graph) by id PNGs.
-
-    Each `.mat` is converted once into `png_dir` (written under a temporary
-    name, then renamed, so an interrupted run never leaves a torn file).
-    """
-    converted = []
-    for example in examples:
-        if not example.label_path.endswith(".mat"):
-            converted.append(example)
-            continue
-        png_path = os.path.join(png_dir, f"{example.image_id}.png")
-        if not os.path.isfile(png_path):
-            os.makedirs(png_dir, exist_ok=True)
-            partial = f"{png_path}.{os.getpid()}.partial"
-            with open(partial, "wb") as file:
-                file.write(image_io.encode_label_png(image_io.load_label(example.label_path)))
-            os.replace(partial, png_path)
-        converted.append(example._replace(label_path=png_path))
-    return converted
-
-
 def training_examples(config, voc_root, model_dir):
     if config.train_tfrecords:
         return config.train_tfrecords
@@ -75,7 +54,8 @@ def training_examples(config, voc_root, model_dir):
         examples = voc.trainaug_examples(
             voc_root, sbd_root=config.sbd_dir, aug_dir=config.aug_dir
         )
-        return _with_png_labels(examples, os.path.join(model_dir, "sbd_labels"))
+        # `.mat` labels cannot be decoded in the tf.data graph: PNGs, once.
+        return image_io.convert_sbd_to_png(examples, os.path.join(model_dir, "sbd_labels"))
     return voc.read_voc_split(voc_root, config.train_split)
 
 
@@ -83,12 +63,8 @@ def build_model(config):
     """The preset's EMANet in the current strategy scope and dtype policy, weights loaded."""
     model = EMANet.from_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
     if config.weights:
-        from ema_keras import weights
-
         weights.load_model_weights(model, config.weights)
     elif config.backbone_weights:
-        from ema_keras import weights
-
         weights.load_backbone_weights(model.backbone, config.backbone_weights)
     return model
 

@@ -157,4 +157,10 @@ def test_trainaug_from_a_raw_sbd_folder_trains_on_converted_labels(tmp_path):
     for example in examples[2:]:
         assert example.label_path.endswith(".png")
         np.testing.assert_array_equal(load_label(example.label_path), sbd_labels[example.image_id])
+    # VOC's own PNG labels pass through; a resumed run reuses the converted PNGs.
+    assert examples[0].label_path.endswith(os.path.join("SegmentationClass", "a1.png"))
+    written = {e.label_path: os.stat(e.label_path).st_mtime_ns for e in examples[2:]}
+    again = trainer.training_examples(config, voc_root, model_dir)
+    assert again == examples
+    assert {p: os.stat(p).st_mtime_ns for p in written} == written
     assert train(config, model_dir).step == 1
