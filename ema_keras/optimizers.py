@@ -3,19 +3,42 @@
 import keras
 from keras import ops
 
+# Parameter groups of the official code.
+DECAYED = "decayed"  # convolution and dense kernels: L2 weight decay
+BIAS = "bias"  # their biases: learning rate x bias_learning_rate_multiplier, no decay
+PLAIN = "plain"  # everything else (BatchNorm gamma/beta, ...): plain SGD
 
-def _short_name(variable):
-    # On the TF backend `update_step` receives the underlying tf.Variable,
-    # named like "conv/kernel:0"; a Keras variable is named "kernel".
-    return variable.name.split(":")[0].split("/")[-1]
+# Attributes under which Keras layers keep their weight matrices
+# (Conv*, Dense, EinsumDense: `kernel`; depthwise and separable convolutions).
+_KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
-def _is_kernel(variable):
-    return _short_name(variable).endswith("kernel")
+def parameter_groups(model):
+    """The group of each trainable variable of `model`, keyed by `variable.path`.
+
+    Decided from the layers, not from names a runtime gives the variables: a
+    weight is `DECAYED` when it is a layer's kernel, `BIAS` when it is the bias
+    of a layer that has a kernel, `PLAIN` otherwise (BatchNorm gamma and beta).
+    """
+    groups = {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        kernels = [getattr(layer, name, None) for name in _KERNEL_ATTRIBUTES]
+        kernels = [kernel for kernel in kernels if isinstance(kernel, keras.Variable)]
+        for kernel in kernels:
+            groups[kernel.path] = DECAYED
+        bias = getattr(layer, "bias", None)
+        if kernels and isinstance(bias, keras.Variable):
+            groups[bias.path] = BIAS
+    return {variable.path: groups.get(variable.path, PLAIN) for variable in model.trainable_variables}
 
 
-def _is_bias(variable):
-    return _short_name(variable) == "bias"
+def _group_from_keras_name(variable):
+    # The Keras variable's own name ("kernel", "bias"): unlike the name of the
+    # tf.Variable that `update_step` receives ("conv/kernel/replica_1:0" on a
+    # second replica), it is the same on every replica, worker and TPU core.
+    if variable.name.endswith("kernel"):
+        return DECAYED
+    return BIAS if variable.name == "bias" else PLAIN
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")
@@ -28,8 +51,13 @@ class ParameterGroupSGD(keras.optimizers.SGD):
     - biases: learning rate times `bias_learning_rate_multiplier`, no decay;
     - BatchNorm gamma/beta and everything else: plain SGD, no decay.
 
-    Variables are told apart by their names (`kernel`, `bias`), which every
-    Keras convolution and dense layer uses.
+    Give the groups with `set_parameter_groups(parameter_groups(model))` before
+    training (the trainer does). The optimizer fixes each variable's group
+    when it is built, in the order of its variable list, and `update_step`
+    looks the group up by the variable's index, which Keras resolves to the
+    same slot for every replica's copy: the update is the same on all of them.
+    Without explicit groups, a variable's group follows its Keras name
+    (`kernel`, `bias`), which is also the same on every replica.
     """
 
     def __init__(
@@ -55,12 +83,37 @@ class ParameterGroupSGD(keras.optimizers.SGD):
             raise ValueError(f"`l2_weight_decay` must be >= 0, got {l2_weight_decay}.")
         self.l2_weight_decay = float(l2_weight_decay)
         self.bias_learning_rate_multiplier = float(bias_learning_rate_multiplier)
+        self._parameter_groups = None
+        self._variable_groups = []
+
+    def set_parameter_groups(self, groups):
+        """`{variable.path: DECAYED | BIAS | PLAIN}`, e.g. `parameter_groups(model)`."""
+        unknown = set(groups.values()) - {DECAYED, BIAS, PLAIN}
+        if unknown:
+            raise ValueError(f"Unknown parameter groups {sorted(unknown)}.")
+        if self.built:
+            raise RuntimeError("Set the parameter groups before the optimizer is built.")
+        self._parameter_groups = dict(groups)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        groups = self._parameter_groups or {}
+        self._variable_groups = [
+            groups.get(variable.path) or _group_from_keras_name(variable) for variable in variables
+        ]
+
+    def variable_group(self, variable):
+        """The group this optimizer applies to `variable` (a Keras or replica variable)."""
+        return self._variable_groups[self._get_variable_index(variable)]
 
     def update_step(self, gradient, variable, learning_rate):
+        group = self.variable_group(variable)
         gradient = ops.cast(gradient, variable.dtype)
-        if self.l2_weight_decay and _is_kernel(variable):
+        if group == DECAYED and self.l2_weight_decay:
             gradient = gradient + ops.cast(self.l2_weight_decay, variable.dtype) * variable
-        if _is_bias(variable):
+        if group == BIAS:
             learning_rate = learning_rate * self.bias_learning_rate_multiplier
         super().update_step(gradient, variable, learning_rate)
 

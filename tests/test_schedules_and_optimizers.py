@@ -1,8 +1,9 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from ema_keras.optimizers import ParameterGroupSGD
+from ema_keras.optimizers import BIAS, DECAYED, PLAIN, ParameterGroupSGD, parameter_groups
 from ema_keras.schedules import PolyDecay
 
 
@@ -53,6 +54,69 @@ def test_parameter_groups_follow_the_official_rules():
         else:  # BN gamma / beta: no decay, base rate
             expected = old - 0.1 * 0.5
         np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, err_msg=variable.path)
+
+
+def test_parameter_groups_come_from_the_layers_of_the_model():
+    from ema_keras.models import EMANet
+
+    model = EMANet.from_preset("emanet_tiny_demo", num_classes=3)
+    groups = parameter_groups(model)
+    assert set(groups) == {v.path for v in model.trainable_variables}
+    unit = model.get_layer("ema_unit")
+    classifier = model.get_layer("classifier_conv")
+    assert groups[unit.output_conv.kernel.path] == DECAYED  # a conv nested inside a layer
+    assert groups[classifier.kernel.path] == DECAYED
+    assert groups[classifier.bias.path] == BIAS
+    assert groups[unit.output_norm.gamma.path] == groups[unit.output_norm.beta.path] == PLAIN
+    kernels = [v for v in model.trainable_variables if v.name == "kernel"]
+    assert sum(g == DECAYED for g in groups.values()) == len(kernels)
+
+
+def test_parameter_groups_are_the_same_on_every_replica(mirrored_strategy):
+    """Each replica's copy gets its group's update (a copy is named `.../replica_1:0`)."""
+    from tests.replica_testing import assert_identical_on_every_replica, replica_copies
+
+    with mirrored_strategy.scope():
+        model = _tiny_model()
+        optimizer = ParameterGroupSGD(learning_rate=0.1, momentum=0.9, l2_weight_decay=0.01)
+        optimizer.set_parameter_groups(parameter_groups(model))
+        optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+    for variable in variables:  # different values, so that decay shows
+        variable.assign(np.random.default_rng(0).normal(size=variable.shape).astype("float32"))
+    before = {v.path: v.numpy().copy() for v in variables}
+
+    @tf.function
+    def step():
+        def apply():
+            gradients = [tf.fill(v.shape, 0.5) for v in variables]
+            optimizer.apply_gradients(zip(gradients, variables))
+
+        mirrored_strategy.run(apply)
+
+    step()
+    assert_identical_on_every_replica(variables + optimizer.variables, num_replicas=2)
+    # Gradients are summed over the two replicas: 1.0 per element.
+    for variable in variables:
+        old = before[variable.path]
+        rate = {"kernel": 0.1, "bias": 0.2}.get(variable.name, 0.1)
+        decay = 0.01 * old if variable.name == "kernel" else 0.0
+        for copy in replica_copies(variable):
+            np.testing.assert_allclose(copy, old - rate * (1.0 + decay), rtol=1e-6,
+                                       err_msg=variable.path)
+
+
+def test_parameter_groups_must_be_set_before_build():
+    model = _tiny_model()
+    optimizer = ParameterGroupSGD()
+    with pytest.raises(ValueError, match="Unknown parameter groups"):
+        optimizer.set_parameter_groups({"conv/kernel": "decay"})
+    optimizer.build(model.trainable_variables)
+    assert [optimizer.variable_group(v) for v in model.trainable_variables] == [
+        DECAYED, BIAS, PLAIN, PLAIN
+    ]
+    with pytest.raises(RuntimeError, match="before the optimizer is built"):
+        optimizer.set_parameter_groups(parameter_groups(model))
 
 
 def test_parameter_group_sgd_serializes_and_refuses_decoupled_decay():

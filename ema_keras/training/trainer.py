@@ -21,7 +21,7 @@ from ema_keras.data import demo, image_io, pipeline, voc
 from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 from ema_keras.metrics import SegmentationMeanIoU
 from ema_keras.models import EMANet
-from ema_keras.optimizers import ParameterGroupSGD
+from ema_keras.optimizers import ParameterGroupSGD, parameter_groups
 from ema_keras.schedules import PolyDecay
 from ema_keras.training import checkpointing, curves, strategy as strategies
 
@@ -82,6 +82,7 @@ def compile_model(model, config):
         l2_weight_decay=config.weight_decay,
         bias_learning_rate_multiplier=config.bias_learning_rate_multiplier,
     )
+    optimizer.set_parameter_groups(parameter_groups(model))
 
     def make_loss():
         return OHEMCrossEntropy() if config.ohem else MaskedSparseCrossEntropy()
