@@ -1,20 +1,59 @@
-"""Label maps for image files: the library behind `recipes/predict.py`."""
+"""Label maps for image files: the library behind `recipes/predict.py`.
 
+Each image gets two files in the output folder: `<stem>.png`, its class ids as
+a VOC-palette PNG, and `<stem>_overlay.jpg`, the classes blended over the image
+(JPEG). Images whose stems another input shares (`a.jpg`, `a.png`, compared
+ignoring case) keep their extension in the name (`a_jpg.png`, `a_png.png`); if
+that is still not enough (the same file name in two folders), the name of the
+parent folder is put first (`day1_a_jpg.png`).
+
+Nothing a user gave is overwritten. Every output path is decided, and checked,
+before anything is written: the output folder must hold none of the inputs, and
+a file already at an output path is replaced only if this module wrote it (a
+marker in its PNG text / JPEG comment), e.g. on a re-run.
+"""
+
+import collections
+import dataclasses
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from ema_keras.data.image_io import load_image, save_palette_png
+from ema_keras.data.errors import DataError, MissingFileError
+from ema_keras.data.image_io import load_image
 from ema_keras.data.pipeline import normalize_image
+from ema_keras.data.voc import voc_colormap
 from ema_keras.inference import predict_probabilities
 from ema_keras.visualize import overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+LABEL_SUFFIX = ".png"
+OVERLAY_SUFFIX = "_overlay.jpg"
+# Written into every output, so that a re-run may replace its own files and nobody else's.
+OUTPUT_MARKER = "ema-keras prediction"
+
+
+class OutputConflictError(ValueError):
+    """Writing the predictions would replace an input or a file not written by us."""
+
+    def __init__(self, path, message):
+        self.path = os.fspath(path)
+        super().__init__(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedOutput:
+    image_path: str
+    label_path: str
+    overlay_path: str
 
 
 def list_images(inputs):
-    """Image files from a list of files and folders (folders: their images, sorted)."""
+    """Image files from a list of files and folders (folders: their images, sorted).
+
+    A file given twice (or also through its folder) is listed once.
+    """
     paths = []
     for item in inputs:
         if os.path.isdir(item):
@@ -26,10 +65,100 @@ def list_images(inputs):
         elif os.path.isfile(item):
             paths.append(item)
         else:
-            raise FileNotFoundError(f"Input {item!r} is neither an image file nor a folder.")
+            raise MissingFileError(item, "input is neither an image file nor a folder")
     if not paths:
-        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {list(inputs)}.")
-    return paths
+        given = ", ".join(os.fspath(item) for item in inputs)
+        raise DataError(given, f"no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    seen = set()
+    unique = []
+    for path in paths:
+        if _file_key(path) not in seen:
+            seen.add(_file_key(path))
+            unique.append(path)
+    return unique
+
+
+def output_names(image_paths):
+    """The name each image's outputs share: its stem, made unique as the module says."""
+
+    def name(path, level):
+        stem, extension = os.path.splitext(os.path.basename(path))
+        if level == 0:
+            return stem
+        with_extension = stem + extension.replace(".", "_")
+        if level == 1:
+            return with_extension
+        return f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}_{with_extension}"
+
+    levels = [0] * len(image_paths)
+    while True:
+        names = [name(path, level) for path, level in zip(image_paths, levels)]
+        clashes = collections.defaultdict(list)
+        for index, value in enumerate(names):
+            clashes[value.lower()].append(index)  # lower: case-insensitive file systems
+        clashes = [indices for indices in clashes.values() if len(indices) > 1]
+        if not clashes:
+            return names
+        for indices in clashes:
+            if all(levels[index] == 2 for index in indices):
+                first, second = (image_paths[index] for index in indices[:2])
+                raise OutputConflictError(
+                    second,
+                    f"inputs {first} and {second} would both be written as "
+                    f"{names[indices[0]]}{LABEL_SUFFIX}: predict them into separate output_dirs",
+                )
+            for index in indices:
+                levels[index] = min(levels[index] + 1, 2)
+
+
+def plan_predictions(inputs, output_dir):
+    """Where each image's label map and overlay go, checked before anything is written.
+
+    Returns:
+        A list of `PlannedOutput`, one per image.
+
+    Raises:
+        OutputConflictError: an output would replace an input or a file not
+            written by this module, or output_dir holds an input.
+        MissingFileError, DataError: an input does not exist, or names no image.
+    """
+    image_paths = list_images(inputs)
+    output_dir = os.fspath(output_dir)
+    plan = [
+        PlannedOutput(
+            path,
+            os.path.join(output_dir, name + LABEL_SUFFIX),
+            os.path.join(output_dir, name + OVERLAY_SUFFIX),
+        )
+        for path, name in zip(image_paths, output_names(image_paths))
+    ]
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise OutputConflictError(output_dir, f"output_dir {output_dir} is a file, not a folder")
+    inputs_by_key = {_file_key(path): path for path in image_paths}
+    outputs = [path for item in plan for path in (item.label_path, item.overlay_path)]
+    for path in outputs:
+        if _file_key(path) in inputs_by_key:
+            raise OutputConflictError(
+                path,
+                f"writing {path} would overwrite the input {inputs_by_key[_file_key(path)]}: "
+                "choose an output_dir that holds no input",
+            )
+    output_folder = _file_key(output_dir)
+    for path in image_paths:
+        # The folder the path names, and the one its file really lives in.
+        named_in = _file_key(os.path.dirname(os.path.abspath(path)))
+        if output_folder in (named_in, os.path.dirname(_file_key(path))):
+            raise OutputConflictError(
+                path, f"output_dir {output_dir} holds the input {path}: choose another folder"
+            )
+    for path in outputs:
+        if os.path.lexists(path) and not _written_by_us(path):
+            raise OutputConflictError(
+                path,
+                f"{path} exists and was not written by predict: move it, or choose another "
+                "output_dir",
+            )
+    return plan
 
 
 def predict_label_map(model, image, **inference_options):
@@ -39,21 +168,55 @@ def predict_label_map(model, image, **inference_options):
     return np.argmax(probabilities[0], axis=-1).astype(np.uint8)
 
 
-def predict_files(model, inputs, output_dir, **inference_options):
-    """Writes `<name>.png` (VOC palette label map) and `<name>_overlay.jpg` per image.
+def write_predictions(model, plan, **inference_options):
+    """Writes the label map and the overlay of every image of `plan` (`plan_predictions`).
 
     Returns the list of label-map paths written.
     """
-    os.makedirs(output_dir, exist_ok=True)
-    written = []
-    for path in list_images(inputs):
-        image = load_image(path)
+    for folder in sorted({os.path.dirname(item.label_path) for item in plan}):
+        os.makedirs(folder or ".", exist_ok=True)
+    for item in plan:
+        image = load_image(item.image_path)
         label = predict_label_map(model, image, **inference_options)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        label_path = os.path.join(output_dir, f"{stem}.png")
-        save_palette_png(label, label_path)
+        _save_label_map(label, item.label_path)
         Image.fromarray(overlay(image, label)).save(
-            os.path.join(output_dir, f"{stem}_overlay.jpg"), quality=90
+            item.overlay_path, format="JPEG", quality=90, comment=OUTPUT_MARKER
         )
-        written.append(label_path)
-    return written
+    return [item.label_path for item in plan]
+
+
+def predict_files(model, inputs, output_dir, **inference_options):
+    """Writes `<name>.png` (VOC palette label map) and `<name>_overlay.jpg` per image.
+
+    Output names and the checks that refuse to overwrite anything are those of
+    `plan_predictions`; nothing is written when it refuses. Returns the list of
+    label-map paths written.
+    """
+    return write_predictions(model, plan_predictions(inputs, output_dir), **inference_options)
+
+
+def _file_key(path):
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _save_label_map(label, path):
+    # As `image_io.save_palette_png`, with the marker that lets a re-run replace the file.
+    label = np.ascontiguousarray(label, dtype=np.uint8)
+    image = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
+    image.putpalette(voc_colormap().tobytes())
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", OUTPUT_MARKER)
+    image.save(path, format="PNG", pnginfo=info)
+
+
+def _written_by_us(path):
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with Image.open(path) as image:
+            marker = image.info.get("Software", image.info.get("comment", b""))
+    except (OSError, SyntaxError, ValueError):  # not an image at all: not ours
+        return False
+    if isinstance(marker, bytes):
+        marker = marker.decode("utf8", "replace")
+    return marker == OUTPUT_MARKER

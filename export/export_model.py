@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from absl import app, flags, logging
 
 from ema_keras import export
+from ema_keras.model_files import InvalidModelFileError
 
 flags.DEFINE_string(
     "model", None, "The .keras file to export (e.g. <model_dir>/best.keras).", required=True
@@ -78,7 +79,11 @@ def main(argv):
             raise app.UsageError(f"--{name} must be in [0, 1], got {FLAGS[name].value}")
     image_size = parse_size(FLAGS.image_size, "dynamic", "image_size")
     serving_size = parse_size(FLAGS.serving_size, "original", "serving_size")
-    model = export.load_model(FLAGS.model)
+    try:
+        model = export.load_model(FLAGS.model)
+    except (FileNotFoundError, InvalidModelFileError) as error:
+        logging.error("%s", error)
+        return 1
     if FLAGS.data_dir is not None:
         images = export.load_images(
             data_dir=FLAGS.data_dir, split=FLAGS.split, limit=FLAGS.num_images

@@ -1,43 +1,75 @@
-"""Segments images: VOC-palette label PNGs and colour overlays.
+"""Segments images: a label map (palette PNG) and a colour overlay (JPEG) per image.
 
     python recipes/predict.py --model runs/demo/best.keras \
         --inputs photo.jpg,more_photos/ --output_dir predictions/
+
+For each image, --output_dir gets <stem>.png (class ids, VOC palette) and
+<stem>_overlay.jpg (the classes blended over the image). Images sharing a stem
+(a.jpg, a.png) keep their extension in the name: a_jpg.png, a_jpg_overlay.jpg;
+the same file name in two folders also gets its folder's name: day1_a_jpg.png.
+
+Nothing given is overwritten: --output_dir must hold none of the inputs, and a
+file already there is only replaced if predict wrote it. Every output path is
+checked before anything is written. Exit status: 0 done; 1 a missing or
+unreadable model or image; 2 outputs refused (nothing written).
 """
 
 import os
+import sys
 
 # TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-import keras
 import tensorflow as tf
 from absl import app, flags
 
-import ema_keras  # noqa: F401  (registers the custom classes for load_model)
-from ema_keras.prediction import predict_files
+from ema_keras.data.errors import DataError
+from ema_keras.model_files import InvalidModelFileError, load_keras_model
+from ema_keras.prediction import OutputConflictError, plan_predictions, write_predictions
 
 flags.DEFINE_string("model", None, "A .keras model file.", required=True)
 flags.DEFINE_list("inputs", None, "Image files and/or folders.", required=True)
-flags.DEFINE_string("output_dir", None, "Where to write <name>.png and <name>_overlay.jpg.", required=True)
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Folder (holding no input) for <stem>.png label maps and <stem>_overlay.jpg JPEG overlays.",
+    required=True,
+)
 flags.DEFINE_list("scales", ["1.0"], "Inference scales.")
 flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
 flags.DEFINE_integer("window", None, "Sliding-window size (default: whole image).")
 FLAGS = flags.FLAGS
 
+DATA_ERROR = 1  # a missing or unreadable model or image
+USAGE_ERROR = 2  # flags that cannot be honoured, e.g. outputs that would overwrite an input
+
 
 def main(argv):
     del argv
     tf.get_logger().setLevel("WARNING")
-    model = keras.models.load_model(FLAGS.model, safe_mode=True)
-    written = predict_files(
-        model,
-        FLAGS.inputs,
-        FLAGS.output_dir,
-        scales=tuple(float(s) for s in FLAGS.scales),
-        flip=FLAGS.flip,
-        window=FLAGS.window,
-    )
+    try:
+        scales = tuple(float(s) for s in FLAGS.scales)
+    except ValueError:
+        raise app.UsageError(f"--scales takes numbers, got {FLAGS.scales}", USAGE_ERROR) from None
+    try:
+        # Planned and checked first: a refusal costs no model load and writes nothing.
+        plan = plan_predictions(FLAGS.inputs, FLAGS.output_dir)
+        model = load_keras_model(FLAGS.model)
+        written = write_predictions(
+            model,
+            plan,
+            scales=scales,
+            flip=FLAGS.flip,
+            window=FLAGS.window,
+        )
+    except OutputConflictError as error:
+        print(f"predict: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except (FileNotFoundError, InvalidModelFileError, DataError) as error:
+        print(f"predict: {error}", file=sys.stderr)
+        return DATA_ERROR
     print(f"Wrote {len(written)} label maps (and overlays) to {FLAGS.output_dir}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 
-import keras
 import tensorflow as tf
 
 from ema_keras.data.decode import decode_image, examples_dataset
@@ -29,6 +28,7 @@ from ema_keras.export.verification import (
     verify_saved_model,
     verify_tflite,
 )
+from ema_keras.model_files import load_keras_model
 
 # format name -> (file name under output_dir, TFLite quantization or None for the SavedModel)
 FORMATS = {
@@ -57,13 +57,12 @@ class ExportVerificationError(RuntimeError):
 
 
 def load_model(path):
-    """A `.keras` file written by training (or any EMANet `.keras`), loaded for inference."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such model file")
-    if not path.endswith(".keras"):
-        raise ValueError(f"{path}: expected a .keras file (keras.Model.save format)")
-    return keras.models.load_model(path, compile=False)
+    """A `.keras` file written by training (or any EMANet `.keras`), loaded for inference.
+
+    Raises FileNotFoundError for a missing file and `InvalidModelFileError`
+    ("<path> is not a valid .keras file: ...") for anything Keras cannot load.
+    """
+    return load_keras_model(path, compile=False)
 
 
 def load_images(*, data_dir=None, split="val", image_paths=None, limit=None):

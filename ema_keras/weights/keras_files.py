@@ -1,9 +1,12 @@
 """Reading Keras weight files into `{layer name: {variable name: array}}`."""
 
 import os
-import zipfile
 
 import numpy as np
+
+# A `.keras` file has one loader, shared with the CLIs and export (see
+# `ema_keras.model_files`); the weights loaders reach it through this module.
+from ema_keras.model_files import load_keras_model, read_keras_config  # noqa: F401
 
 
 def read_legacy_h5(path):
@@ -38,30 +41,6 @@ def read_legacy_h5(path):
                 _variable_name(name, layer_name): np.asarray(layer_group[name]) for name in names
             }
     return weights
-
-
-def read_keras_config(path):
-    """The model config stored in a `.keras` archive, without loading any weights."""
-    import json
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No such model file: {path}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError) as error:
-        raise ValueError(f"{path} is not a `.keras` model file: {error}") from error
-
-
-def load_keras_model(path):
-    """The model in a `.keras` file (uncompiled); `ema_keras` classes are registered."""
-    import keras
-
-    import ema_keras  # noqa: F401  (registers the custom classes)
-
-    read_keras_config(path)  # a clear error for a missing or foreign file
-    return keras.models.load_model(os.fspath(path), compile=False)
 
 
 def _strings(values):
