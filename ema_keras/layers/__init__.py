@@ -1,8 +1,16 @@
 """Layers of ema-keras; importing this module registers them for serialization."""
 
+from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.conv_bn import apply_conv_bn
 from ema_keras.layers.em_attention import EMALayer, EMAUnit
 from ema_keras.layers.initializers import L2NormalizedNormal
 from ema_keras.layers.resize import BilinearResize
 
-__all__ = ["BilinearResize", "EMALayer", "EMAUnit", "L2NormalizedNormal", "apply_conv_bn"]
+__all__ = [
+    "BilinearResize",
+    "EMALayer",
+    "EMAUnit",
+    "L2NormalizedNormal",
+    "SyncBatchNormalization",
+    "apply_conv_bn",
+]

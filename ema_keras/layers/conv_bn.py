@@ -11,6 +11,7 @@ import zlib
 import keras
 import tensorflow as tf
 
+from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.initializers import conv_kernel_initializer
 
 
@@ -99,7 +100,7 @@ def apply_conv_bn(
         dtype=dtype,
         name=f"{name}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(**batch_norm, dtype=dtype, name=f"{name}_bn")(x)
+    x = SyncBatchNormalization(**batch_norm, dtype=dtype, name=f"{name}_bn")(x)
     if activation:
         x = keras.layers.ReLU(dtype=dtype, name=f"{name}_relu")(x)
     return x

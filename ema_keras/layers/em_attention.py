@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.initializers import L2NormalizedNormal, conv_kernel_initializer
 
 _PACKAGE = "ema_keras"
@@ -236,7 +237,7 @@ class EMAUnit(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="em_attention",
         )
-        self.output_norm = keras.layers.BatchNormalization(
+        self.output_norm = SyncBatchNormalization(
             momentum=batch_norm_momentum,
             epsilon=batch_norm_epsilon,
             synchronized=batch_norm_synchronized,
