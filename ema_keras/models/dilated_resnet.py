@@ -2,6 +2,7 @@
 
 import keras
 
+from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
 from ema_keras.layers.initializers import conv_kernel_initializer
 
@@ -102,7 +103,7 @@ def apply_stem(x, stem, width, *, use_bias, batch_norm, seed=None, dtype=None):
             dtype=dtype,
             name="conv1_3_conv",
         )(x)
-        x = keras.layers.BatchNormalization(**batch_norm, dtype=dtype, name="conv1_bn")(x)
+        x = SyncBatchNormalization(**batch_norm, dtype=dtype, name="conv1_bn")(x)
         x = keras.layers.ReLU(dtype=dtype, name="conv1_relu")(x)
     # Zero padding before the pool is exact: it follows a ReLU, so no value is
     # below 0 (PyTorch pads the max-pool with -inf).
