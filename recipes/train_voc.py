@@ -25,6 +25,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from ema_keras import training
+from ema_keras.data.errors import DataError
 
 _HELP = {
     "preset": "EMANet preset name (ema_keras.models.PRESETS).",
@@ -76,17 +77,24 @@ def config_from_flags():
     return training.get_recipe(FLAGS.recipe, **overrides)
 
 
+def _exit_with(error, status):
+    """One line naming the flag or the file, nothing else (a traceback helps no one here)."""
+    print(f"train_voc.py: {error}", file=sys.stderr)
+    sys.exit(status)
+
+
 def main(argv):
     del argv
-    config = config_from_flags()
     # tf.distribute logs every all-reduce it builds at INFO; keep the console readable.
     tf.get_logger().setLevel("WARNING")
-    logging.info("Training with %s", config)
     try:
+        config = config_from_flags()
+        logging.info("Training with %s", config)
         result = training.train(config, FLAGS.model_dir)
-    except training.TrainingDiverged as error:
-        logging.error("%s", error)
-        sys.exit(str(error))
+    except training.SettingsError as error:
+        _exit_with(error, 2)
+    except (DataError, training.TrainingDiverged) as error:
+        _exit_with(error, 1)
     miou = "n/a" if result.val_mean_iou is None else f"{result.val_mean_iou:.4f}"
     print(f"Trained to step {result.step}; validation mIoU {miou}; model in {FLAGS.model_dir}")
 

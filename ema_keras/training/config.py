@@ -10,6 +10,10 @@ from typing import Optional, Tuple
 from ema_keras.data.pipeline import OFFICIAL_SCALES
 
 
+class SettingsError(ValueError):
+    """Training settings that cannot work together or with the data; names the flag."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # Model.
@@ -79,7 +83,7 @@ RECIPES = {
 def get_recipe(name, **overrides):
     """The named recipe with `overrides` applied (None values are ignored)."""
     if name not in RECIPES:
-        raise ValueError(f"Unknown recipe {name!r}; available: {sorted(RECIPES)}.")
+        raise SettingsError(f"--recipe {name!r} is unknown; available: {sorted(RECIPES)}.")
     overrides = {key: value for key, value in overrides.items() if value is not None}
     unknown = set(overrides) - {field.name for field in dataclasses.fields(TrainConfig)}
     if unknown:

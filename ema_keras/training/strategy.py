@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from ema_keras.training.config import SettingsError
+
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 
 
@@ -38,7 +40,7 @@ def make_strategy(name, tpu_address=None, num_cpu_replicas=2):
     - tpu: TPUStrategy on `tpu_address` ("" or "local" for a TPU VM).
     """
     if name not in STRATEGIES:
-        raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}.")
+        raise SettingsError(f"--strategy must be one of {STRATEGIES}, got {name!r}.")
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "local")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -58,6 +60,26 @@ def make_strategy(name, tpu_address=None, num_cpu_replicas=2):
     return tf.distribute.MirroredStrategy(
         configure_logical_cpus(num_cpu_replicas),
         cross_device_ops=tf.distribute.ReductionToOneDevice(),
+    )
+
+
+def check_jit_compile(strategy, jit_compile, strategy_name):
+    """Refuses XLA for a step that spans several replicas on CPUs or GPUs.
+
+    Keras 3 compiles the train step of all replicas (`strategy.run` included)
+    as one XLA program, and XLA places a program on one device, so the step
+    fails on its first run (keras-team/keras#19005). A TPU compiles each
+    replica's step itself and is not concerned.
+    """
+    if not jit_compile or strategy.num_replicas_in_sync == 1:
+        return
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return
+    raise SettingsError(
+        f"--jit_compile cannot run under --strategy {strategy_name} with "
+        f"{strategy.num_replicas_in_sync} replicas (Keras compiles all replicas' step as one "
+        "XLA program, which XLA places on one device: keras-team/keras#19005); use "
+        f"--strategy {strategy_name} without --jit_compile, or --strategy one_device --jit_compile."
     )
 
 

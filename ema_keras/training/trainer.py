@@ -24,6 +24,7 @@ from ema_keras.models import EMANet
 from ema_keras.optimizers import ParameterGroupSGD, parameter_groups
 from ema_keras.schedules import PolyDecay
 from ema_keras.training import checkpointing, curves, strategy as strategies
+from ema_keras.training.first_step import FirstStepTimer
 
 CONFIG_FILE = "train_config.json"
 LAST_MODEL_FILE = "last.keras"
@@ -150,9 +151,14 @@ def train(config, model_dir):
     Writes, on the chief: checkpoints (`checkpoints/`, resumed automatically),
     `last.keras`, `best.keras` (best validation mIoU), TensorBoard logs
     (`logs/`), `history.csv`, `training_curve.png` and `summary.json`.
-    Raises `checkpointing.TrainingDiverged` if the loss becomes NaN or Inf.
+    Settings that cannot run together raise `SettingsError` before anything
+    is written. Raises `checkpointing.TrainingDiverged` if the loss becomes
+    NaN or Inf. Running a finished training again trains nothing and keeps
+    what it recorded.
     """
+    first_step = FirstStepTimer()
     strategy = strategies.make_strategy(config.strategy, tpu_address=config.tpu_address)
+    strategies.check_jit_compile(strategy, config.jit_compile, config.strategy)
     chief = strategies.is_chief(strategy)
     resolver = getattr(strategy, "cluster_resolver", None)
     worker_id = resolver.task_id if resolver is not None and resolver.task_id is not None else 0
@@ -176,6 +182,8 @@ def train(config, model_dir):
     initial_epoch = initial_step // steps_per_epoch
     if initial_step:
         logging.info("Resuming from step %d (%s).", initial_step, checkpoint.latest)
+    if initial_epoch >= epochs:
+        return _finished_run(model, initial_step, model_dir, chief)
     targets = _label_targets(model)
 
     def dataset_fn(input_context):
@@ -208,7 +216,7 @@ def train(config, model_dir):
         _work_around_keras_multi_worker_fit(model, config, strategy)
 
     guard = checkpointing.CheckpointAndGuard(checkpoint)
-    callbacks = [guard]
+    callbacks = [first_step, guard]
     if chief:
         callbacks += [
             checkpointing.BestModelExport(
@@ -219,17 +227,15 @@ def train(config, model_dir):
             keras.callbacks.CSVLogger(os.path.join(model_dir, curves.HISTORY_FILE), append=True),
             keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
         ]
-    history = {}
-    if initial_epoch < epochs:
-        history = model.fit(
-            train_data,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation_data,
-            callbacks=callbacks,
-            verbose=config.verbose,
-        ).history
+    history = model.fit(
+        train_data,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    ).history
     guard.raise_if_diverged()
 
     step = int(model.optimizer.iterations.numpy())
@@ -237,12 +243,42 @@ def train(config, model_dir):
     monitor = _monitor_name(model)
     if history.get(monitor):
         val_mean_iou = float(history[monitor][-1])
+    summary = {
+        "step": step,
+        "val_mean_iou": val_mean_iou,
+        "first_step_seconds": first_step.seconds,
+    }
     if chief:
-        checkpointing.save_model_atomically(model, os.path.join(model_dir, LAST_MODEL_FILE))
-        curves.plot_training_curve(model_dir)
-        with open(os.path.join(model_dir, SUMMARY_FILE), "w") as file:
-            json.dump({"step": step, "val_mean_iou": val_mean_iou}, file, indent=2)
+        _write_final_outputs(model, model_dir, summary)
     return TrainResult(model, history, step, val_mean_iou, model_dir)
+
+
+def _write_final_outputs(model, model_dir, summary):
+    checkpointing.save_model_atomically(model, os.path.join(model_dir, LAST_MODEL_FILE))
+    curves.plot_training_curve(model_dir)
+    with open(os.path.join(model_dir, SUMMARY_FILE), "w") as file:
+        json.dump(summary, file, indent=2)
+
+
+def _finished_run(model, step, model_dir, chief):
+    """A run whose checkpoint is at its last step: its recorded result, nothing rewritten.
+
+    Only a run stopped between its last checkpoint and its final outputs gets
+    them written now (the validation mIoU then comes from history.csv).
+    """
+    logging.info("%s is already trained to its last step (%d).", model_dir, step)
+    summary_path = os.path.join(model_dir, SUMMARY_FILE)
+    if os.path.isfile(summary_path):
+        with open(summary_path) as file:
+            summary = json.load(file)
+    else:
+        history_path = os.path.join(model_dir, curves.HISTORY_FILE)
+        rows = curves.read_history(model_dir) if os.path.isfile(history_path) else {}
+        scores = [row[_monitor_name(model)] for row in rows.values() if _monitor_name(model) in row]
+        summary = {"step": step, "val_mean_iou": scores[-1] if scores else None}
+        if chief:
+            _write_final_outputs(model, model_dir, summary)
+    return TrainResult(model, {}, step, summary.get("val_mean_iou"), model_dir)
 
 
 def load_config(model_dir):

@@ -16,7 +16,7 @@ from ema_keras.training.strategy import make_strategy
 from tests.replica_testing import assert_identical_on_every_replica
 
 
-@pytest.mark.parametrize("mixed_precision", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("mixed_precision", ["float32", "mixed_float16", "mixed_bfloat16"])
 def test_every_variable_is_identical_on_every_replica(tiny_config, tmp_path, mixed_precision):
     config = tiny_config(strategy="mirrored", steps=3, steps_per_checkpoint=3,
                          mixed_precision=mixed_precision)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ema_keras.training import TrainingDiverged, checkpointing, curves, load_config, train
+from ema_keras.training import (
+    SettingsError,
+    TrainingDiverged,
+    checkpointing,
+    curves,
+    load_config,
+    train,
+)
 
 
 def test_chunk_plan_requires_a_checkpoint_at_the_end():
@@ -58,9 +65,24 @@ def test_run_writes_its_artifacts_and_a_reloadable_model(tiny_config, tmp_path):
     np.testing.assert_allclose(
         reloaded(images).numpy(), result.model(images, training=False).numpy(), atol=1e-5
     )
-    # Running the same command again resumes at the end and trains nothing more.
+    assert summary["first_step_seconds"] > 0
+    # Running the same command again resumes at the end, trains nothing more
+    # and keeps the recorded result and model.
+    recorded = {name: open(os.path.join(model_dir, name), "rb").read()
+                for name in ("summary.json", "last.keras", "best.keras")}
     again = train(tiny_config(validate=True, steps=2, steps_per_checkpoint=1), model_dir)
     assert again.step == 2 and again.history == {}
+    assert again.val_mean_iou == summary["val_mean_iou"]
+    for name, contents in recorded.items():
+        assert open(os.path.join(model_dir, name), "rb").read() == contents, name
+    # A run stopped after its last checkpoint but before its final files gets them.
+    os.remove(os.path.join(model_dir, "summary.json"))
+    os.remove(os.path.join(model_dir, "last.keras"))
+    finished = train(tiny_config(validate=True, steps=2, steps_per_checkpoint=1), model_dir)
+    assert finished.val_mean_iou == pytest.approx(summary["val_mean_iou"])
+    assert os.path.isfile(os.path.join(model_dir, "last.keras"))
+    with open(os.path.join(model_dir, "summary.json")) as file:
+        assert json.load(file)["val_mean_iou"] == pytest.approx(summary["val_mean_iou"])
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
@@ -84,12 +106,25 @@ def test_xla_and_mixed_precision_recipes_train(tiny_config, tmp_path):
         "xla": {"jit_compile": True},
         "float16": {"mixed_precision": "mixed_float16"},
         "bfloat16": {"mixed_precision": "mixed_bfloat16"},
+        "xla_float16": {"jit_compile": True, "mixed_precision": "mixed_float16"},
+        "xla_bfloat16": {"jit_compile": True, "mixed_precision": "mixed_bfloat16"},
     }.items():
         result = train(tiny_config(strategy="one_device", steps=1, **overrides), str(tmp_path / name))
         keras.mixed_precision.set_dtype_policy("float32")
         assert np.isfinite(result.history["loss"][0])
         assert result.model.get_layer("ema_unit").em_attention.bases.dtype == "float32"
         assert result.model.output.dtype == "float32"
+
+
+@pytest.mark.parametrize("mixed_precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_xla_across_replicas_is_refused_before_anything_is_written(
+    tiny_config, tmp_path, mixed_precision
+):
+    model_dir = tmp_path / "run"
+    config = tiny_config(strategy="mirrored", jit_compile=True, mixed_precision=mixed_precision)
+    with pytest.raises(SettingsError, match=r"--jit_compile .* --strategy mirrored .*one_device"):
+        train(config, str(model_dir))
+    assert not model_dir.exists()
 
 
 @pytest.mark.parametrize(
