@@ -96,6 +96,40 @@ def keras_step(preset, *, batch, crop, steps, mixed, xla, gpu, threads):
     return {"seconds": timing.best, "median_seconds": timing.median, "peak_bytes": peak.bytes}
 
 
+FIRST_STEP_CONFIGURATIONS = ("one_device", "mirrored", "mirrored_keras_sync_bn")
+
+
+def keras_first_step(preset, *, configuration, batch, crop, threads):
+    """Seconds from building the model to the end of `fit`'s first step, in this process.
+
+    The trainer's own path (`build_model`, `compile_model`, `fit` with its
+    `FirstStepTimer`) under `one_device` or `mirrored` (all GPUs, else two
+    logical CPUs). `mirrored_keras_sync_bn` swaps our synchronised BatchNorm
+    statistics for Keras' own (`BatchNormalization(synchronized=True)`), whose
+    trace walks the other replica's graph at every layer.
+    """
+    common.set_threads(threads)
+    import keras
+    import tensorflow as tf
+
+    from ema_keras.layers import SyncBatchNormalization
+    from ema_keras.training import get_recipe, make_strategy, trainer
+    from ema_keras.training.first_step import FirstStepTimer
+
+    strategy_name = "one_device" if configuration == "one_device" else "mirrored"
+    if configuration == "mirrored_keras_sync_bn":
+        SyncBatchNormalization._moments = keras.layers.BatchNormalization._moments
+    strategy = make_strategy(strategy_name)
+    config = get_recipe("voc_official", preset=preset, strategy=strategy_name, steps=10)
+    timer = FirstStepTimer()
+    with strategy.scope():
+        model = trainer.build_model(config)
+        trainer.compile_model(model, config)
+    data = tf.data.Dataset.from_tensors(random_batch(batch, crop)).repeat()
+    model.fit(data, steps_per_epoch=1, epochs=1, verbose=0, callbacks=[timer])
+    return {"seconds": timer.seconds, "replicas": strategy.num_replicas_in_sync}
+
+
 def torch_step(preset, *, batch, crop, steps, amp, gpu, threads):
     """The PyTorch reference's training step: seconds per step and peak bytes."""
     common.set_threads(threads, frameworks=("torch",))
@@ -176,6 +210,35 @@ def define_flags():
     flags.DEFINE_list(
         "threads", None, "CPU thread counts (default: all cores; also 1 with --quick on a CPU)."
     )
+    flags.DEFINE_bool("step_rates", True, "Time the training step configurations.")
+    flags.DEFINE_list(
+        "first_step",
+        list(FIRST_STEP_CONFIGURATIONS),
+        "Also time the wait for the first training step (build, trace, step) under these of "
+        f"{FIRST_STEP_CONFIGURATIONS}; empty to skip.",
+    )
+
+
+def print_first_step_table(preset, batch, crop, threads):
+    """Time to the first step per configuration, and its ratio to one_device's."""
+    seconds = {}
+    for name in FLAGS.first_step:
+        if name not in FIRST_STEP_CONFIGURATIONS:
+            raise app.UsageError(f"--first_step: {name!r} is not one of {FIRST_STEP_CONFIGURATIONS}.")
+        result = common.run_isolated(
+            keras_first_step, preset, configuration=name, batch=batch, crop=crop, threads=threads
+        )
+        seconds[name] = result["seconds"]
+        print(f"  first step, {name} ({result['replicas']} replica(s)): {result['seconds']:.1f} s",
+              flush=True)
+    baseline = seconds.get("one_device")
+    rows = [
+        [name, common.fmt(value, 1), common.fmt(value / baseline if baseline else None, 2)]
+        for name, value in seconds.items()
+    ]
+    print()
+    print(common.markdown_table(["first step", "seconds", "vs one_device (x)"], rows))
+    print()
 
 
 def main(argv):
@@ -209,6 +272,10 @@ def main(argv):
             },
         )
     )
+    if FLAGS.first_step:
+        print_first_step_table(preset, batch, crop, threads_list[-1])
+    if not FLAGS.step_rates:
+        return
     results = {}
     for threads in threads_list:
         for name in configurations:

@@ -59,3 +59,24 @@ def test_mirrored_follows_one_device_on_the_same_global_batch():
         scale = float(np.max(np.abs(expected.numpy()))) or 1.0
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4,
                                    atol=1e-5 * scale, err_msg=expected.path)
+
+
+def test_logged_validation_miou_is_the_saved_models(tiny_config, tmp_path):
+    """The mIoU `fit` logs under mirrored (half the images on each replica) is last.keras's.
+
+    Scored again on one device with the same protocol: every validation
+    image padded to `eval_pad_size` (label 255 there), single scale.
+    """
+    from ema_keras.data import pipeline, voc
+    from ema_keras.metrics import SegmentationMeanIoU
+
+    config = tiny_config(strategy="mirrored", steps=2, steps_per_checkpoint=2, validate=True)
+    model_dir = tmp_path / "run"
+    result = train(config, str(model_dir))
+    saved = keras.models.load_model(str(model_dir / "last.keras"), safe_mode=True)
+    metric = SegmentationMeanIoU(config.num_classes)
+    examples = voc.read_voc_split(voc.find_voc_root(config.data_dir), config.val_split)
+    for image, label in pipeline.eval_dataset(examples, pad_to=config.eval_pad_size):
+        metric.update_state(label, saved(image, training=False))
+    assert len(examples) == 4
+    np.testing.assert_allclose(float(metric.result()), result.val_mean_iou, rtol=1e-5)
