@@ -32,7 +32,8 @@ def main(worker_id, ports, data_dir, model_dir, output):
         verbose=0,
     )
     result = train(config, model_dir)
-    np.savez(output, **{w.path: w.numpy() for w in result.model.weights}, step=result.step)
+    variables = result.model.weights + result.model.optimizer.variables
+    np.savez(output, **{v.path: v.numpy() for v in variables}, step=result.step)
 
 
 if __name__ == "__main__":

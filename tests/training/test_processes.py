@@ -104,8 +104,11 @@ def test_two_workers_end_with_identical_weights_and_bases(small_demo_voc, tmp_pa
     chief, other = (np.load(path) for path in outputs)
     assert int(chief["step"]) == int(other["step"]) == 2
     assert set(chief.files) == set(other.files)
-    bases = [name for name in chief.files if name.endswith("bases")]
-    assert bases
+    # Model weights (kernels, biases, BN statistics, EMA bases) and optimizer
+    # state (momentum buffers, iterations) alike.
+    assert [name for name in chief.files if name.endswith("bases")]
+    assert [name for name in chief.files if name.endswith("_momentum")]
+    assert [name for name in chief.files if "moving_mean" in name]
     for name in chief.files:
         np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
     # The chief wrote the checkpoint; the other worker's scratch copy is gone.
