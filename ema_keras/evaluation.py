@@ -55,11 +55,14 @@ def evaluate(
     `examples` is anything `ema_keras.data.pipeline.eval_dataset` reads (a
     list of VOCExample, a TFRecord glob). Images are neither padded nor
     resized before scoring: predictions are made at (or resized back to) each
-    image's size, and pixels labelled 255 are ignored.
+    image's size, and pixels labelled 255 are ignored. A label holding other
+    ids than 0..num_classes-1 and 255 stops the evaluation with an error
+    naming its file, rather than having those pixels silently left out
+    (`ema_keras.data.preflight_check` finds them all before a run).
     """
     metric = SegmentationMeanIoU(num_classes)
     num_images = 0
-    for image, label in pipeline.eval_dataset(examples, batch_size=1):
+    for image, label in pipeline.eval_dataset(examples, batch_size=1, num_classes=num_classes):
         probabilities = predict_probabilities(
             model, image, scales=scales, flip=flip, window=window, stride=stride
         )

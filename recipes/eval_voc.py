@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import ema_keras  # noqa: F401  (registers the custom classes for load_model)
-from ema_keras.data import voc
+from ema_keras.data import preflight_check, voc
 from ema_keras.evaluation import evaluate
 from ema_keras.training import load_config, trainer
 
@@ -64,10 +64,15 @@ def main(argv):
     tf.get_logger().setLevel("WARNING")
     model_path = resolve_model_path(FLAGS.model, FLAGS.model_dir)
     voc_root, num_classes = resolve_data(FLAGS.data_dir, FLAGS.model_dir, FLAGS.num_classes)
+    examples = voc.read_voc_split(voc_root, FLAGS.split)
+    # Every file checked (or its pass remembered in the run's folder) before the model loads.
+    preflight_check(
+        examples, num_classes=num_classes, cache_dir=FLAGS.model_dir, what=f"{FLAGS.split} split"
+    )
     model = keras.models.load_model(model_path, safe_mode=True)
     result = evaluate(
         model,
-        voc.read_voc_split(voc_root, FLAGS.split),
+        examples,
         num_classes=num_classes,
         scales=tuple(float(s) for s in FLAGS.scales),
         flip=FLAGS.flip,

@@ -4,8 +4,10 @@ One image's way from disk to a batch: `voc.read_voc_split` (or the SBD and
 trainaug readers) lists the files, `decode` turns them into uint8 tensors in the
 graph, `pipeline.train_dataset` / `pipeline.eval_dataset` augment, pad, crop and
 normalise them. `tfrecords` and `tfds_builder` offer the same examples from
-TFRecord shards or `tfds.load`, `validate` checks a dataset before a long run,
-and `demo` draws a small learnable dataset in the VOC format.
+TFRecord shards or `tfds.load`, `validate` checks a dataset folder before a
+long run, `preflight` checks any source right before training or evaluation
+(the same checks, remembered per file fingerprint), and `demo` draws a small
+learnable dataset in the VOC format.
 """
 
 from ema_keras.data.decode import examples_dataset
@@ -16,6 +18,7 @@ from ema_keras.data.errors import (
     EmptySplitError,
     LabelValueError,
     MissingFileError,
+    PreflightError,
     SizeMismatchError,
     UnsupportedModeError,
 )
@@ -28,6 +31,7 @@ from ema_keras.data.pipeline import (
     normalize_image,
     train_dataset,
 )
+from ema_keras.data.preflight import PreflightResult, preflight_check, required_pad_size
 from ema_keras.data.tfrecords import read_tfrecords, write_tfrecords
 from ema_keras.data.validate import validate_dataset
 from ema_keras.data.voc import (
@@ -53,6 +57,8 @@ __all__ = [
     "MissingFileError",
     "NUM_CLASSES",
     "OFFICIAL_SCALES",
+    "PreflightError",
+    "PreflightResult",
     "SizeMismatchError",
     "UnsupportedModeError",
     "VOCExample",
@@ -63,10 +69,12 @@ __all__ = [
     "load_image",
     "load_label",
     "normalize_image",
+    "preflight_check",
     "read_aug_split",
     "read_sbd_split",
     "read_tfrecords",
     "read_voc_split",
+    "required_pad_size",
     "train_dataset",
     "trainaug_examples",
     "validate_dataset",

@@ -10,22 +10,28 @@ An example is a dict: `image_id` (string), `image` (H, W, 3) uint8 and
 
 Labels in PNGs are decoded without Python: TensorFlow's PNG decoder turns a
 palette PNG into colours, and the VOC colour map is inverted bit by bit back to
-the class id; single-channel PNGs hold the ids directly. Asserts in the graph
-name the file when a pixel format or a size is wrong (`ema-keras-validate`
-finds all of these and more before a run starts).
+the class id; single-channel PNGs hold the ids directly.
+
+Asserts in the graph name the file when a pixel format, a size or a class id
+is wrong, or when a file is cut short. TensorFlow's decoders fail on a
+truncated file with a message that cannot carry the path (an op's error is
+fixed C++ text), so the file's end is checked first, with the rules of
+`file_formats` that the checks before a run (`preflight`, `ema-keras-validate`)
+apply too: a cheap comparison of the last bytes, a scan only for files that
+do not end as usual. Any other damage in the middle of a file that TensorFlow's
+decoder still refuses surfaces as its own error; the preflight finds those.
 """
 
+import functools
 import glob
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from ema_keras.data import file_formats as formats
+from ema_keras.data import graph_checks as checks
 from ema_keras.data.voc import voc_colormap
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# IHDR of a PNG: byte 24 is the bit depth, byte 25 the colour type.
-_PNG_GRAYSCALE, _PNG_RGB, _PNG_PALETTE = 0, 2, 3
 
 TFRECORD_FEATURES = {
     "image/id": tf.io.FixedLenFeature([], tf.string),
@@ -36,8 +42,22 @@ TFRECORD_FEATURES = {
 }
 
 
-def _header_byte(encoded, offset):
-    return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, offset, 1), tf.uint8)[0], tf.int32)
+def _decode_jpeg(encoded, path):
+    with tf.control_dependencies([checks.assert_complete_jpeg(encoded, path)]):
+        return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def _decode_png_image(encoded, path):
+    bit_depth = checks.header_byte(encoded, formats.PNG_BIT_DEPTH_OFFSET)
+    color_type = checks.header_byte(encoded, formats.PNG_COLOR_TYPE_OFFSET)
+    supported = tf.logical_and(
+        tf.equal(bit_depth, 8),
+        tf.reduce_any(tf.equal(color_type, [formats.PNG_GRAYSCALE, formats.PNG_RGB])),
+    )
+    message = "image PNG must be 8-bit RGB or grayscale (no alpha, no palette):"
+    check_type = tf.debugging.Assert(supported, [message, path, bit_depth, color_type])
+    with tf.control_dependencies([check_type, checks.assert_complete_png(encoded, path)]):
+        return tf.io.decode_png(encoded, channels=3)
 
 
 def decode_image(encoded, path):
@@ -45,15 +65,15 @@ def decode_image(encoded, path):
 
     JPEGs are decoded with the accurate integer IDCT, which gives the same
     pixels as Pillow and OpenCV (the fast default differs by a few levels).
+    PNGs with alpha or a palette, of other than 8 bits, and files cut short
+    fail with an error naming `path`, as `image_io.load_image(strict=True)`.
     """
-    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
-    is_png = tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_SIGNATURE)
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), formats.JPEG_SIGNATURE)
+    is_png = tf.equal(tf.strings.substr(encoded, 0, 8), formats.PNG_SIGNATURE)
     check = tf.debugging.Assert(tf.logical_or(is_jpeg, is_png), ["not a JPEG or PNG image:", path])
     with tf.control_dependencies([check]):
         image = tf.cond(
-            is_jpeg,
-            lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_png(encoded, channels=3),
+            is_jpeg, lambda: _decode_jpeg(encoded, path), lambda: _decode_png_image(encoded, path)
         )
     image.set_shape([None, None, 3])
     return image
@@ -85,39 +105,32 @@ def colors_to_ids(rgb, path):
 
 def decode_label(encoded, path):
     """Label PNG bytes to (H, W) uint8 class ids (palette, 8-bit grayscale or VOC-coloured RGB)."""
-    is_png = tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_SIGNATURE)
+    is_png = tf.equal(tf.strings.substr(encoded, 0, 8), formats.PNG_SIGNATURE)
     check_png = tf.debugging.Assert(
         is_png, ["label is not a PNG (convert .mat labels first):", path]
     )
     with tf.control_dependencies([check_png]):
-        bit_depth = _header_byte(encoded, 24)
-        color_type = _header_byte(encoded, 25)
+        bit_depth = checks.header_byte(encoded, formats.PNG_BIT_DEPTH_OFFSET)
+        color_type = checks.header_byte(encoded, formats.PNG_COLOR_TYPE_OFFSET)
+        check_end = checks.assert_complete_png(encoded, path)
     supported = tf.logical_and(
         tf.equal(bit_depth, 8),
-        tf.reduce_any(tf.equal(color_type, [_PNG_GRAYSCALE, _PNG_RGB, _PNG_PALETTE])),
+        tf.reduce_any(
+            tf.equal(color_type, [formats.PNG_GRAYSCALE, formats.PNG_RGB, formats.PNG_PALETTE])
+        ),
     )
     check_type = tf.debugging.Assert(
         supported,
         ["label PNG must be 8-bit palette, grayscale or RGB:", path, bit_depth, color_type],
     )
-    with tf.control_dependencies([check_type]):
+    with tf.control_dependencies([check_type, check_end]):
         label = tf.cond(
-            tf.equal(color_type, _PNG_GRAYSCALE),
+            tf.equal(color_type, formats.PNG_GRAYSCALE),
             lambda: tf.io.decode_png(encoded, channels=1)[..., 0],
             lambda: colors_to_ids(tf.io.decode_png(encoded, channels=3), path),
         )
     label.set_shape([None, None])
     return label
-
-
-def check_sizes(image, label, path):
-    """Image and label of the same height and width, or an error naming the label file."""
-    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label)[:2]))
-    check = tf.debugging.Assert(
-        same, ["image and label sizes differ:", path, tf.shape(image)[:2], tf.shape(label)[:2]]
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(image), tf.identity(label)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -131,23 +144,26 @@ def _read_files(image_id, image_path, label_path):
     )
 
 
-def _decode_files(image_id, image_bytes, label_bytes, image_path, label_path):
+def _decode_files(image_id, image_bytes, label_bytes, image_path, label_path, *, num_classes):
     image = decode_image(image_bytes, image_path)
     label = decode_label(label_bytes, label_path)
-    image, label = check_sizes(image, label, label_path)
+    label = checks.check_label_values(label, num_classes, label_path)
+    image, label = checks.check_sizes(image, label, label_path)
     return {"image_id": image_id, "image": image, "label": label}
 
 
-def parse_tfrecord(serialized):
+def parse_tfrecord(file_name, serialized, *, num_classes=None):
+    """A record of `write_tfrecords` as an example dict; errors name the file and the id."""
     features = tf.io.parse_single_example(serialized, TFRECORD_FEATURES)
-    name = tf.strings.join(["tfrecord example ", features["image/id"]])
+    name = tf.strings.join([file_name, " example ", features["image/id"]])
     image = decode_image(features["image/encoded"], name)
     label = decode_label(features["label/encoded"], name)
-    image, label = check_sizes(image, label, name)
+    label = checks.check_label_values(label, num_classes, name)
+    image, label = checks.check_sizes(image, label, name)
     return {"image_id": features["image/id"], "image": image, "label": label}
 
 
-def _standardize_dict(example):
+def _standardize_dict(example, *, num_classes=None):
     """A dict of image_id, image and label (decoded, or still bytes) as our example dict."""
     image_id = example.get("image_id", tf.constant(""))
     image, label = example["image"], example["label"]
@@ -158,7 +174,9 @@ def _standardize_dict(example):
         label = decode_label(label, image_id)
     if label.shape.rank == 3:
         label = tf.squeeze(label, axis=-1)
-    image, label = check_sizes(tf.cast(image, tf.uint8), tf.cast(label, tf.uint8), image_id)
+    label = checks.check_label_values(label, num_classes, image_id)  # before a cast could wrap ids
+    image, label = tf.cast(image, tf.uint8), tf.cast(label, tf.uint8)
+    image, label = checks.check_sizes(image, label, image_id)
     return {"image_id": image_id, "image": image, "label": label}
 
 
@@ -175,30 +193,38 @@ def list_tfrecord_files(pattern):
     return files
 
 
-def source_dataset(source, *, input_context=None):
+def source_dataset(source, *, input_context=None, num_classes=None):
     """Undecoded elements of a list of VOCExample, a TFRecord pattern or a Dataset of dicts.
 
     Sharded by `input_context` (TFRecords by file when there are enough files,
     else by record). Returns (dataset, read_fn, decode_fn): `read_fn` turns an
     element into bytes (None when it already is bytes or decoded) and
     `decode_fn` turns that into the example dict, so that callers can shuffle
-    cheap elements (paths) and cache the read bytes before decoding.
+    cheap elements (paths) and cache the read bytes before decoding. With
+    `num_classes`, every decoded label is checked whole (ids < num_classes or
+    255) and an error names its file.
     """
     if isinstance(source, tf.data.Dataset):
-        return _shard(source, input_context), None, _standardize_dict
+        decode_fn = functools.partial(_standardize_dict, num_classes=num_classes)
+        return _shard(source, input_context), None, decode_fn
     if isinstance(source, (str, os.PathLike)):
         files = list_tfrecord_files(source)
+        decode_fn = functools.partial(parse_tfrecord, num_classes=num_classes)
+        files_dataset = tf.data.Dataset.from_tensor_slices(files)
+
+        def records_of(name):  # (file name, record) pairs, so that errors name the file
+            return tf.data.TFRecordDataset(name).map(lambda record: (name, record))
+
         if input_context is not None and len(files) >= input_context.num_input_pipelines:
-            files_dataset = _shard(tf.data.Dataset.from_tensor_slices(files), input_context)
-            records = files_dataset.interleave(
-                tf.data.TFRecordDataset,
+            records = _shard(files_dataset, input_context).interleave(
+                records_of,
                 cycle_length=4,
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )
         else:
-            records = _shard(tf.data.TFRecordDataset(files), input_context)
-        return records, None, parse_tfrecord
+            records = _shard(files_dataset.flat_map(records_of), input_context)
+        return records, None, decode_fn
     examples = list(source)
     if not examples:
         raise ValueError("examples is empty: nothing to read")
@@ -213,7 +239,7 @@ def source_dataset(source, *, input_context=None):
         for field in ("image_id", "image_path", "label_path")
     )
     dataset = _shard(tf.data.Dataset.from_tensor_slices(columns), input_context)
-    return dataset, _read_files, _decode_files
+    return dataset, _read_files, functools.partial(_decode_files, num_classes=num_classes)
 
 
 def apply(fn, element):
@@ -221,9 +247,15 @@ def apply(fn, element):
     return fn(*element) if isinstance(element, tuple) else fn(element)
 
 
-def examples_dataset(source, *, input_context=None):
-    """Decoded examples (dicts of image_id, image, label) in the source's order."""
-    dataset, read_fn, decode_fn = source_dataset(source, input_context=input_context)
+def examples_dataset(source, *, input_context=None, num_classes=None):
+    """Decoded examples (dicts of image_id, image, label) in the source's order.
+
+    With `num_classes`, labels holding other ids than 0..num_classes-1 and 255
+    fail with an error naming the file.
+    """
+    dataset, read_fn, decode_fn = source_dataset(
+        source, input_context=input_context, num_classes=num_classes
+    )
 
     @tf.autograph.experimental.do_not_convert
     def read_and_decode(*element):

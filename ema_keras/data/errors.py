@@ -37,3 +37,25 @@ class SizeMismatchError(DataError):
 
 class LabelValueError(DataError):
     """A label holding class ids >= num_classes that are not the ignore label 255."""
+
+
+class PreflightError(DataError):
+    """Every problem found in a source before a run, summarised on one line.
+
+    The message names the first few files and what is wrong with each, and how
+    many problems there are in all; `.problems` holds every DataError and
+    `.paths` the files they name, in order.
+    """
+
+    def __init__(self, problems, what="data", shown=3):
+        self.problems = list(problems)
+        self.paths = list(dict.fromkeys(problem.path for problem in self.problems))
+        self.path = self.paths[0]
+        listed = "; ".join(str(problem) for problem in self.problems[:shown])
+        more = len(self.problems) - shown
+        self.reason = (
+            f"{len(self.problems)} problem(s) in {len(self.paths)} file(s) of the {what}: "
+            + listed
+            + (f"; and {more} more" if more > 0 else "")
+        ).replace("\n", " ")
+        ValueError.__init__(self, self.reason)

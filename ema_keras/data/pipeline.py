@@ -21,7 +21,7 @@ import random
 import tensorflow as tf
 
 from ema_keras.data.decode import apply, source_dataset
-from ema_keras.data.voc import IGNORE_LABEL
+from ema_keras.data.voc import IGNORE_LABEL, NUM_CLASSES
 
 # In pixel units (0..255), as the uint8 images come; the usual 0..1 values x 255.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -122,6 +122,7 @@ def train_dataset(
     shuffle_buffer=1024,
     augmentation=None,
     num_parallel_calls=tf.data.AUTOTUNE,
+    num_classes=NUM_CLASSES,
 ):
     """Infinite batches of (image, label) random crops for training.
 
@@ -145,6 +146,8 @@ def train_dataset(
       augmentation: an optional callable on batches `(images, labels)` (images
         float32 in 0..255, labels int32, 255 = ignore) returning the same,
         applied before normalisation; see `ema_keras.data.augment`.
+      num_classes: every decoded label is checked whole, before the crop: an
+        id >= num_classes other than 255 fails naming the file (None: no check).
 
     Returns:
       A dataset of (image float32 (B, crop_h, crop_w, 3) normalised, label
@@ -170,7 +173,9 @@ def train_dataset(
     pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
     stream_seed = (int(seed) * 7919 + pipeline_id) % (2**31)
 
-    dataset, read_fn, decode_fn = source_dataset(examples, input_context=input_context)
+    dataset, read_fn, decode_fn = source_dataset(
+        examples, input_context=input_context, num_classes=num_classes
+    )
     if read_fn is not None and cache is not False:
         dataset = dataset.map(read_fn, num_parallel_calls=num_parallel_calls, deterministic=True)
         read_fn = None
@@ -216,6 +221,7 @@ def eval_dataset(
     input_context=None,
     with_metadata=False,
     cache=False,
+    num_classes=NUM_CLASSES,
 ):
     """Whole images for evaluation, in the source's order, one pass.
 
@@ -225,13 +231,18 @@ def eval_dataset(
     scoring the padded prediction equals scoring at the original size. Without
     it, batches of several images are padded the same way to the largest one.
 
+    Every label is checked whole: an id >= `num_classes` other than 255 fails
+    naming the file instead of being scored as nothing (None: no check).
+
     Yields (image float32 (B, H, W, 3), label int32 (B, H, W)), plus a dict of
     `image_id`, `height` and `width` (the original size) when `with_metadata`.
     """
     per_replica_batch = _per_replica_batch(batch_size, input_context)
     if pad_to is not None:
         pad_height, pad_width = _pair(pad_to, "pad_to")
-    dataset, read_fn, decode_fn = source_dataset(examples, input_context=input_context)
+    dataset, read_fn, decode_fn = source_dataset(
+        examples, input_context=input_context, num_classes=num_classes
+    )
     if read_fn is not None and cache is not False:
         dataset = dataset.map(read_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         read_fn = None

@@ -25,8 +25,12 @@ def _int_feature(value):
 
 
 def serialize_example(example):
-    """One VOCExample as a serialized tf.train.Example (reads and checks both files)."""
-    height, width = load_image(example.image_path).shape[:2]
+    """One VOCExample as a serialized tf.train.Example (reads and checks both files).
+
+    The image's bytes are kept as they are, so it must be one the graph
+    decoder reads (`strict`); the label is re-encoded as a PNG of ids.
+    """
+    height, width = load_image(example.image_path, strict=True).shape[:2]
     label = load_label(example.label_path)
     if label.shape != (height, width):
         raise SizeMismatchError(

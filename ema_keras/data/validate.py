@@ -9,62 +9,74 @@ image mode that is neither RGB nor convertible (grayscale and CMYK are
 converted; alpha, palette, 16-bit images are rejected), a label of another
 size than its image, class ids >= num_classes other than 255, a palette PNG
 whose palette is not VOC's (the graph decoder reads colours, so it would see
-other ids than the file's indices).
+other ids than the file's indices), a file the tf.data decoder would refuse
+(not JPEG/PNG, a PNG of other than 8 bits, a file cut short).
+
+`check_pair` is the one check of an example: the pre-training check
+(`ema_keras.data.preflight`) runs it too, on files, TFRecord bytes or decoded
+arrays, so that the two refuse the same files.
 """
 
 import argparse
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from typing import List, NamedTuple, Optional, Tuple
 
-from ema_keras.data.errors import (
-    DataError,
-    MissingFileError,
-    SizeMismatchError,
-    UnsupportedModeError,
-)
-from ema_keras.data.image_io import load_image, load_label, palette_mismatch
+from ema_keras.data.errors import DataError, MissingFileError, SizeMismatchError
+from ema_keras.data.image_io import load_image, load_label
 from ema_keras.data.voc import NUM_CLASSES, find_voc_root, read_voc_split, trainaug_examples
 
 
-def check_example(example, num_classes=NUM_CLASSES):
-    """The problems of one example's files (an empty list when it is fine)."""
+class PairCheck(NamedTuple):
+    problems: List[DataError]  # empty when the pair is fine
+    image_size: Optional[Tuple[int, int]]  # (height, width) when the image decodes
+
+
+def check_pair(
+    image, label, num_classes=NUM_CLASSES, *, image_name=None, label_name=None, image_id=None
+):
+    """The problems of one image and its label, each a path, the file's bytes or an array.
+
+    `image_name` / `label_name` name bytes and arrays in the errors (paths name
+    themselves). Both files are decoded whole with the `strict` rules of
+    `image_io`, which the tf.data decoder applies too, and every label id is
+    checked; a palette PNG must carry VOC's colours.
+    """
     problems = []
-    image = label = None
-    for path in (example.image_path, example.label_path):
-        if not os.path.isfile(path):
+    for source, name in ((image, image_name), (label, label_name)):
+        if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
             problems.append(
-                MissingFileError(path, f"listed for image id {example.image_id!r} but missing")
+                MissingFileError(name or source, f"listed for image id {image_id!r} but missing")
             )
     if problems:
-        return problems
+        return PairCheck(problems, None)
+    image_array = label_array = None
     try:
-        image = load_image(example.image_path)
+        image_array = load_image(image, name=image_name, strict=True)
     except DataError as error:
         problems.append(error)
     try:
-        label = load_label(example.label_path, num_classes=num_classes)
-        if not example.label_path.endswith(".mat"):
-            mismatched = palette_mismatch(example.label_path)
-            if mismatched:
-                problems.append(
-                    UnsupportedModeError(
-                        example.label_path,
-                        f"palette colours of ids {mismatched[:10]} differ from the VOC colour map; "
-                        "re-save with the VOC palette or as a grayscale PNG of ids",
-                    )
-                )
+        label_array = load_label(label, num_classes, name=label_name, strict=True)
     except DataError as error:
         problems.append(error)
-    if image is not None and label is not None and image.shape[:2] != label.shape:
+    size = None if image_array is None else tuple(int(n) for n in image_array.shape[:2])
+    if size is not None and label_array is not None and size != label_array.shape:
         problems.append(
             SizeMismatchError(
-                example.label_path,
-                f"label is {label.shape[0]}x{label.shape[1]} but image {example.image_path} "
-                f"is {image.shape[0]}x{image.shape[1]}",
+                label_name or label,
+                f"label is {label_array.shape[0]}x{label_array.shape[1]} but image "
+                f"{image_name or image} is {size[0]}x{size[1]}",
             )
         )
-    return problems
+    return PairCheck(problems, size)
+
+
+def check_example(example, num_classes=NUM_CLASSES):
+    """The problems of one VOCExample's files (an empty list when it is fine)."""
+    return check_pair(
+        example.image_path, example.label_path, num_classes, image_id=example.image_id
+    ).problems
 
 
 def _split_examples(voc_root, split, sbd_root, aug_dir):

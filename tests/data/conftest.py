@@ -90,3 +90,99 @@ def demo_root(tmp_path_factory):
     return write_demo_dataset(
         str(tmp_path_factory.mktemp("demo")), num_train=8, num_val=4, image_size=(40, 56)
     )
+
+
+def png_16bit_rgb(height, width, seed=0):
+    """A 48-bit RGB PNG, written by hand: Pillow opens it as 8-bit RGB without a word."""
+    import struct
+    import zlib
+
+    pixels = np.random.default_rng(seed).integers(0, 65536, size=(height, width, 3))
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _cut(path, keep):
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data[:keep(len(data))])
+
+
+def _resave(path, convert, **options):
+    image = Image.open(path)
+    image.load()
+    convert(image).save(path, **options)
+
+
+def _edit_label(path, edit):
+    label = np.asarray(Image.open(path)).copy()
+    save_palette_png(edit(label), path)
+
+
+def _foreign_palette(path):
+    image = Image.open(path)
+    palette = np.asarray(image.getpalette(), np.uint8).reshape(-1, 3)
+    image.putpalette(palette[::-1].tobytes())  # indices unchanged, colours not VOC's
+    image.save(path)
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _rgb_with_an_unknown_colour(path):
+    from ema_keras.data.voc import voc_colormap
+
+    rgb = voc_colormap()[np.asarray(Image.open(path))]
+    rgb[0, 0] = (7, 7, 7)
+    Image.fromarray(rgb).save(path)
+
+
+def _with_30_in_the_corner(label):
+    label[-1, -1] = 30
+    return label
+
+
+# kind -> (which file it spoils, how). Each leaves the other file of the example intact.
+BAD_FILES = {
+    "truncated_jpeg": ("image", lambda path: _cut(path, lambda n: n // 2)),
+    "jpeg_cut_after_header": ("image", lambda path: _cut(path, lambda n: 300)),
+    "truncated_png_label": ("label", lambda path: _cut(path, lambda n: n // 2)),
+    "png_label_without_iend": ("label", lambda path: _cut(path, lambda n: n - 12)),
+    "rgba_png_named_jpg": (
+        "image", lambda path: _resave(path, lambda i: i.convert("RGBA"), format="PNG")
+    ),
+    "palette_png_image": (
+        "image", lambda path: _resave(path, lambda i: i.convert("P"), format="PNG")
+    ),
+    "16_bit_png_image": (
+        "image", lambda path: _write_bytes(path, png_16bit_rgb(*Image.open(path).size[::-1]))
+    ),
+    "not_an_image": ("image", lambda path: _write_bytes(path, b"not a jpeg at all")),
+    "label_value_30_in_a_corner": ("label", lambda path: _edit_label(path, _with_30_in_the_corner)),
+    "size_mismatch": ("label", lambda path: _edit_label(path, lambda label: label[:, :-3])),
+    "foreign_palette": ("label", _foreign_palette),
+    "rgb_label_with_an_unknown_colour": ("label", _rgb_with_an_unknown_colour),
+    "missing_label": ("label", os.remove),
+}
+
+
+def spoil(voc_root, image_id, kind):
+    """Makes one file of `image_id` bad in the way `kind` says; returns that file's path."""
+    which, spoil_file = BAD_FILES[kind]
+    folder, extension = ("JPEGImages", "jpg") if which == "image" else ("SegmentationClass", "png")
+    path = os.path.join(voc_root, folder, f"{image_id}.{extension}")
+    spoil_file(path)
+    return path
