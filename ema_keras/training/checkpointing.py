@@ -17,6 +17,8 @@ import os
 import keras
 import tensorflow as tf
 
+from ema_keras.training.config import SettingsError
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint was kept."""
@@ -64,12 +66,12 @@ class TrainingCheckpoint:
 def chunk_plan(total_steps, steps_per_checkpoint):
     """(epochs, steps_per_epoch) for fit, each epoch ending on a checkpoint."""
     if total_steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {total_steps}.")
+        raise SettingsError(f"--steps must be >= 1, got {total_steps}.")
     if steps_per_checkpoint < 1:
-        raise ValueError(f"--steps_per_checkpoint must be >= 1, got {steps_per_checkpoint}.")
+        raise SettingsError(f"--steps_per_checkpoint must be >= 1, got {steps_per_checkpoint}.")
     steps_per_checkpoint = min(steps_per_checkpoint, total_steps)
     if total_steps % steps_per_checkpoint:
-        raise ValueError(
+        raise SettingsError(
             f"--steps ({total_steps}) must be a multiple of --steps_per_checkpoint "
             f"({steps_per_checkpoint}) so that the run ends on a checkpoint."
         )

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from ema_keras import weights
+from ema_keras import data, weights
 from ema_keras.data import demo, image_io, pipeline, voc
 from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 from ema_keras.metrics import SegmentationMeanIoU
@@ -24,6 +24,7 @@ from ema_keras.models import EMANet
 from ema_keras.optimizers import ParameterGroupSGD, parameter_groups
 from ema_keras.schedules import PolyDecay
 from ema_keras.training import checkpointing, curves, strategy as strategies
+from ema_keras.training.config import SettingsError
 from ema_keras.training.first_step import FirstStepTimer
 
 CONFIG_FILE = "train_config.json"
@@ -49,15 +50,42 @@ def resolve_data_dir(config, model_dir):
 
 
 def training_examples(config, voc_root, model_dir):
+    """The training source, every file checked (see `data.preflight_check`) and readable in-graph.
+
+    The check runs before anything is converted or trained, and its verdict
+    is cached in `model_dir` by the files' fingerprint, so a resumed run does
+    not decode the dataset again.
+    """
     if config.train_tfrecords:
-        return config.train_tfrecords
-    if config.train_split == "trainaug":
-        examples = voc.trainaug_examples(
-            voc_root, sbd_root=config.sbd_dir, aug_dir=config.aug_dir
-        )
+        source = config.train_tfrecords
+    elif config.train_split == "trainaug":
+        source = voc.trainaug_examples(voc_root, sbd_root=config.sbd_dir, aug_dir=config.aug_dir)
+    else:
+        source = voc.read_voc_split(voc_root, config.train_split)
+    data.preflight_check(
+        source, num_classes=config.num_classes, cache_dir=model_dir, what="training data"
+    )
+    if config.train_split == "trainaug" and not config.train_tfrecords:
         # `.mat` labels cannot be decoded in the tf.data graph: PNGs, once.
-        return image_io.convert_sbd_to_png(examples, os.path.join(model_dir, "sbd_labels"))
-    return voc.read_voc_split(voc_root, config.train_split)
+        return image_io.convert_sbd_to_png(
+            source, os.path.join(model_dir, "sbd_labels"), num_classes=config.num_classes
+        )
+    return source
+
+
+def validation_examples(config, voc_root, model_dir):
+    """The validation split, checked like the training data; refuses a too small `eval_pad_size`."""
+    examples = voc.read_voc_split(voc_root, config.val_split)
+    checked = data.preflight_check(
+        examples, num_classes=config.num_classes, cache_dir=model_dir, what="validation data"
+    )
+    height, width = data.required_pad_size(checked)
+    if config.eval_pad_size < max(height, width):
+        raise SettingsError(
+            f"--eval_pad_size={config.eval_pad_size} is smaller than the largest validation image "
+            f"({height}x{width}); use --eval_pad_size={max(height, width)} or more."
+        )
+    return examples
 
 
 def build_model(config):
@@ -162,15 +190,16 @@ def train(config, model_dir):
     chief = strategies.is_chief(strategy)
     resolver = getattr(strategy, "cluster_resolver", None)
     worker_id = resolver.task_id if resolver is not None and resolver.task_id is not None else 0
+    epochs, steps_per_epoch = checkpointing.chunk_plan(config.steps, config.steps_per_checkpoint)
+    voc_root = resolve_data_dir(config, model_dir)
+    train_source = training_examples(config, voc_root, model_dir)
+    val_examples = validation_examples(config, voc_root, model_dir) if config.validate else None
     os.makedirs(model_dir, exist_ok=True)
     if chief:
         with open(os.path.join(model_dir, CONFIG_FILE), "w") as file:
             json.dump(dataclasses.asdict(config), file, indent=2)
 
     keras.mixed_precision.set_dtype_policy(config.mixed_precision)
-    voc_root = resolve_data_dir(config, model_dir)
-    train_source = training_examples(config, voc_root, model_dir)
-    epochs, steps_per_epoch = checkpointing.chunk_plan(config.steps, config.steps_per_checkpoint)
 
     with strategy.scope():
         model = build_model(config)
@@ -197,6 +226,7 @@ def train(config, model_dir):
             seed=config.seed + initial_step,
             input_context=input_context,
             cache=config.cache_dataset,
+            num_classes=config.num_classes,
         )
         return dataset.map(targets) if targets else dataset
 
@@ -204,10 +234,11 @@ def train(config, model_dir):
     validation_data = None
     if config.validate:
         validation_data = pipeline.eval_dataset(
-            voc.read_voc_split(voc_root, config.val_split),
+            val_examples,
             batch_size=strategy.num_replicas_in_sync,
             pad_to=config.eval_pad_size,
             cache=config.cache_dataset,
+            num_classes=config.num_classes,
         )
         if targets:
             validation_data = validation_data.map(targets)

@@ -1,16 +1,20 @@
+import dataclasses
 import json
 import os
+import re
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from ema_keras.data.errors import DataError
 from ema_keras.training import (
     SettingsError,
     TrainingDiverged,
     checkpointing,
     curves,
+    get_recipe,
     load_config,
     train,
 )
@@ -199,3 +203,61 @@ def test_trainaug_from_a_raw_sbd_folder_trains_on_converted_labels(tmp_path):
     assert again == examples
     assert {p: os.stat(p).st_mtime_ns for p in written} == written
     assert train(config, model_dir).step == 1
+
+
+@pytest.mark.parametrize("kind", ["truncated_jpeg", "rgba_png_named_jpg", "label_value_30_in_a_corner"])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_training_refuses_a_bad_file_before_writing_anything(tmp_path, kind, split):
+    from tests.data.conftest import spoil, write_voc
+
+    voc_root, _ = write_voc(str(tmp_path), {"train": ["a1", "a2", "a3"], "val": ["v1", "v2"]})
+    bad = spoil(voc_root, "a2" if split == "train" else "v2", kind)
+    model_dir = tmp_path / "run"
+    config = get_recipe("demo", data_dir=voc_root, crop_size=32, global_batch_size=2, steps=1,
+                        steps_per_checkpoint=1, validate=True, eval_pad_size=64, verbose=0,
+                        strategy="one_device")
+    with pytest.raises(DataError, match=re.escape(bad)):
+        train(config, str(model_dir))
+    # At most the verdict on the other split, which passed (a cache, not an output).
+    written = sorted(p.name for p in model_dir.iterdir()) if model_dir.exists() else []
+    assert written in ([], ["data_check.json"]), written
+
+
+def test_eval_pad_size_smaller_than_a_validation_image_is_refused_up_front(tmp_path):
+    from tests.data.conftest import write_voc
+
+    from PIL import Image
+
+    voc_root, _ = write_voc(str(tmp_path), {"train": ["a1", "a2"], "val": ["v1", "v2"]})
+    sizes = [Image.open(os.path.join(voc_root, "JPEGImages", f"{i}.jpg")).size for i in ("v1", "v2")]
+    needed = max(max(w for w, _ in sizes), max(h for _, h in sizes))
+    config = get_recipe("demo", data_dir=voc_root, crop_size=32, global_batch_size=2, steps=1,
+                        steps_per_checkpoint=1, validate=True, eval_pad_size=needed - 1, verbose=0,
+                        strategy="one_device")
+    with pytest.raises(SettingsError, match=rf"--eval_pad_size={needed - 1} .*--eval_pad_size={needed} "):
+        train(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "train_config.json")
+    assert train(dataclasses.replace(config, eval_pad_size=needed), str(tmp_path / "run")).step == 1
+
+
+@pytest.mark.slow
+def test_train_voc_cli_names_the_bad_file_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.data.conftest import spoil, write_voc
+
+    voc_root, _ = write_voc(str(tmp_path), {"train": ["a1", "a2"], "val": ["v1"]})
+    bad = spoil(voc_root, "a1", "truncated_jpeg")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    model_dir = tmp_path / "run"
+    command = [sys.executable, os.path.join(repo, "recipes", "train_voc.py"), "--recipe=demo",
+               f"--data_dir={voc_root}", f"--model_dir={model_dir}", "--strategy=mirrored",
+               "--steps=1", "--steps_per_checkpoint=1", "--crop_size=32", "--eval_pad_size=64"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("train_voc.py:")]
+    assert len(errors) == 1 and bad in errors[0], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert not (model_dir / "train_config.json").exists()
