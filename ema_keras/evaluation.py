@@ -48,6 +48,7 @@ def evaluate(
     flip=False,
     window=None,
     stride=None,
+    pad_to=None,
     class_names=None,
 ):
     """Runs `model` on every example at its own size and accumulates the IoU.
@@ -55,14 +56,20 @@ def evaluate(
     `examples` is anything `ema_keras.data.pipeline.eval_dataset` reads (a
     list of VOCExample, a TFRecord glob). Images are neither padded nor
     resized before scoring: predictions are made at (or resized back to) each
-    image's size, and pixels labelled 255 are ignored. A label holding other
+    image's size, and pixels labelled 255 are ignored. `pad_to=(H, W)` (or
+    an int) instead pads every image bottom/right with the mean (label 255)
+    to that size first, the protocol of the validation during training
+    (`TrainConfig.eval_pad_size`): the model then sees the padding too, so
+    the score differs slightly from the one at each image's own size. A label holding other
     ids than 0..num_classes-1 and 255 stops the evaluation with an error
     naming its file, rather than having those pixels silently left out
     (`ema_keras.data.preflight_check` finds them all before a run).
     """
     metric = SegmentationMeanIoU(num_classes)
     num_images = 0
-    for image, label in pipeline.eval_dataset(examples, batch_size=1, num_classes=num_classes):
+    for image, label in pipeline.eval_dataset(
+        examples, batch_size=1, pad_to=pad_to, num_classes=num_classes
+    ):
         probabilities = predict_probabilities(
             model, image, scales=scales, flip=flip, window=window, stride=stride
         )
@@ -77,5 +84,11 @@ def evaluate(
         per_class_iou=[float(v) for v in np.asarray(metric.per_class_iou())],
         class_names=list(class_names),
         num_images=num_images,
-        settings={"scales": list(scales), "flip": flip, "window": window, "stride": stride},
+        settings={
+            "scales": list(scales),
+            "flip": flip,
+            "window": window,
+            "stride": stride,
+            "pad_to": pad_to,
+        },
     )

@@ -9,17 +9,18 @@ Prints the per-class IoU table (markdown) and the mean IoU.
 
 import json
 import os
+import sys
 
 # TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-import keras  # noqa: E402
-import tensorflow as tf
+import tensorflow as tf  # noqa: E402
 from absl import app, flags
 
-import ema_keras  # noqa: F401  (registers the custom classes for load_model)
 from ema_keras.data import preflight_check, voc
+from ema_keras.data.errors import DataError
 from ema_keras.evaluation import evaluate
+from ema_keras.model_files import InvalidModelFileError, load_keras_model
 from ema_keras.training import load_config, trainer
 
 flags.DEFINE_string("model", None, "A .keras model file (default: best.keras or last.keras of --model_dir).")
@@ -31,6 +32,13 @@ flags.DEFINE_list("scales", ["1.0"], "Inference scales, e.g. 0.5,0.75,1.0,1.25,1
 flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
 flags.DEFINE_integer("window", None, "Sliding-window size in pixels (default: whole image).")
 flags.DEFINE_integer("stride", None, "Sliding-window stride (default: 2/3 of the window).")
+flags.DEFINE_integer(
+    "pad_to",
+    None,
+    "Pad every image to NxN (the mean; label 255 there) before predicting, as the validation "
+    "during training does with --eval_pad_size N: reproduces summary.json's val_mean_iou for "
+    "last.keras. Default: each image at its own size (the paper's protocol).",
+)
 flags.DEFINE_string("output_json", None, "Write the result as JSON here.")
 flags.DEFINE_string("output_markdown", None, "Write the per-class table here.")
 FLAGS = flags.FLAGS
@@ -62,6 +70,15 @@ def resolve_data(data_dir, model_dir, num_classes):
 def main(argv):
     del argv
     tf.get_logger().setLevel("WARNING")
+    try:
+        evaluate_from_flags()
+    except (FileNotFoundError, InvalidModelFileError, DataError) as error:
+        # One line naming the file; a traceback would not help.
+        print(f"eval_voc.py: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def evaluate_from_flags():
     model_path = resolve_model_path(FLAGS.model, FLAGS.model_dir)
     voc_root, num_classes = resolve_data(FLAGS.data_dir, FLAGS.model_dir, FLAGS.num_classes)
     examples = voc.read_voc_split(voc_root, FLAGS.split)
@@ -69,7 +86,7 @@ def main(argv):
     preflight_check(
         examples, num_classes=num_classes, cache_dir=FLAGS.model_dir, what=f"{FLAGS.split} split"
     )
-    model = keras.models.load_model(model_path, safe_mode=True)
+    model = load_keras_model(model_path)
     result = evaluate(
         model,
         examples,
@@ -78,6 +95,7 @@ def main(argv):
         flip=FLAGS.flip,
         window=FLAGS.window,
         stride=FLAGS.stride,
+        pad_to=FLAGS.pad_to,
     )
     table = result.to_markdown()
     print(f"{model_path} on {FLAGS.split} ({result.num_images} images), {result.settings}:")

@@ -250,6 +250,7 @@ def test_eval_recipe_refuses_a_bad_label_before_loading_the_model(voc_fixture, t
         env=dict(os.environ, PYTHONPATH=repo),
         timeout=300,
     )
-    assert result.returncode != 0
-    assert f"PreflightError: 1 problem(s) in 1 file(s) of the val split: {path}" in result.stderr
+    assert result.returncode == 1
+    assert f"eval_voc.py: 1 problem(s) in 1 file(s) of the val split: {path}" in result.stderr
     assert "[30]" in result.stderr and "no_such_model" not in result.stderr
+    assert "Traceback" not in result.stderr
