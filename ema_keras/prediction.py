@@ -2,7 +2,9 @@
 
 Each image gets two files in the output folder: `<stem>.png`, its class ids as
 a VOC-palette PNG, and `<stem>_overlay.jpg`, the classes blended over the image
-(JPEG). Images whose stems another input shares (`a.jpg`, `a.png`, compared
+(JPEG); with attention maps asked for, also `<stem>_attention.png`, the EMA
+unit's bases of largest mass as heat maps over the image (`attention_maps`).
+Images whose stems another input shares (`a.jpg`, `a.png`, compared
 ignoring case) keep their extension in the name (`a_jpg.png`, `a_png.png`); if
 that is still not enough (the same file name in two folders), the name of the
 parent folder is put first (`day1_a_jpg.png`).
@@ -20,6 +22,7 @@ import os
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from ema_keras.attention_maps import DEFAULT_NUM_BASES, AttentionMapper, attention_grid
 from ema_keras.data.errors import DataError, MissingFileError
 from ema_keras.data.image_io import load_image
 from ema_keras.data.pipeline import normalize_image
@@ -30,6 +33,7 @@ from ema_keras.visualize import overlay
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 LABEL_SUFFIX = ".png"
 OVERLAY_SUFFIX = "_overlay.jpg"
+ATTENTION_SUFFIX = "_attention.png"
 # Written into every output, so that a re-run may replace its own files and nobody else's.
 OUTPUT_MARKER = "ema-keras prediction"
 
@@ -47,6 +51,12 @@ class PlannedOutput:
     image_path: str
     label_path: str
     overlay_path: str
+    attention_path: str | None = None  # only when attention maps are asked for
+
+    @property
+    def output_paths(self):
+        paths = (self.label_path, self.overlay_path, self.attention_path)
+        return tuple(path for path in paths if path is not None)
 
 
 def list_images(inputs):
@@ -111,8 +121,10 @@ def output_names(image_paths):
                 levels[index] = min(levels[index] + 1, 2)
 
 
-def plan_predictions(inputs, output_dir):
-    """Where each image's label map and overlay go, checked before anything is written.
+def plan_predictions(inputs, output_dir, *, attention_maps=False):
+    """Where each image's outputs go, checked before anything is written.
+
+    With `attention_maps`, each image also gets `<name>_attention.png`.
 
     Returns:
         A list of `PlannedOutput`, one per image.
@@ -129,13 +141,14 @@ def plan_predictions(inputs, output_dir):
             path,
             os.path.join(output_dir, name + LABEL_SUFFIX),
             os.path.join(output_dir, name + OVERLAY_SUFFIX),
+            os.path.join(output_dir, name + ATTENTION_SUFFIX) if attention_maps else None,
         )
         for path, name in zip(image_paths, output_names(image_paths))
     ]
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise OutputConflictError(output_dir, f"output_dir {output_dir} is a file, not a folder")
     inputs_by_key = {_file_key(path): path for path in image_paths}
-    outputs = [path for item in plan for path in (item.label_path, item.overlay_path)]
+    outputs = [path for item in plan for path in item.output_paths]
     for path in outputs:
         if _file_key(path) in inputs_by_key:
             raise OutputConflictError(
@@ -143,6 +156,7 @@ def plan_predictions(inputs, output_dir):
                 f"writing {path} would overwrite the input {inputs_by_key[_file_key(path)]}: "
                 "choose an output_dir that holds no input",
             )
+    _refuse_shared_outputs(plan)
     output_folder = _file_key(output_dir)
     for path in image_paths:
         # The folder the path names, and the one its file really lives in.
@@ -161,6 +175,21 @@ def plan_predictions(inputs, output_dir):
     return plan
 
 
+def _refuse_shared_outputs(plan):
+    # One image's attention grid can be another's label map: a_attention.png is the
+    # label map of an input named a_attention.jpg.
+    owners = {}
+    for item in plan:
+        for path in item.output_paths:
+            owner = owners.setdefault(path.lower(), item.image_path)
+            if owner != item.image_path:
+                raise OutputConflictError(
+                    item.image_path,
+                    f"inputs {owner} and {item.image_path} would both be written as {path}: "
+                    "predict them into separate output_dirs",
+                )
+
+
 def predict_label_map(model, image, **inference_options):
     """(H, W, 3) uint8 RGB -> (H, W) uint8 class ids at the image's size."""
     batch = normalize_image(np.asarray(image)[None])
@@ -168,11 +197,22 @@ def predict_label_map(model, image, **inference_options):
     return np.argmax(probabilities[0], axis=-1).astype(np.uint8)
 
 
-def write_predictions(model, plan, **inference_options):
-    """Writes the label map and the overlay of every image of `plan` (`plan_predictions`).
+def write_predictions(model, plan, *, attention_bases=DEFAULT_NUM_BASES, **inference_options):
+    """Writes the outputs of every image of `plan` (`plan_predictions`).
 
+    Attention grids (where planned) show the `attention_bases` bases of largest
+    mass, computed on the whole image at scale 1 whatever the inference options.
     Returns the list of label-map paths written.
+
+    Raises:
+        MissingAttentionUnitError, ValueError: attention grids are planned and
+            the model has no EMA unit, or `attention_bases` < 1 (before anything
+            is written).
     """
+    wants_attention = any(item.attention_path for item in plan)
+    if wants_attention and int(attention_bases) < 1:
+        raise ValueError(f"attention_bases must be >= 1, got {attention_bases}")
+    mapper = AttentionMapper(model) if wants_attention else None
     for folder in sorted({os.path.dirname(item.label_path) for item in plan}):
         os.makedirs(folder or ".", exist_ok=True)
     for item in plan:
@@ -182,17 +222,24 @@ def write_predictions(model, plan, **inference_options):
         Image.fromarray(overlay(image, label)).save(
             item.overlay_path, format="JPEG", quality=90, comment=OUTPUT_MARKER
         )
+        if item.attention_path:
+            grid = attention_grid(image, mapper(image), attention_bases)
+            _save_png(Image.fromarray(grid), item.attention_path)
     return [item.label_path for item in plan]
 
 
-def predict_files(model, inputs, output_dir, **inference_options):
+def predict_files(model, inputs, output_dir, *, attention_maps=False, **options):
     """Writes `<name>.png` (VOC palette label map) and `<name>_overlay.jpg` per image.
+
+    With `attention_maps`, also `<name>_attention.png` (`attention_bases=` says
+    how many bases; see `write_predictions`).
 
     Output names and the checks that refuse to overwrite anything are those of
     `plan_predictions`; nothing is written when it refuses. Returns the list of
     label-map paths written.
     """
-    return write_predictions(model, plan_predictions(inputs, output_dir), **inference_options)
+    plan = plan_predictions(inputs, output_dir, attention_maps=attention_maps)
+    return write_predictions(model, plan, **options)
 
 
 def _file_key(path):
@@ -204,6 +251,10 @@ def _save_label_map(label, path):
     label = np.ascontiguousarray(label, dtype=np.uint8)
     image = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
     image.putpalette(voc_colormap().tobytes())
+    _save_png(image, path)
+
+
+def _save_png(image, path):
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", OUTPUT_MARKER)
     image.save(path, format="PNG", pnginfo=info)

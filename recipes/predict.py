@@ -1,12 +1,15 @@
 """Segments images: a label map (palette PNG) and a colour overlay (JPEG) per image.
 
     python recipes/predict.py --model runs/demo/best.keras \
-        --inputs photo.jpg,more_photos/ --output_dir predictions/
+        --inputs photo.jpg,more_photos/ --output_dir predictions/ [--attention_maps]
 
 For each image, --output_dir gets <stem>.png (class ids, VOC palette) and
 <stem>_overlay.jpg (the classes blended over the image). Images sharing a stem
 (a.jpg, a.png) keep their extension in the name: a_jpg.png, a_jpg_overlay.jpg;
 the same file name in two folders also gets its folder's name: day1_a_jpg.png.
+With --attention_maps, <stem>_attention.png too: the EMA unit's
+--attention_bases bases of largest mass, each as a heat map of its
+responsibilities over the image, largest first (whole image, scale 1).
 
 Nothing given is overwritten: --output_dir must hold none of the inputs, and a
 file already there is only replaced if predict wrote it. Every output path is
@@ -23,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import tensorflow as tf
 from absl import app, flags
 
+from ema_keras.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
 from ema_keras.data.errors import DataError
 from ema_keras.model_files import InvalidModelFileError, load_keras_model
 from ema_keras.prediction import OutputConflictError, plan_predictions, write_predictions
@@ -38,6 +42,19 @@ flags.DEFINE_string(
 flags.DEFINE_list("scales", ["1.0"], "Inference scales.")
 flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
 flags.DEFINE_integer("window", None, "Sliding-window size (default: whole image).")
+flags.DEFINE_boolean(
+    "attention_maps",
+    False,
+    "Also write <stem>_attention.png: the EMA unit's bases of largest mass as heat maps "
+    "over the image (computed on the whole image at scale 1).",
+)
+flags.DEFINE_integer(
+    "attention_bases",
+    DEFAULT_NUM_BASES,
+    "How many bases --attention_maps shows per image, largest mass first (at most the "
+    "model's number of bases).",
+    lower_bound=1,
+)
 FLAGS = flags.FLAGS
 
 DATA_ERROR = 1  # a missing or unreadable model or image
@@ -53,7 +70,9 @@ def main(argv):
         raise app.UsageError(f"--scales takes numbers, got {FLAGS.scales}", USAGE_ERROR) from None
     try:
         # Planned and checked first: a refusal costs no model load and writes nothing.
-        plan = plan_predictions(FLAGS.inputs, FLAGS.output_dir)
+        plan = plan_predictions(
+            FLAGS.inputs, FLAGS.output_dir, attention_maps=FLAGS.attention_maps
+        )
         model = load_keras_model(FLAGS.model)
         written = write_predictions(
             model,
@@ -61,14 +80,18 @@ def main(argv):
             scales=scales,
             flip=FLAGS.flip,
             window=FLAGS.window,
+            attention_bases=FLAGS.attention_bases,
         )
     except OutputConflictError as error:
         print(f"predict: {error}", file=sys.stderr)
         return USAGE_ERROR
-    except (FileNotFoundError, InvalidModelFileError, DataError) as error:
+    except (
+        FileNotFoundError, InvalidModelFileError, DataError, MissingAttentionUnitError
+    ) as error:
         print(f"predict: {error}", file=sys.stderr)
         return DATA_ERROR
-    print(f"Wrote {len(written)} label maps (and overlays) to {FLAGS.output_dir}")
+    extras = "overlays, attention maps" if FLAGS.attention_maps else "overlays"
+    print(f"Wrote {len(written)} label maps (and {extras}) to {FLAGS.output_dir}")
     return 0
 
 
