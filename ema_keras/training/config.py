@@ -50,6 +50,7 @@ class TrainConfig:
     mixed_precision: str = "float32"
     jit_compile: bool = False
     steps_per_checkpoint: int = 1_000
+    log_every_steps: int = 20  # TensorBoard scalars (loss, mIoU, learning rate)
     validate: bool = True
     eval_pad_size: int = 513  # VOC images are at most 500 x 500
     seed: int = 0
