@@ -1,11 +1,18 @@
 """Optional extra augmentations from Keras' own preprocessing layers, 255-safe.
 
 Not part of the official EMANet recipe (scale, crop, flip); offered for small
-datasets such as the demo set. Keras 3's core image layers take a dict of
-`images` and `segmentation_masks`, apply the same random transform to both and
-use nearest-neighbour sampling for the masks, so they serve here without
-keras-cv (whose 0.9 release returns float masks and whose RandomCrop rejects
-masks). Two details would lose the ignore label and are handled:
+datasets such as the demo set. The `augmentation=` hook of
+`ema_keras.data.pipeline.train_dataset` speaks Keras' own format, a dict of
+`images` and `segmentation_masks`, so a Keras core image layer (which applies
+the same random transform to both and samples the masks nearest-neighbour)
+plugs in as it is: `augmentation=keras.layers.RandomRotation(0.05)`. With its
+default `fill_mode="reflect"` every pixel keeps a real label.
+
+`KerasAugmentation` bundles a few of those layers for the case where uncovered
+pixels should be ignored rather than reflected (`fill_mode="constant"`), which
+serves here without keras-cv (whose 0.9 release returns float masks and whose
+RandomCrop rejects masks). Two details would lose the ignore label and are
+handled:
 
 - geometric layers fill uncovered pixels with one constant (0 by default,
   i.e. background): the mask goes in shifted by +1, so that the fill 0 can be
@@ -26,7 +33,11 @@ from ema_keras.data.voc import IGNORE_LABEL
 
 
 class KerasAugmentation:
-    """Colour jitter, rotation and zoom on batches of (images 0..255, labels int32)."""
+    """Colour jitter, rotation and zoom on `{"images", "segmentation_masks"}` batches.
+
+    Takes and returns the dict the `augmentation=` hook passes: images float32
+    (B, H, W, 3) in 0..255, masks int32 (B, H, W, 1) with 255 = ignore.
+    """
 
     def __init__(
         self,
@@ -81,21 +92,19 @@ class KerasAugmentation:
                 )
             )
 
-    def __call__(self, images, labels):
+    def __call__(self, data):
         from ema_keras.data.pipeline import IMAGENET_MEAN
 
-        images = tf.cast(images, tf.float32)
+        images = tf.cast(data["images"], tf.float32)
+        masks = tf.cast(data["segmentation_masks"], tf.int32)
         for layer in self.color_layers:
             images = tf.clip_by_value(layer(images, training=True), 0.0, 255.0)
         if self.geometric_layers:
             mean = tf.constant(IMAGENET_MEAN, tf.float32)
-            data = {
-                "images": images - mean,
-                "segmentation_masks": tf.cast(labels, tf.float32)[..., None] + 1.0,
-            }
+            shifted = {"images": images - mean, "segmentation_masks": tf.cast(masks, tf.float32) + 1.0}
             for layer in self.geometric_layers:
-                data = layer(data, training=True)
-            images = data["images"] + mean
-            shifted = tf.cast(tf.round(data["segmentation_masks"][..., 0]), tf.int32)
-            labels = tf.where(shifted == 0, IGNORE_LABEL, shifted - 1)
-        return images, tf.cast(labels, tf.int32)
+                shifted = layer(shifted, training=True)
+            images = shifted["images"] + mean
+            masks = tf.cast(tf.round(shifted["segmentation_masks"]), tf.int32)
+            masks = tf.where(masks == 0, IGNORE_LABEL, masks - 1)
+        return {"images": images, "segmentation_masks": masks}

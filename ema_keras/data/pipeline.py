@@ -108,6 +108,25 @@ def random_flip(image, label, seed):
     )
 
 
+def _augmentation_on_pairs(augmentation):
+    """Wraps a hook on Keras' `{"images", "segmentation_masks"}` dicts as a map on (image, label)."""
+
+    def augment(images, labels):
+        data = augmentation({"images": images, "segmentation_masks": labels[..., None]})
+        if not isinstance(data, dict) or not {"images", "segmentation_masks"} <= set(data):
+            raise TypeError(
+                "augmentation= must return a dict with 'images' and 'segmentation_masks' "
+                f"(Keras' augmentation format), got {type(data).__name__}"
+            )
+        masks = data["segmentation_masks"]
+        if masks.dtype.is_floating:
+            masks = tf.round(masks)
+        images = tf.ensure_shape(tf.cast(data["images"], tf.float32), images.shape)
+        return images, tf.ensure_shape(tf.cast(masks[..., 0], tf.int32), labels.shape)
+
+    return augment
+
+
 def train_dataset(
     examples,
     *,
@@ -143,9 +162,12 @@ def train_dataset(
         (pays for datasets that fit; the demo set always does).
       shuffle_buffer: examples in the shuffle buffer for TFRecord and Dataset
         sources (a list of files is always shuffled whole).
-      augmentation: an optional callable on batches `(images, labels)` (images
-        float32 in 0..255, labels int32, 255 = ignore) returning the same,
-        applied before normalisation; see `ema_keras.data.augment`.
+      augmentation: an optional callable on Keras' augmentation format, a dict
+        `{"images": float32 (B, H, W, 3) in 0..255, "segmentation_masks":
+        int32 (B, H, W, 1), 255 = ignore}`, returning such a dict of the same
+        size (float masks are rounded), applied before normalisation. A Keras
+        image layer such as `keras.layers.RandomRotation(0.05)` fits as it is;
+        see `ema_keras.data.augment` for the ignore label and constant fills.
       num_classes: every decoded label is checked whole, before the crop: an
         id >= num_classes other than 255 fails naming the file (None: no check).
 
@@ -208,7 +230,8 @@ def train_dataset(
     dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(per_replica_batch, drop_remainder=True)
     if augmentation is not None:
-        dataset = dataset.map(augmentation)  # sequential: the layers' random state is a variable
+        # Sequential: a Keras layer's random state is a variable.
+        dataset = dataset.map(_augmentation_on_pairs(augmentation))
     dataset = dataset.map(normalize, num_parallel_calls=num_parallel_calls, deterministic=True)
     return _with_options(dataset.prefetch(tf.data.AUTOTUNE), input_context, deterministic=True)
 
