@@ -261,3 +261,33 @@ def test_train_voc_cli_names_the_bad_file_in_one_line(tmp_path):
     assert len(errors) == 1 and bad in errors[0], run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert not (model_dir / "train_config.json").exists()
+
+
+def test_training_curve_is_drawn_without_matplotlib(tmp_path):
+    from PIL import Image
+
+    path = str(tmp_path / "curve.png")
+    steps, losses, mious = [10, 20, 30, 40], [4.0, 3.0, 2.0, 1.0], [None, 0.4, 0.6, 0.8]
+    curves.draw_training_curve(path, steps, losses, mious)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    assert pixels.shape == (curves.SIZE[1], curves.SIZE[0], 3)
+    left, top, right, bottom = curves.PLOT_BOX
+
+    def drawn_height(color, step):
+        """Height above the x axis, as a fraction of the plot, of `color` in the step's column."""
+        x = round(left + (step - steps[0]) / (steps[-1] - steps[0]) * (right - left))
+        x = min(max(x, left + 2), right - 2)
+        column = pixels[top : bottom + 1, x]
+        rows = np.flatnonzero((column == color).all(axis=-1))
+        assert rows.size, (color, step)
+        return (bottom - (top + rows.mean())) / (bottom - top)
+
+    # mIoU is on a fixed 0..1 axis: the drawn height is the value.
+    for step, miou in zip(steps[1:], mious[1:]):
+        assert drawn_height(curves.MIOU_COLOR, step) == pytest.approx(miou, abs=0.03)
+    # The loss axis starts at 0: heights are proportional to the losses.
+    heights = [drawn_height(curves.LOSS_COLOR, step) for step in steps]
+    np.testing.assert_allclose(np.array(heights) / heights[0], np.array(losses) / losses[0], atol=0.04)
+    # No validation yet (the first step): nothing green in its column.
+    column = pixels[top : bottom + 1, left + 1]
+    assert not (column == curves.MIOU_COLOR).all(axis=-1).any()
