@@ -6,6 +6,8 @@ error instead of a half-working library.
 """
 
 import os
+import sys
+import tempfile
 
 _BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 if _BACKEND != "tensorflow":
@@ -14,8 +16,52 @@ if _BACKEND != "tensorflow":
         "Unset KERAS_BACKEND or set it to 'tensorflow'."
     )
 
+# TensorFlow's C++ INFO notices (oneDNN, CPU features) are noise in a program's
+# output; warnings and errors stay. TF_CPP_MIN_LOG_LEVEL=0 shows them again.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+def _is_startup_notice(line):
+    """An INFO line TensorFlow's C++ prints while loading, before any log setting applies."""
+    return line.startswith("I0000 ") or "before absl::InitializeLog() is called" in line
+
+
+def _import_tensorflow():
+    """`import tensorflow`, dropping the start-up INFO notices TF_CPP_MIN_LOG_LEVEL asks to hide.
+
+    TensorFlow 2.21 prints its oneDNN notice (twice) through absl's C++ log
+    before that log reads TF_CPP_MIN_LOG_LEVEL, so the level alone cannot
+    hide it: stderr is captured during the import and everything else in it
+    is written back.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("", "0") or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr: nothing to hide
+        import tensorflow  # noqa: F401
+
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(True) if not _is_startup_notice(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 try:
-    import tensorflow  # noqa: F401
+    _import_tensorflow()
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         "ema_keras needs TensorFlow. Install it with the extra that fits the machine: "

@@ -1,59 +1,46 @@
 """Trains EMANet on PASCAL VOC (or the generated demo set) with model.fit.
 
-    # The official recipe on a VOCdevkit + SBD copy, all local GPUs:
-    python recipes/train_voc.py --recipe voc_official --strategy mirrored \
-        --data_dir /data/VOCdevkit --sbd_dir /data/benchmark_RELEASE --model_dir runs/voc
+  # Minutes on a laptop: the tiny model on the generated demo dataset.
+  python recipes/train_voc.py --recipe demo --model_dir runs/demo
 
-    # Minutes on a laptop: the tiny model on the generated demo dataset.
-    python recipes/train_voc.py --recipe demo --strategy mirrored --model_dir runs/demo
+  # The official recipe on VOCdevkit + SBD, all local GPUs:
+  python recipes/train_voc.py --recipe voc_official --strategy mirrored \\
+      --data_dir /data/VOCdevkit --sbd_dir /data/benchmark_RELEASE --model_dir runs/voc
 
-Every setting of `ema_keras.training.TrainConfig` is a flag; a flag left unset
-takes the recipe's value. Killing and restarting the same command resumes from
-the last checkpoint in --model_dir.
+Without --data_dir the data is looked for in $EMA_KERAS_DATA_DIR, ./data/VOCdevkit,
+then the TFDS manual folder (~/tensorflow_datasets/downloads/manual); SBD next to it.
+Only --recipe demo trains on the generated demo set. Every setting of
+ema_keras.training.TrainConfig is a flag; a flag left unset takes the recipe's value
+(--print_config shows them). Killing and restarting the same command resumes from the
+last checkpoint in --model_dir.
 """
 
-import os
+import dataclasses
+import json
+import typing
 
-# TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from absl import flags, logging
 
-import dataclasses  # noqa: E402
-import sys  # noqa: E402
-import typing  # noqa: E402
+from ema_keras import cli, training
+from ema_keras.data import discovery
+from ema_keras.training.config import check_settings
 
-import tensorflow as tf
-from absl import app, flags, logging
-
-from ema_keras import training
-from ema_keras.data.errors import DataError
-
-_HELP = {
-    "preset": "EMANet preset name (ema_keras.models.PRESETS).",
-    "data_dir": "VOCdevkit or VOC2012 folder; unset = the generated demo dataset.",
-    "sbd_dir": "SBD benchmark_RELEASE folder (for --train_split trainaug).",
-    "aug_dir": "SegmentationClassAug folder (alternative to --sbd_dir).",
-    "train_tfrecords": "Glob of TFRecord shards to train from instead of the folder.",
-    "global_batch_size": "Batch over all replicas; the learning rate is used as given "
-    "(scale it yourself, linearly, when you change the batch).",
-    "strategy": "one_device | mirrored | multi_worker (TF_CONFIG) | tpu.",
-    "mixed_precision": "float32 | mixed_float16 | mixed_bfloat16.",
-    "jit_compile": "Compile the train step with XLA.",
-    "weights": "A full EMANet weights file (.keras / .weights.h5 / converted checkpoint).",
-    "backbone_weights": "ImageNet backbone weights (keras.applications .h5 or converted).",
-    "steps_per_checkpoint": "Steps between checkpoints (and validations); divides --steps.",
-}
-
-flags.DEFINE_string("recipe", "voc_official", f"Named recipe: {sorted(training.RECIPES)}.")
-flags.DEFINE_string("model_dir", None, "Folder for checkpoints, logs and exports.", required=True)
+flags.DEFINE_string(
+    "recipe", "voc_official", f"Named recipe the other flags override: {sorted(training.RECIPES)}."
+)
+flags.DEFINE_string("model_dir", None, "Folder for checkpoints, logs and the trained models.")
+flags.DEFINE_boolean(
+    "print_config", False, "Print the resolved settings (recipe + flags) as JSON and exit."
+)
 
 
 def _define_config_flags():
-    """One flag per TrainConfig field, defaulting to None (= the recipe's value)."""
+    """One flag per TrainConfig field, its help from the field, defaulting to None (= the recipe's)."""
     for field in dataclasses.fields(training.TrainConfig):
-        help_text = _HELP.get(field.name, field.name.replace("_", " ") + ".")
+        help_text = field.metadata["help"]
         kind = typing.get_args(field.type) or (field.type,)
         if field.name == "scales":
-            flags.DEFINE_list(field.name, None, "Random scale factors, e.g. 0.5,0.75,1.0.")
+            flags.DEFINE_list(field.name, None, help_text)
         elif bool in kind:
             flags.DEFINE_boolean(field.name, None, help_text)
         elif int in kind:
@@ -73,31 +60,57 @@ def config_from_flags():
         field.name: FLAGS[field.name].value for field in dataclasses.fields(training.TrainConfig)
     }
     if overrides["scales"] is not None:
-        overrides["scales"] = tuple(float(s) for s in overrides["scales"])
+        try:
+            overrides["scales"] = tuple(float(s) for s in overrides["scales"])
+        except ValueError:
+            raise training.SettingsError(
+                f"--scales takes numbers, e.g. 0.5,1.0,1.5; got {','.join(overrides['scales'])}."
+            ) from None
     return training.get_recipe(FLAGS.recipe, **overrides)
 
 
-def _exit_with(error, status):
-    """One line naming the flag or the file, nothing else (a traceback helps no one here)."""
-    print(f"train_voc.py: {error}", file=sys.stderr)
-    sys.exit(status)
+def with_data(config):
+    """`config` with the VOC folder found (see ema_keras.data.discovery) and SBD next to it.
+
+    Only the demo recipe without --data_dir trains on the generated demo set.
+    """
+    if config.data_dir is None and FLAGS.recipe == "demo":
+        return config
+    found = discovery.find_voc_data(config.data_dir)
+    updates = {"data_dir": found.voc_root}
+    if found.found_in != "--data_dir":
+        logging.info("Using the VOC data in %s (from %s).", found.voc_root, found.found_in)
+    needs_sbd = config.train_split == "trainaug" and not config.train_tfrecords
+    if needs_sbd and not (config.sbd_dir or config.aug_dir):
+        if not (found.sbd_dir or found.aug_dir):
+            raise training.SettingsError(
+                f"--train_split trainaug needs SBD's labels, and none is next to {found.voc_root}: "
+                "pass --sbd_dir (SBD's benchmark_RELEASE, from Hariharan et al.'s Berkeley page, "
+                f"{discovery.SBD_URL}) or --aug_dir (SegmentationClassAug), "
+                "or train on VOC alone with --train_split train."
+            )
+        updates.update(sbd_dir=found.sbd_dir, aug_dir=found.aug_dir)
+    return dataclasses.replace(config, **updates)
 
 
 def main(argv):
     del argv
-    # tf.distribute logs every all-reduce it builds at INFO; keep the console readable.
-    tf.get_logger().setLevel("WARNING")
-    try:
-        config = config_from_flags()
-        logging.info("Training with %s", config)
-        result = training.train(config, FLAGS.model_dir)
-    except training.SettingsError as error:
-        _exit_with(error, 2)
-    except (DataError, training.TrainingDiverged) as error:
-        _exit_with(error, 1)
+    # Everything is checked before anything is read or written.
+    config = check_settings(config_from_flags())
+    if FLAGS.print_config:
+        print(json.dumps(dataclasses.asdict(config), indent=2))
+        return 0
+    if not FLAGS.model_dir:
+        raise training.SettingsError(
+            "--model_dir is required: the folder for checkpoints, logs and the trained models."
+        )
+    config = with_data(config)
+    logging.info("Training with %s", config)
+    result = training.train(config, FLAGS.model_dir)
     miou = "n/a" if result.val_mean_iou is None else f"{result.val_mean_iou:.4f}"
     print(f"Trained to step {result.step}; validation mIoU {miou}; model in {FLAGS.model_dir}")
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,47 +14,123 @@ class SettingsError(ValueError):
     """Training settings that cannot work together or with the data; names the flag."""
 
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def _setting(default, help_text):
+    """A field with its one-sentence help (the flag's help in recipes/train_voc.py)."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # Model.
-    preset: str = "emanet_resnet101_os8_voc"
-    num_classes: int = 21
-    aux_loss_weight: float = 0.4  # used when the preset has an auxiliary head
-    ohem: bool = False
-    backbone_weights: Optional[str] = None
-    weights: Optional[str] = None
+    preset: str = _setting(
+        "emanet_resnet101_os8_voc", "EMANet architecture to train, a name from ema_keras.models.PRESETS."
+    )
+    num_classes: int = _setting(21, "Classes the head predicts, background included (VOC: 21).")
+    aux_loss_weight: float = _setting(
+        0.4, "Weight of the auxiliary head's loss, for presets that have that head."
+    )
+    ohem: bool = _setting(
+        False, "Train on the hardest pixels only (online hard example mining) instead of all."
+    )
+    backbone_weights: Optional[str] = _setting(
+        None, "ImageNet backbone weights to start from (keras.applications .h5 or converted .keras)."
+    )
+    weights: Optional[str] = _setting(
+        None, "A whole EMANet's weights to start from (.keras, .weights.h5 or converted checkpoint)."
+    )
     # Data. `data_dir` is a VOCdevkit (or VOC2012) folder; None trains on the
     # generated demo dataset. `train_tfrecords` (a glob) replaces the folder.
-    data_dir: Optional[str] = None
-    sbd_dir: Optional[str] = None
-    aug_dir: Optional[str] = None
-    train_split: str = "trainaug"
-    val_split: str = "val"
-    train_tfrecords: Optional[str] = None
-    crop_size: int = 513
-    scales: Tuple[float, ...] = OFFICIAL_SCALES
-    flip: bool = True
-    cache_dataset: bool = False
+    data_dir: Optional[str] = _setting(
+        None,
+        "VOCdevkit or VOC2012 folder; unset: $EMA_KERAS_DATA_DIR, ./data/VOCdevkit, then the "
+        "TFDS manual folder (the demo recipe generates its own data).",
+    )
+    sbd_dir: Optional[str] = _setting(
+        None, "SBD benchmark_RELEASE folder, the extra labels --train_split trainaug needs."
+    )
+    aug_dir: Optional[str] = _setting(
+        None, "SegmentationClassAug folder, an alternative to --sbd_dir for trainaug."
+    )
+    train_split: str = _setting(
+        "trainaug", "Split to train on: trainaug (VOC train + SBD, 10,582 images) or a VOC split."
+    )
+    val_split: str = _setting("val", "VOC split to validate on after every checkpoint.")
+    train_tfrecords: Optional[str] = _setting(
+        None, "Glob of TFRecord shards to train from instead of the folder's split."
+    )
+    crop_size: int = _setting(513, "Side in pixels of the square training crops.")
+    scales: Tuple[float, ...] = _setting(
+        OFFICIAL_SCALES, "Random rescale factors applied before cropping, e.g. 0.5,0.75,1.0."
+    )
+    flip: bool = _setting(True, "Flip training images horizontally at random.")
+    cache_dataset: bool = _setting(
+        False, "Keep the decoded training images in memory after the first pass (small sets)."
+    )
     # Optimisation (official: SGD 0.9, lr 0.009, poly 0.9, 30k steps, batch 16).
-    global_batch_size: int = 16
-    steps: int = 30_000
-    learning_rate: float = 0.009
-    poly_power: float = 0.9
-    warmup_steps: int = 0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    bias_learning_rate_multiplier: float = 2.0
+    global_batch_size: int = _setting(
+        16,
+        "Batch over all replicas; the learning rate is used as given (scale it yourself, "
+        "linearly, when you change the batch).",
+    )
+    steps: int = _setting(30_000, "Training steps in all (a restart resumes towards it).")
+    learning_rate: float = _setting(0.009, "Initial learning rate of SGD, decayed to 0 over --steps by the poly schedule.")
+    poly_power: float = _setting(0.9, "Power of the polynomial decay of the learning rate to 0.")
+    warmup_steps: int = _setting(0, "Steps over which the learning rate rises linearly to the poly curve (0: none).")
+    momentum: float = _setting(0.9, "SGD momentum.")
+    weight_decay: float = _setting(1e-4, "L2 weight decay on convolution kernels (biases and BatchNorm get none).")
+    bias_learning_rate_multiplier: float = _setting(
+        2.0, "Biases learn this many times faster than kernels, as in the official code."
+    )
     # Execution.
-    strategy: str = "mirrored"
-    tpu_address: Optional[str] = None
-    mixed_precision: str = "float32"
-    jit_compile: bool = False
-    steps_per_checkpoint: int = 1_000
-    log_every_steps: int = 20  # TensorBoard scalars (loss, mIoU, learning rate)
-    validate: bool = True
-    eval_pad_size: int = 513  # VOC images are at most 500 x 500
-    seed: int = 0
-    verbose: int = 1
+    strategy: str = _setting(
+        "mirrored",
+        "Distribution: one_device, mirrored (all local GPUs), multi_worker (TF_CONFIG) or tpu.",
+    )
+    tpu_address: Optional[str] = _setting(
+        None, "TPU name or grpc:// address for --strategy tpu (unset: the TPU VM's own)."
+    )
+    mixed_precision: str = _setting(
+        "float32", "Keras dtype policy: float32, mixed_float16 (GPUs) or mixed_bfloat16 (TPUs)."
+    )
+    jit_compile: bool = _setting(False, "Compile the train step with XLA.")
+    steps_per_checkpoint: int = _setting(
+        1_000, "Steps between checkpoints and validations; must divide --steps."
+    )
+    log_every_steps: int = _setting(
+        20, "Steps between TensorBoard scalars (loss, mIoU, learning rate) in model_dir/logs."
+    )
+    validate: bool = _setting(
+        True, "Score --val_split after every checkpoint and keep the best model as best.keras."
+    )
+    eval_pad_size: int = _setting(
+        513, "Validation images are padded to this square side (VOC's are at most 500x500)."
+    )
+    seed: int = _setting(0, "Seed of the weight initialisation and of the training data order and augmentation.")
+    verbose: int = _setting(1, "Keras fit output: 0 silent, 1 progress bar, 2 one line per epoch.")
+
+
+def check_settings(config):
+    """Refuses a preset, strategy or precision that does not exist, naming the flag.
+
+    Cheap and file-free: programs call it before they read data or write anything.
+    """
+    # Imported here: both modules import this one.
+    from ema_keras.models.presets import PRESETS
+    from ema_keras.training.strategy import STRATEGIES
+
+    for flag, value, known in (
+        ("preset", config.preset, PRESETS),
+        ("strategy", config.strategy, STRATEGIES),
+        ("mixed_precision", config.mixed_precision, PRECISIONS),
+    ):
+        if value not in known:
+            raise SettingsError(
+                f"--{flag} {value!r} is unknown; use one of: {', '.join(sorted(known))}."
+            )
+    return config
 
 
 # Named recipes: the official one and what derives from it.

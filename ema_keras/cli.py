@@ -1,0 +1,120 @@
+"""The start-up every ema-keras program shares: absl flags, quiet logs, one-line errors.
+
+A program (`recipes/*.py`, `export/*.py`, `ema-keras-validate`) defines its
+flags with absl (underscores), writes `main(argv)`, and ends with
+`cli.run(main)`. A mistake the user can fix then ends in ONE line on stderr,
+`<program>: <message>`, that names the flag or the file:
+
+- exit 2: settings and usage (`SettingsError`, `app.UsageError`, a flag that
+  does not parse or is missing);
+- exit 1: data and model files (`DataError`, `FileNotFoundError`,
+  `InvalidModelFileError`) and a training that diverged.
+
+`--debug` shows the full traceback instead. Anything else is a bug and keeps
+its traceback. TensorFlow's C++ start-up notices are already off by the time
+a program runs (see `ema_keras.backend`); `run` also keeps TensorFlow's
+Python logger at WARNING (the tf.distribute INFO chatter).
+"""
+
+import logging as python_logging
+import os
+import sys
+
+from absl import app, flags
+
+from ema_keras.data.discovery import DataNotFoundError
+from ema_keras.data.errors import DataError
+from ema_keras.model_files import InvalidModelFileError
+from ema_keras.training.checkpointing import TrainingDiverged
+from ema_keras.training.config import SettingsError
+
+USAGE_ERROR = 2
+DATA_ERROR = 1
+
+# What each known error means for the exit status; the first match wins
+# (DataError before FileNotFoundError: a missing data file is a data problem).
+_EXIT_STATUS = (
+    (SettingsError, USAGE_ERROR),
+    (app.UsageError, USAGE_ERROR),
+    (DataNotFoundError, USAGE_ERROR),  # nothing given, nothing found: say what to pass
+    (flags.Error, USAGE_ERROR),
+    (DataError, DATA_ERROR),
+    (FileNotFoundError, DATA_ERROR),
+    (InvalidModelFileError, DATA_ERROR),
+    (TrainingDiverged, DATA_ERROR),
+)
+
+DEBUG = flags.DEFINE_boolean(
+    "debug", False, "On an error, show the full traceback instead of the one-line message."
+)
+FLAGS = flags.FLAGS
+
+
+def program_name(argv=None):
+    """The name errors start with: the script's file name (`train_voc.py`)."""
+    argv = sys.argv if argv is None else argv
+    return os.path.basename(argv[0]) if argv else "ema-keras"
+
+
+def exit_status(error):
+    """2 or 1 for the errors a user can fix (see the module docstring), None for a bug."""
+    for kind, status in _EXIT_STATUS:
+        if isinstance(error, kind):
+            return status
+    return None
+
+
+def _one_line(error):
+    message = str(error) or type(error).__name__
+    return " ".join(message.split())
+
+
+def parse_flags(argv):
+    """absl's parse, but a bad or missing flag is one line and exit 2 (absl: two lines, exit 1)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"{program_name(argv)}: {_one_line(error)}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+
+
+def call_main(main, argv, program=None):
+    """Runs `main(argv)` (flags already parsed); returns its exit status.
+
+    A known error becomes one line on stderr and its status (unless --debug).
+    """
+    program = program or program_name(argv)
+    python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
+    try:
+        return main(argv) or 0
+    except Exception as error:  # noqa: BLE001 - sorted below, bugs re-raised
+        status = exit_status(error)
+        if status is None or DEBUG.value:
+            raise
+        print(f"{program}: {_one_line(error)}", file=sys.stderr)
+        return status
+
+
+def execute(main, argv):
+    """Parses `argv` into absl's FLAGS and runs `main` as `run` would; returns the exit status.
+
+    For tests and for calling a program from Python: no `sys.exit`, no second
+    process. Flags are reset to their defaults first.
+    """
+    FLAGS.unparse_flags()
+    try:
+        remaining = FLAGS(argv)
+    except flags.Error as error:
+        print(f"{program_name(argv)}: {_one_line(error)}", file=sys.stderr)
+        return USAGE_ERROR
+    return call_main(main, remaining)
+
+
+def run(main):
+    """The program's entry point: `app.run(main)` with the start-up above."""
+    # --help lists the main module's flags: --debug, and the flags of a program
+    # that lives in the package (ema-keras-validate), are made its own.
+    own = FLAGS.flags_by_module_dict().get(main.__module__, []) if main.__module__ != "__main__" else []
+    for flag in [FLAGS["debug"], *own]:
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(lambda argv: call_main(main, argv), flags_parser=parse_flags)
