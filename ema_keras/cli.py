@@ -56,9 +56,14 @@ def program_name(argv=None):
     return os.path.basename(argv[0]) if argv else "ema-keras"
 
 
-def exit_status(error):
-    """2 or 1 for the errors a user can fix (see the module docstring), None for a bug."""
-    for kind, status in _EXIT_STATUS:
+def exit_status(error, usage_errors=(), data_errors=()):
+    """2 or 1 for the errors a user can fix (see the module docstring), None for a bug.
+
+    A program adds its own kinds with `usage_errors` / `data_errors`.
+    """
+    extra = tuple((kind, USAGE_ERROR) for kind in usage_errors)
+    extra += tuple((kind, DATA_ERROR) for kind in data_errors)
+    for kind, status in extra + _EXIT_STATUS:
         if isinstance(error, kind):
             return status
     return None
@@ -78,7 +83,7 @@ def parse_flags(argv):
         sys.exit(USAGE_ERROR)
 
 
-def call_main(main, argv, program=None):
+def call_main(main, argv, program=None, *, usage_errors=(), data_errors=()):
     """Runs `main(argv)` (flags already parsed); returns its exit status.
 
     A known error becomes one line on stderr and its status (unless --debug).
@@ -88,14 +93,14 @@ def call_main(main, argv, program=None):
     try:
         return main(argv) or 0
     except Exception as error:  # noqa: BLE001 - sorted below, bugs re-raised
-        status = exit_status(error)
+        status = exit_status(error, usage_errors, data_errors)
         if status is None or DEBUG.value:
             raise
         print(f"{program}: {_one_line(error)}", file=sys.stderr)
         return status
 
 
-def execute(main, argv):
+def execute(main, argv, **errors):
     """Parses `argv` into absl's FLAGS and runs `main` as `run` would; returns the exit status.
 
     For tests and for calling a program from Python: no `sys.exit`, no second
@@ -107,14 +112,20 @@ def execute(main, argv):
     except flags.Error as error:
         print(f"{program_name(argv)}: {_one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
-    return call_main(main, remaining)
+    return call_main(main, remaining, **errors)
 
 
-def run(main):
-    """The program's entry point: `app.run(main)` with the start-up above."""
+def run(main, **errors):
+    """The program's entry point: `app.run(main)` with the start-up above.
+
+    `errors`: `usage_errors` / `data_errors`, the program's own kinds of errors
+    that become one line with exit 2 / 1.
+    """
     # --help lists the main module's flags: --debug, and the flags of a program
     # that lives in the package (ema-keras-validate), are made its own.
-    own = FLAGS.flags_by_module_dict().get(main.__module__, []) if main.__module__ != "__main__" else []
+    own = []
+    if main.__module__ != "__main__":
+        own = FLAGS.flags_by_module_dict().get(main.__module__, [])
     for flag in [FLAGS["debug"], *own]:
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(lambda argv: call_main(main, argv), flags_parser=parse_flags)
+    app.run(lambda argv: call_main(main, argv, **errors), flags_parser=parse_flags)

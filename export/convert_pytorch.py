@@ -13,7 +13,7 @@ The kind of file is read from its keys unless --kind is given. Needs torch
 
 from absl import app, flags, logging
 
-from ema_keras import weights
+from ema_keras import cli, weights
 
 flags.DEFINE_string("input", None, "PyTorch file (.pth).", required=True)
 flags.DEFINE_string(
@@ -48,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

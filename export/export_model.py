@@ -1,7 +1,7 @@
 """Exports a trained EMANet for serving and the edge, verifies every file, prints the table.
 
-    python export/export_model.py --model runs/demo/last.keras \
-        --data_dir runs/demo/demo_data/VOC2012 --output_dir runs/demo/export \
+    python export/export_model.py --model runs/demo/last.keras \\
+        --data_dir runs/demo/demo_data/VOC2012 --output_dir runs/demo/export \\
         --formats saved_model,tflite_fp32,tflite_fp16,tflite_dynamic_int8,tflite_int8
 
 Verification images come from --split of --data_dir (or --images); full-integer
@@ -10,15 +10,9 @@ pixel agreement with Keras falls below its threshold (that variant's file is
 then left as <name>.FAILED.<ext>, not under its final name).
 """
 
-import os
-
-# TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
 from absl import app, flags, logging
 
-from ema_keras import export
-from ema_keras.model_files import InvalidModelFileError
+from ema_keras import cli, export
 
 flags.DEFINE_string(
     "model", None, "The .keras file to export (e.g. <model_dir>/best.keras).", required=True
@@ -79,11 +73,12 @@ def main(argv):
             raise app.UsageError(f"--{name} must be in [0, 1], got {FLAGS[name].value}")
     image_size = parse_size(FLAGS.image_size, "dynamic", "image_size")
     serving_size = parse_size(FLAGS.serving_size, "original", "serving_size")
-    try:
-        model = export.load_model(FLAGS.model)
-    except (FileNotFoundError, InvalidModelFileError) as error:
-        logging.error("%s", error)
-        return 1
+    unknown = sorted(set(FLAGS.formats) - set(export.FORMATS))
+    if unknown:
+        raise app.UsageError(
+            f"--formats {','.join(unknown)} unknown; use some of: {','.join(export.FORMATS)}"
+        )
+    model = export.load_model(FLAGS.model)
     if FLAGS.data_dir is not None:
         images = export.load_images(
             data_dir=FLAGS.data_dir, split=FLAGS.split, limit=FLAGS.num_images
@@ -128,4 +123,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,7 +1,7 @@
 """Evaluates an EMANet on a VOC split: single scale, multi-scale + flip, sliding window.
 
     python recipes/eval_voc.py --model_dir runs/demo                 # best.keras, its data
-    python recipes/eval_voc.py --model runs/voc/best.keras --data_dir /data/VOCdevkit \
+    python recipes/eval_voc.py --model runs/voc/best.keras --data_dir /data/VOCdevkit \\
         --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip --output_json runs/voc/ms_flip.json
 
 Prints the per-class IoU table (markdown) and the mean IoU.
@@ -9,21 +9,18 @@ Prints the per-class IoU table (markdown) and the mean IoU.
 
 import json
 import os
-import sys
 
-# TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-import tensorflow as tf  # noqa: E402
 from absl import app, flags
 
+from ema_keras import cli
 from ema_keras.data import preflight_check, voc
-from ema_keras.data.errors import DataError
 from ema_keras.evaluation import evaluate
-from ema_keras.model_files import InvalidModelFileError, load_keras_model
+from ema_keras.model_files import load_keras_model
 from ema_keras.training import load_config, trainer
 
-flags.DEFINE_string("model", None, "A .keras model file (default: best.keras or last.keras of --model_dir).")
+flags.DEFINE_string(
+    "model", None, "A .keras model file (default: best.keras or last.keras of --model_dir)."
+)
 flags.DEFINE_string("model_dir", None, "A training folder (its model and its dataset).")
 flags.DEFINE_string("data_dir", None, "VOCdevkit or VOC2012 folder (default: the training's).")
 flags.DEFINE_string("split", "val", "Split to score.")
@@ -63,22 +60,22 @@ def resolve_data(data_dir, model_dir, num_classes):
             raise app.UsageError("Give --data_dir (or --model_dir of a training run).")
         data_dir = config.data_dir or os.path.join(model_dir, "demo_data")
     if num_classes is None:
-        num_classes = config.num_classes if config else 21
+        num_classes = config.num_classes if config else voc.NUM_CLASSES
     return voc.find_voc_root(data_dir), num_classes
 
 
 def main(argv):
     del argv
-    tf.get_logger().setLevel("WARNING")
     try:
-        evaluate_from_flags()
-    except (FileNotFoundError, InvalidModelFileError, DataError) as error:
-        # One line naming the file; a traceback would not help.
-        print(f"eval_voc.py: {error}", file=sys.stderr)
-        sys.exit(1)
-
-
-def evaluate_from_flags():
+        scales = tuple(float(s) for s in FLAGS.scales)
+    except ValueError:
+        raise app.UsageError(
+            f"--scales takes numbers, e.g. 0.5,1.0,1.5; got {','.join(FLAGS.scales)}"
+        ) from None
+    for flag in ("output_json", "output_markdown"):
+        folder = os.path.dirname(os.path.abspath(FLAGS[flag].value or "."))
+        if not os.path.isdir(folder):
+            raise app.UsageError(f"--{flag}: the folder {folder} does not exist; create it first.")
     model_path = resolve_model_path(FLAGS.model, FLAGS.model_dir)
     voc_root, num_classes = resolve_data(FLAGS.data_dir, FLAGS.model_dir, FLAGS.num_classes)
     examples = voc.read_voc_split(voc_root, FLAGS.split)
@@ -91,7 +88,7 @@ def evaluate_from_flags():
         model,
         examples,
         num_classes=num_classes,
-        scales=tuple(float(s) for s in FLAGS.scales),
+        scales=scales,
         flip=FLAGS.flip,
         window=FLAGS.window,
         stride=FLAGS.stride,
@@ -110,4 +107,4 @@ def evaluate_from_flags():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,6 +1,6 @@
 """Segments images: a label map (palette PNG) and a colour overlay (JPEG) per image.
 
-    python recipes/predict.py --model runs/demo/best.keras \
+    python recipes/predict.py --model runs/demo/best.keras \\
         --inputs photo.jpg,more_photos/ --output_dir predictions/ [--attention_maps]
 
 For each image, --output_dir gets <stem>.png (class ids, VOC palette) and
@@ -17,18 +17,12 @@ checked before anything is written. Exit status: 0 done; 1 a missing or
 unreadable model or image; 2 outputs refused (nothing written).
 """
 
-import os
-import sys
-
-# TensorFlow's C++ start-up and converter notices are noise in a CLI; warnings stay.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-import tensorflow as tf
 from absl import app, flags
 
+from ema_keras import cli
 from ema_keras.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
-from ema_keras.data.errors import DataError
-from ema_keras.model_files import InvalidModelFileError, load_keras_model
+from ema_keras.data.image_io import load_image
+from ema_keras.model_files import load_keras_model
 from ema_keras.prediction import OutputConflictError, plan_predictions, write_predictions
 
 flags.DEFINE_string("model", None, "A .keras model file.", required=True)
@@ -56,44 +50,33 @@ flags.DEFINE_integer(
     lower_bound=1,
 )
 FLAGS = flags.FLAGS
-
-DATA_ERROR = 1  # a missing or unreadable model or image
-USAGE_ERROR = 2  # flags that cannot be honoured, e.g. outputs that would overwrite an input
+# Outputs refused (nothing written): exit 2; a model without an EMA unit: exit 1.
+ERRORS = dict(usage_errors=(OutputConflictError,), data_errors=(MissingAttentionUnitError,))
 
 
 def main(argv):
     del argv
-    tf.get_logger().setLevel("WARNING")
     try:
         scales = tuple(float(s) for s in FLAGS.scales)
     except ValueError:
-        raise app.UsageError(f"--scales takes numbers, got {FLAGS.scales}", USAGE_ERROR) from None
-    try:
-        # Planned and checked first: a refusal costs no model load and writes nothing.
-        plan = plan_predictions(
-            FLAGS.inputs, FLAGS.output_dir, attention_maps=FLAGS.attention_maps
-        )
-        model = load_keras_model(FLAGS.model)
-        written = write_predictions(
-            model,
-            plan,
-            scales=scales,
-            flip=FLAGS.flip,
-            window=FLAGS.window,
-            attention_bases=FLAGS.attention_bases,
-        )
-    except OutputConflictError as error:
-        print(f"predict: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except (
-        FileNotFoundError, InvalidModelFileError, DataError, MissingAttentionUnitError
-    ) as error:
-        print(f"predict: {error}", file=sys.stderr)
-        return DATA_ERROR
+        raise app.UsageError(f"--scales takes numbers, got {FLAGS.scales}") from None
+    # Planned and checked first: a refusal costs no model load and writes nothing.
+    plan = plan_predictions(FLAGS.inputs, FLAGS.output_dir, attention_maps=FLAGS.attention_maps)
+    for item in plan:
+        load_image(item.image_path)  # a file that is no image: one line naming it, nothing written
+    model = load_keras_model(FLAGS.model)
+    written = write_predictions(
+        model,
+        plan,
+        scales=scales,
+        flip=FLAGS.flip,
+        window=FLAGS.window,
+        attention_bases=FLAGS.attention_bases,
+    )
     extras = "overlays, attention maps" if FLAGS.attention_maps else "overlays"
     print(f"Wrote {len(written)} label maps (and {extras}) to {FLAGS.output_dir}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, **ERRORS)

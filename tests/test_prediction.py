@@ -130,7 +130,7 @@ def test_cli_refuses_an_output_folder_holding_an_input_and_writes_nothing(tmp_pa
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        f"predict: writing {tmp_path / 'cat.png'} would overwrite the input "
+        f"predict.py: writing {tmp_path / 'cat.png'} would overwrite the input "
         f"{tmp_path / 'cat.png'}: choose an output_dir that holds no input"
     )
     assert snapshot(tmp_path) == before
@@ -146,6 +146,6 @@ def test_cli_says_a_truncated_model_is_not_a_valid_keras_file(model, tmp_path):
     )
     assert result.returncode == 1, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(
-        f"predict: {path} is not a valid .keras file: "
+        f"predict.py: {path} is not a valid .keras file: "
     )
     assert not (tmp_path / "out").exists()

@@ -59,11 +59,15 @@ def conventional_places(environ=None, cwd=None, home=None):
 def _named_voc_root(path, named_by):
     """The VOC2012 folder of a folder the user named; an error naming it and the flag otherwise."""
     if not os.path.isdir(path):
-        raise MissingFileError(path, f"no such folder ({named_by} takes a VOCdevkit or VOC2012 folder)")
+        raise MissingFileError(
+            path, f"no such folder; {named_by} takes a VOCdevkit or VOC2012 folder"
+        )
     try:
         return find_voc_root(path)
     except MissingFileError as error:
-        raise MissingFileError(path, f"{error.reason}; {named_by} takes a VOCdevkit or VOC2012 folder") from None
+        raise MissingFileError(
+            path, f"{error.reason}; {named_by} takes a VOCdevkit or VOC2012 folder"
+        ) from None
 
 
 def find_sbd_next_to(voc_root):

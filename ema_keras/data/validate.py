@@ -1,7 +1,8 @@
 """Checks a VOC dataset folder before a long run and reports every problem at once.
 
-    ema-keras-validate /data/VOCdevkit/VOC2012 --splits train,val
-    ema-keras-validate /data/VOCdevkit --splits trainaug --aug-dir /data/SegmentationClassAug
+    ema-keras-validate --data_dir /data/VOCdevkit/VOC2012 --splits train,val
+    ema-keras-validate --data_dir /data/VOCdevkit --splits trainaug \\
+        --aug_dir /data/SegmentationClassAug
 
 Each problem is a `DataError` naming its file: a split file missing or empty, a
 listed image or label missing, an image or label that does not decode, an
@@ -17,11 +18,12 @@ other ids than the file's indices), a file the tf.data decoder would refuse
 arrays, so that the two refuse the same files.
 """
 
-import argparse
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, NamedTuple, Optional, Tuple
+
+from absl import app, flags
 
 from ema_keras.data.errors import DataError, MissingFileError, SizeMismatchError
 from ema_keras.data.image_io import load_image, load_label
@@ -118,24 +120,27 @@ def validate_dataset(
     return problems
 
 
-def console_main(argv=None):
-    """`ema-keras-validate`: prints every problem, exits 1 when there is any."""
-    parser = argparse.ArgumentParser(prog="ema-keras-validate", description=__doc__.splitlines()[0])
-    parser.add_argument("voc_root", help="VOCdevkit/VOC2012 (or VOCdevkit) folder")
-    parser.add_argument(
-        "--splits", default="train,val", help="comma-separated split names (default: train,val)"
-    )
-    parser.add_argument("--num-classes", type=int, default=NUM_CLASSES)
-    parser.add_argument(
-        "--sbd-root", default=None, help="SBD benchmark_RELEASE folder (for trainaug)"
-    )
-    parser.add_argument(
-        "--aug-dir", default=None, help="SegmentationClassAug folder (for trainaug)"
-    )
-    args = parser.parse_args(argv)
-    splits = [s for s in args.splits.split(",") if s]
+def define_flags():
+    """The validator's flags (absl, named as the trainer's); defined when it runs, not on import."""
+    flags.DEFINE_string("data_dir", None, "VOCdevkit or VOC2012 folder to check.")
+    flags.DEFINE_list("splits", ["train", "val"], "Splits to check, e.g. train,val,trainaug.")
+    flags.DEFINE_integer("num_classes", NUM_CLASSES, "Classes; label ids at or above are problems.")
+    flags.DEFINE_string("sbd_dir", None, "SBD benchmark_RELEASE folder (for trainaug).")
+    flags.DEFINE_string("aug_dir", None, "SegmentationClassAug folder (for trainaug).")
+
+
+def main(argv):
+    """Prints every problem; 1 when there is any (the count on stderr), else 0."""
+    FLAGS = flags.FLAGS
+    positional = argv[1:]
+    if len(positional) > 1 or (positional and FLAGS.data_dir):
+        raise app.UsageError(f"give one VOC folder, with --data_dir; got {positional}")
+    voc_root = FLAGS.data_dir or (positional[0] if positional else None)
+    if voc_root is None:
+        raise app.UsageError("--data_dir is required: the VOCdevkit or VOC2012 folder to check")
+    splits = [s for s in FLAGS.splits if s]
     problems = validate_dataset(
-        args.voc_root, splits, args.num_classes, sbd_root=args.sbd_root, aug_dir=args.aug_dir
+        voc_root, splits, FLAGS.num_classes, sbd_root=FLAGS.sbd_dir, aug_dir=FLAGS.aug_dir
     )
     for problem in problems:
         print(f"{type(problem).__name__}: {problem}")
@@ -143,9 +148,17 @@ def console_main(argv=None):
         files = len({problem.path for problem in problems})
         print(f"{len(problems)} problem(s) in {files} file(s)", file=sys.stderr)
         return 1
-    print(f"OK: {args.voc_root} splits {', '.join(splits)} have no problem")
+    print(f"OK: {voc_root} splits {', '.join(splits)} have no problem")
     return 0
 
 
+def console_main():
+    """`ema-keras-validate`: the shared program start-up (ema_keras.cli) around `main`."""
+    from ema_keras import cli  # imports the training settings, which import this package
+
+    define_flags()
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(console_main())
+    console_main()

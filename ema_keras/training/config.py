@@ -26,7 +26,8 @@ def _setting(default, help_text):
 class TrainConfig:
     # Model.
     preset: str = _setting(
-        "emanet_resnet101_os8_voc", "EMANet architecture to train, a name from ema_keras.models.PRESETS."
+        "emanet_resnet101_os8_voc",
+        "EMANet architecture to train, a name from ema_keras.models.PRESETS.",
     )
     num_classes: int = _setting(21, "Classes the head predicts, background included (VOC: 21).")
     aux_loss_weight: float = _setting(
@@ -36,10 +37,12 @@ class TrainConfig:
         False, "Train on the hardest pixels only (online hard example mining) instead of all."
     )
     backbone_weights: Optional[str] = _setting(
-        None, "ImageNet backbone weights to start from (keras.applications .h5 or converted .keras)."
+        None,
+        "ImageNet backbone weights to start from (keras.applications .h5 or converted .keras).",
     )
     weights: Optional[str] = _setting(
-        None, "A whole EMANet's weights to start from (.keras, .weights.h5 or converted checkpoint)."
+        None,
+        "A whole EMANet's weights to start from (.keras, .weights.h5 or converted checkpoint).",
     )
     # Data. `data_dir` is a VOCdevkit (or VOC2012) folder; None trains on the
     # generated demo dataset. `train_tfrecords` (a glob) replaces the folder.
@@ -76,11 +79,17 @@ class TrainConfig:
         "linearly, when you change the batch).",
     )
     steps: int = _setting(30_000, "Training steps in all (a restart resumes towards it).")
-    learning_rate: float = _setting(0.009, "Initial learning rate of SGD, decayed to 0 over --steps by the poly schedule.")
+    learning_rate: float = _setting(
+        0.009, "Initial learning rate of SGD, decayed to 0 over --steps by the poly schedule."
+    )
     poly_power: float = _setting(0.9, "Power of the polynomial decay of the learning rate to 0.")
-    warmup_steps: int = _setting(0, "Steps over which the learning rate rises linearly to the poly curve (0: none).")
+    warmup_steps: int = _setting(
+        0, "Steps over which the learning rate rises linearly to the poly curve (0: none)."
+    )
     momentum: float = _setting(0.9, "SGD momentum.")
-    weight_decay: float = _setting(1e-4, "L2 weight decay on convolution kernels (biases and BatchNorm get none).")
+    weight_decay: float = _setting(
+        1e-4, "L2 weight decay on convolution kernels (biases and BatchNorm get none)."
+    )
     bias_learning_rate_multiplier: float = _setting(
         2.0, "Biases learn this many times faster than kernels, as in the official code."
     )
@@ -108,7 +117,9 @@ class TrainConfig:
     eval_pad_size: int = _setting(
         513, "Validation images are padded to this square side (VOC's are at most 500x500)."
     )
-    seed: int = _setting(0, "Seed of the weight initialisation and of the training data order and augmentation.")
+    seed: int = _setting(
+        0, "Seed of the weight initialisation and of the training data order and augmentation."
+    )
     verbose: int = _setting(1, "Keras fit output: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 

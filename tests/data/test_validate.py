@@ -141,6 +141,13 @@ def test_palette_other_than_voc_is_reported(voc_fixture):
     assert "palette" in str(problem)
 
 
+def run_validator(*args):
+    """`ema-keras-validate` in this process, through the shared start-up (see tests/cli_testing)."""
+    from tests.cli_testing import run_program
+
+    return run_program("ema-keras-validate", *args)
+
+
 def test_all_problems_reported_at_once_and_cli_exit_code(voc_fixture, capsys):
     voc_root, labels = voc_fixture
     image_path, _ = _paths(voc_root, "2007_000002")
@@ -152,7 +159,7 @@ def test_all_problems_reported_at_once_and_cli_exit_code(voc_fixture, capsys):
     problems = validate.validate_dataset(voc_root)
     assert {type(p) for p in problems} == {CorruptFileError, SizeMismatchError, MissingFileError}
 
-    assert validate.console_main([voc_root, "--splits", "train,val"]) == 1
+    assert run_validator(f"--data_dir={voc_root}", "--splits=train,val") == 1
     output = capsys.readouterr()
     for name in ("2007_000002.jpg", "2007_000004.png", "2007_000005.png"):
         assert name in output.out
@@ -160,7 +167,7 @@ def test_all_problems_reported_at_once_and_cli_exit_code(voc_fixture, capsys):
 
 
 def test_cli_ok(voc_fixture, capsys):
-    assert validate.console_main([voc_fixture[0]]) == 0
+    assert run_validator(voc_fixture[0]) == 0  # the folder may also be given bare
     assert "OK" in capsys.readouterr().out
 
 
