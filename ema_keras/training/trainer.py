@@ -23,7 +23,7 @@ from ema_keras.metrics import SegmentationMeanIoU
 from ema_keras.models import EMANet
 from ema_keras.optimizers import ParameterGroupSGD, parameter_groups
 from ema_keras.schedules import PolyDecay
-from ema_keras.training import checkpointing, curves, strategy as strategies
+from ema_keras.training import checkpointing, curves, strategy as strategies, tensorboard
 from ema_keras.training.config import SettingsError
 from ema_keras.training.first_step import FirstStepTimer
 
@@ -249,6 +249,7 @@ def train(config, model_dir):
     guard = checkpointing.CheckpointAndGuard(checkpoint)
     callbacks = [first_step, guard]
     if chief:
+        log_dir = os.path.join(model_dir, "logs")
         callbacks += [
             checkpointing.BestModelExport(
                 os.path.join(model_dir, BEST_MODEL_FILE),
@@ -256,7 +257,19 @@ def train(config, model_dir):
                 enabled=config.validate,
             ),
             keras.callbacks.CSVLogger(os.path.join(model_dir, curves.HISTORY_FILE), append=True),
-            keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+            tensorboard.StepTensorBoard(log_dir, update_freq=config.log_every_steps),
+            tensorboard.LearningRateAndImages(
+                log_dir,
+                every_steps=config.log_every_steps,
+                validation_images=pipeline.eval_dataset(
+                    val_examples[: tensorboard.NUM_VALIDATION_IMAGES],
+                    batch_size=tensorboard.NUM_VALIDATION_IMAGES,
+                    pad_to=config.eval_pad_size,
+                    num_classes=config.num_classes,
+                )
+                if config.validate
+                else None,
+            ),
         ]
     history = model.fit(
         train_data,
@@ -264,6 +277,7 @@ def train(config, model_dir):
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation_data,
+        shuffle=False,  # the dataset shuffles itself, seeded
         callbacks=callbacks,
         verbose=config.verbose,
     ).history

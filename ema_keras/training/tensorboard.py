@@ -1,0 +1,106 @@
+"""TensorBoard logs worth opening: per-step scalars, the learning rate, validation images.
+
+Keras' own callback writes the per-step scalars (`batch_loss`,
+`batch_mean_iou`, ...) every `update_freq` steps under `logs/train`, and the
+validation metrics against the step under `logs/validation`; ours adds what
+it does not log per step: the learning rate of the schedule, and at each
+validation a few validation images next to their predicted and true masks in
+the VOC colours. Both are given to `fit` on the chief only.
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ema_keras.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from ema_keras.export.preprocessing import main_logits
+from ema_keras.visualize import colorize
+
+NUM_VALIDATION_IMAGES = 4
+TRAIN_RUN = "train"  # Keras' subfolders of the log directory
+VALIDATION_RUN = "validation"
+
+
+class StepTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback, its per-step scalars numbered by the optimizer's step.
+
+    Keras counts batches from 0 at every `fit`; a resumed run goes on from its
+    checkpoint's step instead, so its curves continue those of the first run.
+    """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._global_train_batch = int(self.model.optimizer.iterations.numpy())
+
+
+class LearningRateAndImages(keras.callbacks.Callback):
+    """Writes the learning rate every `every_steps` steps, validation images at each validation.
+
+    Args:
+      log_dir: the TensorBoard log directory (the one given to Keras' callback).
+      every_steps: the step interval of the learning rate, as Keras' `update_freq`.
+      validation_images: an optional dataset of (normalised images, labels)
+        batches as `ema_keras.data.pipeline.eval_dataset` makes them (of the
+        same size, e.g. with `pad_to`); its first batch is shown, each image
+        with its prediction and its ground truth to the right.
+    """
+
+    def __init__(self, log_dir, *, every_steps, validation_images=None):
+        super().__init__()
+        if every_steps < 1:
+            raise ValueError(f"every_steps must be >= 1, got {every_steps}")
+        self.log_dir = log_dir
+        self.every_steps = int(every_steps)
+        self.validation_images = validation_images
+        self._batch = None
+        self._step = 0
+        self._writers = {}
+
+    def _writer(self, run):
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
+        return self._writers[run]
+
+    def on_train_begin(self, logs=None):
+        # Counted here rather than read from the optimizer at every batch (a device sync).
+        self._step = int(self.model.optimizer.iterations.numpy())
+        if self.validation_images is not None and self._batch is None:
+            images, labels = next(iter(self.validation_images))
+            self._batch = (images[:NUM_VALIDATION_IMAGES], labels[:NUM_VALIDATION_IMAGES])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every_steps == 0:
+            # The schedule at the optimizer's current iteration, as Keras logs it per epoch.
+            learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            with self._writer(TRAIN_RUN).as_default():
+                tf.summary.scalar("learning_rate", learning_rate, step=self._step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._batch is None or not any(name.startswith("val_") for name in logs or {}):
+            return
+        images, labels = self._batch
+        logits = main_logits(self.model(images, training=False))
+        predictions = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1)
+        with self._writer(VALIDATION_RUN).as_default():
+            tf.summary.image(
+                "image_prediction_truth",
+                validation_panels(images, predictions, labels),
+                step=self._step,
+                max_outputs=NUM_VALIDATION_IMAGES,
+                description="Validation images, predicted masks and ground truth (VOC colours).",
+            )
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def validation_panels(images, predictions, labels):
+    """uint8 (B, H, 3 W, 3): each image with its predicted and true masks to the right."""
+    pixels = np.asarray(images) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
+    pixels = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    return np.concatenate([pixels, colorize(predictions), colorize(labels)], axis=2)
