@@ -139,6 +139,11 @@ def main(argv):
     if voc_root is None:
         raise app.UsageError("--data_dir is required: the VOCdevkit or VOC2012 folder to check")
     splits = [s for s in FLAGS.splits if s]
+    if "trainaug" in splits and not (FLAGS.sbd_dir or FLAGS.aug_dir):
+        raise app.UsageError(
+            "--splits trainaug needs SBD's labels: pass --sbd_dir (benchmark_RELEASE) "
+            "or --aug_dir (SegmentationClassAug)"
+        )
     problems = validate_dataset(
         voc_root, splits, FLAGS.num_classes, sbd_root=FLAGS.sbd_dir, aug_dir=FLAGS.aug_dir
     )

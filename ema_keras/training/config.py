@@ -86,7 +86,7 @@ class TrainConfig:
     warmup_steps: int = _setting(
         0, "Steps over which the learning rate rises linearly to the poly curve (0: none)."
     )
-    momentum: float = _setting(0.9, "SGD momentum.")
+    momentum: float = _setting(0.9, "Momentum of SGD: the share of the previous update kept.")
     weight_decay: float = _setting(
         1e-4, "L2 weight decay on convolution kernels (biases and BatchNorm get none)."
     )
