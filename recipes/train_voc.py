@@ -35,7 +35,7 @@ flags.DEFINE_boolean(
 
 
 def _define_config_flags():
-    """One flag per TrainConfig field, its help from the field, defaulting to None (= the recipe's)."""
+    """One flag per TrainConfig field, helped by its metadata, unset = the recipe's value."""
     for field in dataclasses.fields(training.TrainConfig):
         help_text = field.metadata["help"]
         kind = typing.get_args(field.type) or (field.type,)
