@@ -26,13 +26,25 @@ VALIDATION_RUN = "validation"
 class StepTensorBoard(keras.callbacks.TensorBoard):
     """Keras' TensorBoard callback, its per-step scalars numbered by the optimizer's step.
 
-    Keras counts batches from 0 at every `fit`; a resumed run goes on from its
-    checkpoint's step instead, so its curves continue those of the first run.
+    Two fixes to Keras 3.15's callback with an integer `update_freq`:
+    - it counts batches from 0 at every `fit`; a resumed run goes on from its
+      checkpoint's step instead, so its curves continue those of the first run;
+    - it leaves "record only every `update_freq` steps" in force during the
+      whole training, which silently drops the per-epoch and validation
+      summaries of an epoch that does not end on such a step.
     """
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._global_train_batch = int(self.model.optimizer.iterations.numpy())
+
+    def on_test_end(self, logs=None):
+        with tf.summary.record_if(True):
+            super().on_test_end(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with tf.summary.record_if(True):
+            super().on_epoch_end(epoch, logs)
 
 
 class LearningRateAndImages(keras.callbacks.Callback):
@@ -75,7 +87,7 @@ class LearningRateAndImages(keras.callbacks.Callback):
         if self._step % self.every_steps == 0:
             # The schedule at the optimizer's current iteration, as Keras logs it per epoch.
             learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            with self._writer(TRAIN_RUN).as_default():
+            with self._writer(TRAIN_RUN).as_default(), tf.summary.record_if(True):
                 tf.summary.scalar("learning_rate", learning_rate, step=self._step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -84,7 +96,8 @@ class LearningRateAndImages(keras.callbacks.Callback):
         images, labels = self._batch
         logits = main_logits(self.model(images, training=False))
         predictions = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1)
-        with self._writer(VALIDATION_RUN).as_default():
+        # Every validation, whether or not it falls on a step Keras' callback records.
+        with self._writer(VALIDATION_RUN).as_default(), tf.summary.record_if(True):
             tf.summary.image(
                 "image_prediction_truth",
                 validation_panels(images, predictions, labels),

@@ -41,22 +41,26 @@ def test_training_raises_no_warnings(tiny_config, tmp_path, strategy):
 
 def test_tensorboard_scalars_per_step_and_validation_images(tiny_config, tmp_path):
     model_dir = str(tmp_path / "run")
+    # Validations (every checkpoint, 2 steps) that do not fall on the scalars' steps (3).
     config = tiny_config(
-        validate=True, steps=4, steps_per_checkpoint=2, log_every_steps=2, learning_rate=0.05
+        validate=True, steps=6, steps_per_checkpoint=2, log_every_steps=3, learning_rate=0.05
     )
     train(config, model_dir)
     logs = os.path.join(model_dir, "logs")
     train_events = _events(os.path.join(logs, tensorboard.TRAIN_RUN))
     for tag in ("batch_loss", "batch_mean_iou", "learning_rate"):
-        assert [step for step, _ in train_events[tag]] == [2, 4], tag
+        assert [step for step, _ in train_events[tag]] == [3, 6], tag
     # The learning rate is the schedule's at the optimizer's iteration.
     schedule = PolyDecay(config.learning_rate, config.steps, power=config.poly_power)
     rates = [float(value) for _, value in train_events["learning_rate"]]
-    np.testing.assert_allclose(rates, [float(schedule(2)), float(schedule(4))], rtol=1e-5)
+    np.testing.assert_allclose(rates, [float(schedule(3)), float(schedule(6))], rtol=1e-5)
     assert rates[1] < rates[0]
+    assert [step for step, _ in train_events["epoch_loss"]] == [0, 1, 2]  # one per chunk
 
-    images = _events(os.path.join(logs, tensorboard.VALIDATION_RUN))["image_prediction_truth"]
-    assert [step for step, _ in images] == [2, 4]  # one per validation
+    validation_events = _events(os.path.join(logs, tensorboard.VALIDATION_RUN))
+    assert [step for step, _ in validation_events["evaluation_mean_iou_vs_iterations"]] == [2, 4, 6]
+    images = validation_events["image_prediction_truth"]
+    assert [step for step, _ in images] == [2, 4, 6]  # one per validation
     width, height, *pngs = images[-1][1]
     assert (int(width), int(height)) == (3 * config.eval_pad_size, config.eval_pad_size)
     assert len(pngs) == tensorboard.NUM_VALIDATION_IMAGES
