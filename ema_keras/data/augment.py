@@ -101,7 +101,10 @@ class KerasAugmentation:
             images = tf.clip_by_value(layer(images, training=True), 0.0, 255.0)
         if self.geometric_layers:
             mean = tf.constant(IMAGENET_MEAN, tf.float32)
-            shifted = {"images": images - mean, "segmentation_masks": tf.cast(masks, tf.float32) + 1.0}
+            shifted = {
+                "images": images - mean,
+                "segmentation_masks": tf.cast(masks, tf.float32) + 1.0,
+            }
             for layer in self.geometric_layers:
                 shifted = layer(shifted, training=True)
             images = shifted["images"] + mean

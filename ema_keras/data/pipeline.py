@@ -109,7 +109,7 @@ def random_flip(image, label, seed):
 
 
 def _augmentation_on_pairs(augmentation):
-    """Wraps a hook on Keras' `{"images", "segmentation_masks"}` dicts as a map on (image, label)."""
+    """A hook on Keras' `{"images", "segmentation_masks"}` dicts as a map on (image, label)."""
 
     def augment(images, labels):
         data = augmentation({"images": images, "segmentation_masks": labels[..., None]})

@@ -287,7 +287,9 @@ def test_training_curve_is_drawn_without_matplotlib(tmp_path):
         assert drawn_height(curves.MIOU_COLOR, step) == pytest.approx(miou, abs=0.03)
     # The loss axis starts at 0: heights are proportional to the losses.
     heights = [drawn_height(curves.LOSS_COLOR, step) for step in steps]
-    np.testing.assert_allclose(np.array(heights) / heights[0], np.array(losses) / losses[0], atol=0.04)
+    np.testing.assert_allclose(
+        np.array(heights) / heights[0], np.array(losses) / losses[0], atol=0.04
+    )
     # No validation yet (the first step): nothing green in its column.
     column = pixels[top : bottom + 1, left + 1]
     assert not (column == curves.MIOU_COLOR).all(axis=-1).any()
