@@ -5,6 +5,7 @@ import keras
 from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
 from ema_keras.layers.initializers import conv_kernel_initializer
+from ema_keras.models.functional_model import FunctionalModel
 
 BLOCK_COUNTS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STEMS = ("deep", "standard")
@@ -112,13 +113,14 @@ def apply_stem(x, stem, width, *, use_bias, batch_norm, seed=None, dtype=None):
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")
-class DilatedResNet(keras.Model):
+class DilatedResNet(FunctionalModel):
     """ResNet v1 trunk (no pooling or classifier) with a dilated tail.
 
     A functional model mapping (B, H, W, 3) images to a dict of stage outputs
     `{"P2", "P3", "P4", "P5"}` (stages 1 to 4, `conv2`..`conv5` in layer
-    names): strides 4, 8, 16, 32 for output stride 32; at output stride 8
-    stages 3 and 4 stay at stride 8 (a 513x513 image gives 65x65 maps).
+    names), also `pyramid_outputs` (keras-hub's name): strides 4, 8, 16, 32
+    for output stride 32; at output stride 8 stages 3 and 4 stay at stride 8
+    (a 513x513 image gives 65x65 maps).
 
     Layer names follow `keras.applications` ResNet (`conv1_conv`, `conv1_bn`,
     `pool1_pool`, `conv{stage+1}_block{i}_{0..3}_conv/_bn`, where `_0` is the
@@ -144,10 +146,13 @@ class DilatedResNet(keras.Model):
             0.9 is PyTorch's 0.1).
         batch_norm_synchronized: `None` = synchronised when built inside a
             strategy with more than one replica; stored resolved.
-        input_shape: (H, W, 3); H and W may be None.
+        image_shape: (H, W, 3); H and W may be None. (`input_shape`, its
+            old name, still works with a DeprecationWarning.)
         seed: seed of the kernel initializers.
         dtype: dtype policy of every layer.
     """
+
+    _renamed_arguments = {"input_shape": "image_shape"}
 
     def __init__(
         self,
@@ -162,7 +167,7 @@ class DilatedResNet(keras.Model):
         batch_norm_momentum=0.9,
         batch_norm_epsilon=1e-5,
         batch_norm_synchronized=None,
-        input_shape=(None, None, 3),
+        image_shape=(None, None, 3),
         seed=None,
         dtype=None,
         **kwargs,
@@ -192,7 +197,7 @@ class DilatedResNet(keras.Model):
         )
 
         # === Functional model ===
-        inputs = keras.Input(shape=tuple(input_shape), name="image")
+        inputs = keras.Input(shape=tuple(image_shape), name="image")
         x = apply_stem(
             inputs,
             stem,
@@ -231,34 +236,21 @@ class DilatedResNet(keras.Model):
         self.batch_norm_momentum = batch_norm["momentum"]
         self.batch_norm_epsilon = batch_norm["epsilon"]
         self.batch_norm_synchronized = batch_norm["synchronized"]
-        self.image_shape = tuple(input_shape)
+        self.image_shape = tuple(image_shape)
         self.seed = seed
-        self.dilations = [[dilation for _, dilation in blocks] for blocks in scheme]
+
+    @property
+    def pyramid_outputs(self):
+        """`{"P2": ..., "P5": ...}`: the symbolic stage outputs (keras-hub's name)."""
+        return dict(self.output)
+
+    @property
+    def dilations(self):
+        """Dilation of every block's 3x3 conv, stage by stage."""
+        scheme = dilation_scheme(self.block_counts, self.output_stride, self.multi_grid)
+        return [[dilation for _, dilation in blocks] for blocks in scheme]
 
     @property
     def feature_channels(self):
         """Channels of P2..P5."""
         return {name: self.width * 2**stage * EXPANSION for stage, name in enumerate(FEATURE_NAMES)}
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "depth": self.depth,
-            "block_counts": self.block_counts,
-            "stem": self.stem,
-            "output_stride": self.output_stride,
-            "multi_grid": self.multi_grid,
-            "width": self.width,
-            "use_conv_bias": self.use_conv_bias,
-            "batch_norm_momentum": self.batch_norm_momentum,
-            "batch_norm_epsilon": self.batch_norm_epsilon,
-            "batch_norm_synchronized": self.batch_norm_synchronized,
-            "input_shape": self.image_shape,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -1,20 +1,21 @@
 """EMANet: a dilated ResNet, the EMA head, logits bilinearly resized to the image."""
 
+import warnings
+
 import keras
 
 from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
 from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.dilated_resnet import DilatedResNet
-from ema_keras.models.presets import get_preset
+from ema_keras.models.functional_model import BASE_ARGUMENTS, FunctionalModel, check_keywords
+from ema_keras.models.presets import get_preset, preset_weights
 
-# Keyword arguments of `from_preset` that go to the backbone, and those that
-# go to both the backbone and the head.
-_BACKBONE_ARGS = (
-    "depth", "block_counts", "stem", "output_stride", "multi_grid", "width", "use_conv_bias"
-)  # fmt: skip
+# Keyword arguments of `from_preset` that go to both the backbone and the head;
+# the backbone's other arguments go to the backbone only.
 _SHARED_ARGS = (
-    "batch_norm_momentum", "batch_norm_epsilon", "batch_norm_synchronized", "seed", "dtype"
+    "batch_norm_momentum", "batch_norm_epsilon", "batch_norm_synchronized", "image_shape", "seed",
+    "dtype",
 )  # fmt: skip
 
 
@@ -33,7 +34,7 @@ def apply_classifier(x, num_classes, *, dropout, name, seed=None, dtype=None):
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")
-class EMANet(keras.Model):
+class EMANet(FunctionalModel):
     """EMANet semantic segmenter (Li et al., ICCV 2019).
 
     Head, as in the official code: 3x3 conv-BN-ReLU from the backbone's P5 to
@@ -51,7 +52,9 @@ class EMANet(keras.Model):
     weights them.
 
     Args:
-        backbone: a `DilatedResNet`.
+        backbone: a `DilatedResNet`, or any `keras.Model` with a
+            `pyramid_outputs` dict (keras-hub's) holding "P5" (and "P4" for
+            `aux_head`); the head reads its features from there.
         num_classes: number of classes (21 for PASCAL VOC).
         head_channels: channels of the EMA unit (512 in the paper, 256 for
             the paper's cheaper "EMANet (256)").
@@ -66,10 +69,13 @@ class EMANet(keras.Model):
         batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized: the
             head's BatchNorm settings; `None` for synchronized = synchronised
             under a strategy with more than one replica (stored resolved).
-        input_shape: (H, W, 3); H and W may be None.
+        image_shape: (H, W, 3); H and W may be None. (`input_shape`, its
+            old name, still works with a DeprecationWarning.)
         seed: seed of the initializers (EMA bases included) and dropout.
         dtype: dtype policy of the head's layers (logits stay float32).
     """
+
+    _renamed_arguments = {"input_shape": "image_shape"}
 
     def __init__(
         self,
@@ -89,13 +95,22 @@ class EMANet(keras.Model):
         batch_norm_momentum=0.9,
         batch_norm_epsilon=1e-5,
         batch_norm_synchronized=None,
-        input_shape=(None, None, 3),
+        image_shape=(None, None, 3),
         seed=None,
         dtype=None,
         **kwargs,
     ):
-        if not isinstance(backbone, DilatedResNet):
-            raise ValueError(f"`backbone` must be a DilatedResNet, got {type(backbone).__name__}.")
+        levels = ("P4", "P5") if aux_head else ("P5",)
+        pyramid = getattr(backbone, "pyramid_outputs", None)
+        if not isinstance(backbone, keras.Model) or not isinstance(pyramid, dict):
+            raise ValueError(
+                "`backbone` must be a DilatedResNet (or a keras.Model with a `pyramid_outputs` "
+                f"dict), got {type(backbone).__name__}."
+            )
+        if any(level not in pyramid for level in levels):
+            raise ValueError(
+                f"The backbone's `pyramid_outputs` ({sorted(pyramid)}) lack {list(levels)}."
+            )
         for arg, value in (
             ("num_classes", num_classes),
             ("head_channels", head_channels),
@@ -112,8 +127,13 @@ class EMANet(keras.Model):
 
         # === Functional model ===
         conv_args = dict(batch_norm=batch_norm, seed=seed, dtype=dtype)
-        inputs = keras.Input(shape=tuple(input_shape), name="image")
-        features = backbone(inputs)
+        inputs = keras.Input(shape=tuple(image_shape), name="image")
+        own, wanted = keras.tree.flatten(backbone.output), keras.tree.flatten(pyramid)
+        if len(own) == len(wanted) and all(a is b for a, b in zip(own, wanted)):
+            features = backbone(inputs)  # a DilatedResNet: its outputs are its pyramid
+        else:  # keras-hub's way for a backbone with other outputs
+            pyramid_model = keras.Model(backbone.inputs, pyramid, name=f"{backbone.name}_pyramid")
+            features = pyramid_model(inputs)
         x = apply_conv_bn(features["P5"], head_channels, 3, name="pre_ema", **conv_args)
         x = EMAUnit(
             num_bases=ema_num_bases,
@@ -164,27 +184,57 @@ class EMANet(keras.Model):
         self.batch_norm_momentum = batch_norm["momentum"]
         self.batch_norm_epsilon = batch_norm["epsilon"]
         self.batch_norm_synchronized = batch_norm["synchronized"]
-        self.image_shape = tuple(input_shape)
+        self.image_shape = tuple(image_shape)
         self.seed = seed
 
     @classmethod
-    def from_preset(cls, name, **overrides):
-        """Builds a preset (see `ema_keras.models.presets.PRESETS`), randomly initialised.
+    def from_preset(cls, preset, /, *, load_weights=None, **overrides):
+        """Builds a preset (see `ema_keras.models.presets.PRESETS`).
 
-        `overrides` replace the preset's arguments. Backbone arguments
-        (`depth`, `block_counts`, `stem`, `output_stride`, `multi_grid`,
-        `width`, `use_conv_bias`) go to the backbone; BatchNorm settings,
-        `seed` and `dtype` go to both; the rest to `EMANet`.
-        `backbone=` may also be a `DilatedResNet` or a dict of its arguments.
+        `overrides` replace the preset's arguments; an unknown keyword raises a
+        `TypeError` naming it. Backbone arguments (`depth`, `block_counts`,
+        `stem`, `output_stride`, `multi_grid`, `width`, `use_conv_bias`) go
+        to the backbone; BatchNorm settings, `image_shape`, `seed` and `dtype`
+        go to both; the rest to `EMANet`. `backbone=` may also be a built
+        backbone or a dict of `DilatedResNet` arguments.
+
+        `load_weights`: `None` (default) loads the preset's weights file if it
+        names one and otherwise leaves the model randomly initialised; `True`
+        requires weights; `False` never loads. Weights are loaded with
+        `ema_keras.weights.load_model_weights`, so overrides that change the
+        weights' shapes (e.g. `num_classes`) need `load_weights=False`.
 
             model = EMANet.from_preset("emanet_resnet101_os8_voc", num_classes=19)
         """
-        config = get_preset(name)
+        backbone_args = DilatedResNet.config_arguments()
+        renamed = {**cls._renamed_arguments, **DilatedResNet._renamed_arguments}
+        accepted = set(cls.config_arguments() + backbone_args + list(BASE_ARGUMENTS))
+        if "weights" in overrides:
+            raise TypeError(
+                "EMANet.from_preset got an unexpected keyword argument 'weights': use "
+                "load_weights=True with a preset that names a weights file, or "
+                "ema_keras.weights.load_model_weights(model, path)."
+            )
+        given = [key for key in overrides if key not in renamed]
+        check_keywords("EMANet.from_preset", given, sorted(accepted | {"load_weights"}))
+        config = get_preset(preset)
+        weights = preset_weights(preset) if load_weights is not False else None
+        if load_weights and weights is None:
+            raise ValueError(f"Preset {preset!r} carries no weights: use load_weights=False.")
+        for old in set(renamed) & set(overrides):
+            warnings.warn(
+                f"EMANet.from_preset({old}=...) is deprecated; use {renamed[old]}=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        overrides = {renamed.get(key, key): value for key, value in overrides.items()}
         backbone = overrides.pop("backbone", None)
         backbone_overrides = {
-            key: overrides.pop(key) for key in list(overrides) if key in _BACKBONE_ARGS
+            key: overrides.pop(key)
+            for key in list(overrides)
+            if key in backbone_args and key not in _SHARED_ARGS
         }
-        if isinstance(backbone, DilatedResNet):
+        if isinstance(backbone, keras.Model):
             if backbone_overrides:
                 raise ValueError(
                     f"Backbone arguments {sorted(backbone_overrides)} given with a built backbone."
@@ -195,35 +245,10 @@ class EMANet(keras.Model):
                 **{**config["backbone"], **(backbone or {}), **backbone_overrides, **shared}
             )
         config.update(overrides, backbone=backbone)
-        return cls(**config)
+        model = cls(**config)
+        if weights is not None:
+            # ema_keras.weights builds on the models; imported here, when used.
+            from ema_keras.weights import load_model_weights
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "num_classes": self.num_classes,
-            "head_channels": self.head_channels,
-            "classifier_channels": self.classifier_channels,
-            "ema_num_bases": self.ema_num_bases,
-            "ema_num_iterations": self.ema_num_iterations,
-            "ema_momentum": self.ema_momentum,
-            "ema_normalize_average": self.ema_normalize_average,
-            "aux_head": self.aux_head,
-            "concat_input": self.concat_input,
-            "dropout": self.dropout,
-            "align_corners": self.align_corners,
-            "batch_norm_momentum": self.batch_norm_momentum,
-            "batch_norm_epsilon": self.batch_norm_epsilon,
-            "batch_norm_synchronized": self.batch_norm_synchronized,
-            "input_shape": self.image_shape,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config["backbone"], dict):
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+            load_model_weights(model, weights)
+        return model

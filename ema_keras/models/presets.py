@@ -1,76 +1,152 @@
-"""Named EMANet configurations: preset name -> `EMANet` keyword arguments.
+"""Named EMANet configurations: preset name -> description, `EMANet` arguments, weights.
 
-`"backbone"` holds the `DilatedResNet` keyword arguments. A preset is only a
-configuration; weights are loaded separately (see `ema_keras.weights`).
+`"config"` holds the `EMANet` keyword arguments, its `"backbone"` the
+`DilatedResNet` ones. `"weights"`, when a preset has them, names a file that
+`EMANet.from_preset` loads (`ema_keras.weights.load_model_weights`): a local
+path, a `file://` URL, or an `http(s)://` URL downloaded once into the Keras
+cache. The built-in presets carry no weights yet.
 """
 
 import copy
+import difflib
+import os
+import urllib.parse
+import urllib.request
+
+import keras
 
 _VOC_CLASSES = 21  # background + 20 objects
 # The official code's BatchNorm momentum (settings.BN_MOM = 3e-4 in PyTorch's
 # convention) is 0.9997 in Keras': running statistics over ~3,000 steps.
 _OFFICIAL_BN_MOMENTUM = 0.9997
+_NO_WEIGHTS = "Configuration only: no weights yet (random initialisation)."
+
+
+def _paper(depth, output_stride):
+    return {
+        "backbone": {
+            "depth": depth, "stem": "deep", "output_stride": output_stride,
+            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        },
+        "num_classes": _VOC_CLASSES,
+        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+    }  # fmt: skip
+
 
 PRESETS = {
     # The paper's models: deep stem, output stride 8, EMA on 512 channels.
     "emanet_resnet50_os8_voc": {
-        "backbone": {
-            "depth": 50, "stem": "deep", "output_stride": 8,
-            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
-        },
-        "num_classes": _VOC_CLASSES,
-        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        "description": f"EMANet ResNet-50, deep stem, output stride 8, VOC. {_NO_WEIGHTS}",
+        "config": _paper(50, 8),
     },
     "emanet_resnet101_os8_voc": {
-        "backbone": {
-            "depth": 101, "stem": "deep", "output_stride": 8,
-            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
-        },
-        "num_classes": _VOC_CLASSES,
-        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        "description": f"EMANet ResNet-101, deep stem, output stride 8, VOC (the paper's). "
+        f"{_NO_WEIGHTS}",
+        "config": _paper(101, 8),
     },
     "emanet_resnet152_os8_voc": {
-        "backbone": {
-            "depth": 152, "stem": "deep", "output_stride": 8,
-            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
-        },
-        "num_classes": _VOC_CLASSES,
-        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        "description": f"EMANet ResNet-152, deep stem, output stride 8, VOC. {_NO_WEIGHTS}",
+        "config": _paper(152, 8),
     },
     # Output stride 16: only stage 4 dilated, about 3.5x cheaper trunk.
     "emanet_resnet101_os16_voc": {
-        "backbone": {
-            "depth": 101, "stem": "deep", "output_stride": 16,
-            "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
-        },
-        "num_classes": _VOC_CLASSES,
-        "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
+        "description": f"EMANet ResNet-101, deep stem, output stride 16, VOC. {_NO_WEIGHTS}",
+        "config": _paper(101, 16),
     },
     "emanet_resnet50_os16": {
-        "backbone": {"depth": 50, "stem": "deep", "output_stride": 16},
-        "num_classes": _VOC_CLASSES,
+        "description": f"EMANet ResNet-50, deep stem, output stride 16, BN momentum 0.9. "
+        f"{_NO_WEIGHTS}",
+        "config": {
+            "backbone": {"depth": 50, "stem": "deep", "output_stride": 16},
+            "num_classes": _VOC_CLASSES,
+        },
     },
     # mmsegmentation's variant: standard (torchvision / keras.applications)
     # stem, auxiliary FCN head on stage 3 and the concat-input conv.
     "emanet_resnet50_os8_aux": {
-        "backbone": {"depth": 50, "stem": "standard", "output_stride": 8},
-        "num_classes": _VOC_CLASSES,
-        "aux_head": True,
-        "concat_input": True,
+        "description": "EMANet ResNet-50, standard stem, output stride 8, aux head and "
+        f"concat input (mmsegmentation's). {_NO_WEIGHTS}",
+        "config": {
+            "backbone": {"depth": 50, "stem": "standard", "output_stride": 8},
+            "num_classes": _VOC_CLASSES,
+            "aux_head": True,
+            "concat_input": True,
+        },
     },
     # Seconds on a CPU: one block per stage, 8 base channels, 8 bases.
     "emanet_tiny_demo": {
-        "backbone": {"block_counts": [1, 1, 1, 1], "width": 8, "stem": "deep", "output_stride": 8},
-        "num_classes": _VOC_CLASSES,
-        "head_channels": 32,
-        "classifier_channels": 32,
-        "ema_num_bases": 8,
+        "description": f"A tiny EMANet for tests and demos (seconds on a CPU). {_NO_WEIGHTS}",
+        "config": {
+            "backbone": {
+                "block_counts": [1, 1, 1, 1], "width": 8, "stem": "deep", "output_stride": 8
+            },
+            "num_classes": _VOC_CLASSES,
+            "head_channels": 32,
+            "classifier_channels": 32,
+            "ema_num_bases": 8,
+        },
     },
 }
 
 
-def get_preset(name):
-    """A deep copy of the preset's keyword arguments; a clear error for unknown names."""
+def _entry(name):
     if name not in PRESETS:
-        raise ValueError(f"Unknown EMANet preset {name!r}; available: {sorted(PRESETS)}.")
-    return copy.deepcopy(PRESETS[name])
+        close = difflib.get_close_matches(str(name), PRESETS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"Unknown EMANet preset {name!r}{hint}; available: {sorted(PRESETS)}.")
+    return PRESETS[name]
+
+
+def get_preset(name):
+    """A deep copy of the preset's `EMANet` keyword arguments."""
+    return copy.deepcopy(_entry(name)["config"])
+
+
+def describe_preset(name):
+    """The preset's one-line description."""
+    return _entry(name)["description"]
+
+
+def register_preset(name, config, *, description, weights=None, overwrite=False):
+    """Adds a preset: `EMANet` arguments (`"backbone"`: `DilatedResNet`'s), optional weights.
+
+    `weights`: a local path, a `file://` URL or an `http(s)://` URL of a
+    `.keras` / `.weights.h5` file (see `resolve_weights`); resolved only when
+    the preset is built with its weights.
+    """
+    if name in PRESETS and not overwrite:
+        raise ValueError(f"Preset {name!r} exists; pass overwrite=True to replace it.")
+    if "backbone" not in config:
+        raise ValueError(f"Preset {name!r}: `config` needs a 'backbone' dict.")
+    PRESETS[name] = {
+        "description": description,
+        "config": copy.deepcopy(config),
+        "weights": weights,
+    }
+
+
+def preset_weights(name):
+    """Local path of the preset's weights file (downloaded if needed), or None."""
+    return resolve_weights(_entry(name).get("weights"), preset=name)
+
+
+def resolve_weights(location, *, preset=None):
+    """A local path for `location`: a path, `file://...`, or `http(s)://...` (cached download)."""
+    if location is None:
+        return None
+    owner = f"Preset {preset!r}: weights" if preset else "Weights"
+    scheme = urllib.parse.urlparse(str(location)).scheme
+    if scheme in ("http", "https"):
+        filename = os.path.basename(urllib.parse.urlparse(location).path)
+        return keras.utils.get_file(filename, origin=location, cache_subdir="ema_keras")
+    if scheme == "file":
+        path = urllib.request.url2pathname(urllib.parse.urlparse(location).path)
+    elif scheme and len(scheme) > 1:  # not a Windows drive letter
+        raise ValueError(
+            f"{owner} {location!r}: unsupported scheme {scheme!r} (a path, file:// or http(s)://)."
+        )
+    else:
+        path = os.path.expanduser(str(location))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{owner} file not found: {path}")
+    return path
