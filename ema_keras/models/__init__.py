@@ -2,6 +2,27 @@
 
 from ema_keras.models.dilated_resnet import DilatedResNet, dilation_scheme
 from ema_keras.models.emanet import EMANet
-from ema_keras.models.presets import PRESETS, get_preset, register_preset
+from ema_keras.models.mobile_emanet import MobileEMANet
+from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
+from ema_keras.models.presets import PRESETS, get_preset, preset_architecture, register_preset
 
-__all__ = ["DilatedResNet", "EMANet", "PRESETS", "dilation_scheme", "get_preset", "register_preset"]
+_ARCHITECTURES = {"emanet": EMANet, "mobile_emanet": MobileEMANet}
+
+
+def build_preset(name, /, **overrides):
+    """Any preset, built by its own class (`EMANet` or `MobileEMANet`) `.from_preset`."""
+    return _ARCHITECTURES[preset_architecture(name)].from_preset(name, **overrides)
+
+
+__all__ = [
+    "DilatedResNet",
+    "EMANet",
+    "MobileEMANet",
+    "MobileNetV3Backbone",
+    "PRESETS",
+    "build_preset",
+    "dilation_scheme",
+    "get_preset",
+    "preset_architecture",
+    "register_preset",
+]

@@ -33,6 +33,16 @@ def _paper(depth, output_stride):
     }  # fmt: skip
 
 
+def _mobile(variant):
+    return {
+        "backbone": {"variant": variant, "output_stride": 16},
+        "num_classes": _VOC_CLASSES,
+        "head_channels": 128,
+        "ema_num_bases": 16,
+        "ema_num_iterations": 1,
+    }
+
+
 PRESETS = {
     # The paper's models: deep stem, output stride 8, EMA on 512 channels.
     "emanet_resnet50_os8_voc": {
@@ -86,6 +96,22 @@ PRESETS = {
             "ema_num_bases": 8,
         },
     },
+    # Phones (issue 14): MobileNetV3 at output stride 16 and the light EMA
+    # head of `MobileEMANet` (build with `MobileEMANet.from_preset` or
+    # `ema_keras.models.build_preset`). ImageNet trunks load with
+    # `model.backbone.load_imagenet_weights(path)` (keras.applications .h5).
+    "emanet_mobilenetv3_large_voc": {
+        "description": "MobileEMANet: MobileNetV3-Large, output stride 16, 128-channel EMA "
+        f"head (K=16, T=1), LR-ASPP fusion with 1/8 features, VOC. {_NO_WEIGHTS}",
+        "config": _mobile("large"),
+        "architecture": "mobile_emanet",
+    },
+    "emanet_mobilenetv3_small_voc": {
+        "description": "MobileEMANet: MobileNetV3-Small, output stride 16, 128-channel EMA "
+        f"head (K=16, T=1), LR-ASPP fusion with 1/8 features, VOC. {_NO_WEIGHTS}",
+        "config": _mobile("small"),
+        "architecture": "mobile_emanet",
+    },
 }
 
 
@@ -107,12 +133,21 @@ def describe_preset(name):
     return _entry(name)["description"]
 
 
-def register_preset(name, config, *, description, weights=None, overwrite=False):
+def preset_architecture(name):
+    """The model class that builds the preset: "emanet" (`EMANet`) or "mobile_emanet"."""
+    return _entry(name).get("architecture", "emanet")
+
+
+def register_preset(
+    name, config, *, description, weights=None, overwrite=False, architecture="emanet"
+):
     """Adds a preset: `EMANet` arguments (`"backbone"`: `DilatedResNet`'s), optional weights.
 
     `weights`: a local path, a `file://` URL or an `http(s)://` URL of a
     `.keras` / `.weights.h5` file (see `resolve_weights`); resolved only when
-    the preset is built with its weights.
+    the preset is built with its weights. `architecture`: the class that
+    builds it with `ema_keras.models.build_preset` ("emanet" or "mobile_emanet",
+    whose `"backbone"` holds `MobileNetV3Backbone` arguments).
     """
     if name in PRESETS and not overwrite:
         raise ValueError(f"Preset {name!r} exists; pass overwrite=True to replace it.")
@@ -122,6 +157,7 @@ def register_preset(name, config, *, description, weights=None, overwrite=False)
         "description": description,
         "config": copy.deepcopy(config),
         "weights": weights,
+        "architecture": architecture,
     }
 
 

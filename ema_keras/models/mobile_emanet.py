@@ -1,0 +1,194 @@
+"""MobileEMANet: a MobileNetV3 backbone and a light EMA head with LR-ASPP-style fusion."""
+
+import keras
+
+from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
+from ema_keras.layers.em_attention import EMAUnit
+from ema_keras.layers.resize import BilinearResize
+from ema_keras.models.functional_model import BASE_ARGUMENTS, FunctionalModel, check_keywords
+from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
+from ema_keras.models.presets import get_preset, preset_weights
+
+# `from_preset` arguments that go to both the backbone and the head.
+_SHARED_ARGS = (
+    "batch_norm_momentum", "batch_norm_synchronized", "image_shape", "seed", "dtype",
+)  # fmt: skip
+
+
+def apply_classifier(x, num_classes, *, name, seed=None, dtype=None):
+    """A 1x1 conv with bias to the classes."""
+    return keras.layers.Conv2D(
+        num_classes,
+        1,
+        kernel_initializer=keras.initializers.GlorotUniform(layer_seed(seed, name)),
+        dtype=dtype,
+        name=name,
+    )(x)
+
+
+@keras.saving.register_keras_serializable(package="ema_keras")
+class MobileEMANet(FunctionalModel):
+    """EMANet for phones: MobileNetV3 and a light EMA head, full-integer int8 friendly.
+
+    Head (`head_*`, `ema_unit`, `classifier_*`):
+
+    - a 1x1 conv-BN-ReLU projects the backbone's P5 (960 / 576 channels at
+      1/16) to `head_channels` (128): a 3x3 conv there would cost more than
+      the whole Small trunk, and 128 channels is LR-ASPP's width;
+    - the EMA unit with few bases and one iteration (K=16, T=1 by default).
+      Measured alone on the 33x33x128 map of a 513x513 image (Keras,
+      float32, one thread, AMD EPYC): K=16/T=1 1.3 ms, K=32/T=2 1.7 ms,
+      K=64/T=3 (the paper's) 3.1 ms. All are small next to the trunk, so
+      the choice is for int8: every iteration adds a softmax and an
+      L2-normalisation that are requantised, and ~1,000 pixels leave 64
+      bases sparsely used. It supplies the global context LR-ASPP gets
+      from its pooling branch, so that branch is left out;
+    - LR-ASPP's fusion: the head's map bilinearly resized to P3 (1/8) and
+      classified, plus a 1x1 classifier on P3's low-level features, summed;
+    - a bilinear resize of the sum to the image (`logits`, float32).
+
+    Every op (conv, depthwise conv, mean, hard-swish, batch-matmul, softmax,
+    L2-normalisation, bilinear resize, add, mul) is a TFLite builtin that
+    runs in int8.
+
+    Args:
+        backbone: a `MobileNetV3Backbone` (or a keras.Model with a
+            `pyramid_outputs` dict holding "P3" and "P5").
+        num_classes: number of classes.
+        head_channels: width of the projection and the EMA unit.
+        ema_num_bases, ema_num_iterations, ema_momentum: the EMA unit's K, T
+            and bases momentum.
+        dropout: channel dropout before the high-level classifier.
+        align_corners: bilinear upsampling convention.
+        batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized: the
+            head's BatchNorm settings.
+        image_shape: (H, W, 3); H and W may be None.
+        seed: seed of the initializers and dropout.
+        dtype: dtype policy of the head's layers (logits stay float32).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone,
+        num_classes=21,
+        head_channels=128,
+        ema_num_bases=16,
+        ema_num_iterations=1,
+        ema_momentum=0.9,
+        dropout=0.1,
+        align_corners=True,
+        batch_norm_momentum=0.9,
+        batch_norm_epsilon=1e-5,
+        batch_norm_synchronized=None,
+        image_shape=(None, None, 3),
+        seed=None,
+        dtype=None,
+        **kwargs,
+    ):
+        pyramid = getattr(backbone, "pyramid_outputs", None)
+        if not isinstance(backbone, keras.Model) or not isinstance(pyramid, dict):
+            raise ValueError(
+                "`backbone` must be a MobileNetV3Backbone (or a keras.Model with a "
+                f"`pyramid_outputs` dict), got {type(backbone).__name__}."
+            )
+        if any(level not in pyramid for level in ("P3", "P5")):
+            raise ValueError(f"The backbone's `pyramid_outputs` ({sorted(pyramid)}) lack P3, P5.")
+        for arg, value in (("num_classes", num_classes), ("head_channels", head_channels)):
+            if int(value) < 1:
+                raise ValueError(f"`{arg}` must be >= 1, got {value}.")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+        batch_norm = batch_norm_settings(
+            batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized
+        )
+        kwargs.setdefault("name", "mobile_emanet")
+
+        # === Functional model ===
+        inputs = keras.Input(shape=tuple(image_shape), name="image")
+        own, wanted = keras.tree.flatten(backbone.output), keras.tree.flatten(pyramid)
+        if len(own) == len(wanted) and all(a is b for a, b in zip(own, wanted)):
+            features = backbone(inputs)
+        else:
+            pyramid_model = keras.Model(backbone.inputs, pyramid, name=f"{backbone.name}_pyramid")
+            features = pyramid_model(inputs)
+        x = apply_conv_bn(
+            features["P5"], head_channels, 1, name="head", batch_norm=batch_norm, seed=seed,
+            dtype=dtype,
+        )  # fmt: skip
+        x = EMAUnit(
+            num_bases=ema_num_bases,
+            num_iterations=ema_num_iterations,
+            momentum=ema_momentum,
+            batch_norm_momentum=batch_norm["momentum"],
+            batch_norm_epsilon=batch_norm["epsilon"],
+            batch_norm_synchronized=batch_norm["synchronized"],
+            seed=layer_seed(seed, "ema_unit"),
+            dtype=dtype,
+            name="ema_unit",
+        )(x)
+        x = BilinearResize(align_corners, dtype=dtype, name="head_resize")([x, features["P3"]])
+        x = keras.layers.SpatialDropout2D(
+            dropout, seed=layer_seed(seed, "head_dropout"), dtype=dtype, name="head_dropout"
+        )(x)
+        high = apply_classifier(x, num_classes, name="classifier_high", seed=seed, dtype=dtype)
+        low = apply_classifier(
+            features["P3"], num_classes, name="classifier_low", seed=seed, dtype=dtype
+        )
+        x = keras.layers.Add(dtype=dtype, name="classifier_add")([high, low])
+        logits = BilinearResize(align_corners, dtype="float32", name="logits")([x, inputs])
+        super().__init__(inputs=inputs, outputs=logits, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.head_channels = int(head_channels)
+        self.ema_num_bases = int(ema_num_bases)
+        self.ema_num_iterations = int(ema_num_iterations)
+        self.ema_momentum = float(ema_momentum)
+        self.dropout = float(dropout)
+        self.align_corners = bool(align_corners)
+        self.batch_norm_momentum = batch_norm["momentum"]
+        self.batch_norm_epsilon = batch_norm["epsilon"]
+        self.batch_norm_synchronized = batch_norm["synchronized"]
+        self.image_shape = tuple(image_shape)
+        self.seed = seed
+
+    @classmethod
+    def from_preset(cls, preset, /, *, load_weights=None, **overrides):
+        """Builds a mobile preset (`emanet_mobilenetv3_{large,small}_voc`).
+
+        As `EMANet.from_preset`: unknown keywords raise a `TypeError`;
+        `variant` and `output_stride` go to the backbone; BatchNorm momentum
+        and synchronisation, `image_shape`, `seed` and `dtype` to both; the
+        rest to the head. `load_weights` as there (whole-model weights).
+        """
+        backbone_args = MobileNetV3Backbone.config_arguments()
+        accepted = set(cls.config_arguments() + backbone_args + list(BASE_ARGUMENTS))
+        check_keywords(
+            "MobileEMANet.from_preset", overrides, sorted(accepted | {"load_weights"})
+        )
+        config = get_preset(preset)
+        weights = preset_weights(preset) if load_weights is not False else None
+        if load_weights and weights is None:
+            raise ValueError(f"Preset {preset!r} carries no weights: use load_weights=False.")
+        backbone = overrides.pop("backbone", None)
+        backbone_overrides = {
+            key: overrides.pop(key)
+            for key in list(overrides)
+            if key in backbone_args and key not in _SHARED_ARGS
+        }
+        if not isinstance(backbone, keras.Model):
+            shared = {key: value for key, value in overrides.items() if key in _SHARED_ARGS}
+            backbone = MobileNetV3Backbone(
+                **{**config["backbone"], **(backbone or {}), **backbone_overrides, **shared}
+            )
+        elif backbone_overrides:
+            raise ValueError(
+                f"Backbone arguments {sorted(backbone_overrides)} given with a built backbone."
+            )
+        config.update(overrides, backbone=backbone)
+        model = cls(**config)
+        if weights is not None:
+            model.load_weights(weights)
+        return model
