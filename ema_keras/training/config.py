@@ -166,6 +166,19 @@ RECIPES = {
         verbose=2,
     ),
 }
+# Phones (issue 14): MobileEMANet, settings of the mobile anchors (TF DeepLab's
+# MobileNet VOC training: crop 513, batch 16, poly, weight decay 4e-5);
+# ImageNet trunk by --backbone_weights (a keras.applications MobileNetV3 .h5).
+RECIPES["voc_mobile"] = dataclasses.replace(
+    RECIPES["voc_official"],
+    preset="emanet_mobilenetv3_large_voc",
+    learning_rate=0.01,
+    weight_decay=4e-5,
+)
+# The demo recipe on the small mobile preset, trained from scratch.
+RECIPES["demo_mobile"] = dataclasses.replace(
+    RECIPES["demo"], preset="emanet_mobilenetv3_small_voc"
+)
 
 
 def get_recipe(name, **overrides):

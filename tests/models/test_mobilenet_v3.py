@@ -195,3 +195,18 @@ def test_small_preset_exports_to_full_integer_int8(tmp_path):
     assert int8_report.passed, int8_report
     logits = model(batch[:4]).numpy()
     assert int8_report.max_abs_logit_diff < 0.25 * (logits.max() - logits.min())
+
+
+@pytest.mark.parametrize(
+    "recipe, preset",
+    [("voc_mobile", MOBILE_PRESETS[0]), ("demo_mobile", MOBILE_PRESETS[1])],
+)
+def test_mobile_recipes_name_the_mobile_presets(recipe, preset):
+    from ema_keras.training.config import RECIPES, check_settings, get_recipe
+
+    config = check_settings(get_recipe(recipe))
+    assert config.preset == preset
+    if recipe == "demo_mobile":  # the demo recipe, only the preset changed
+        assert config == get_recipe("demo", preset=preset) and config != RECIPES["demo"]
+    model = build_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
+    assert isinstance(model, MobileEMANet)
