@@ -1,22 +1,45 @@
-"""EMANet for Keras 3 / TensorFlow.
+"""EMANet for Keras 3: layers and models on any backend; training, data and export on TensorFlow.
 
-Importing the package pins Keras to the TensorFlow backend and registers every
-custom class for serialization, so `keras.models.load_model` can read our
-`.keras` files once `ema_keras` is imported.
+Importing the package registers every custom class for serialization, so
+`keras.models.load_model` can read our `.keras` files once `ema_keras` is
+imported. The Keras backend is chosen as Keras chooses it (`KERAS_BACKEND`),
+with TensorFlow the default when nothing says otherwise (see
+`ema_keras.backend`).
+
+The layers and models (`ema_keras.layers`, `ema_keras.models`, `ema_keras.cost`)
+run on every backend. The data pipeline, training, inference and export
+subpackages are built on tf.data / tf.distribute / SavedModel and need the
+TensorFlow backend: they are imported with the package on TensorFlow, and on
+other backends only when first used (`ema_keras.training`), so that importing
+the package does not start TensorFlow.
 """
 
+import importlib
+
 from ema_keras import backend as _backend  # noqa: F401  (must precede keras imports)
-from ema_keras import cost, data, layers, losses, metrics, models, optimizers, schedules
+from ema_keras import cost, layers, models
 from ema_keras.version import __version__
+
+# Subpackages that need TensorFlow (tf.data, tf.distribute, SavedModel, LiteRT).
+_TENSORFLOW_SUBPACKAGES = ("data", "inference", "training")
+
+if _backend.BACKEND == "tensorflow":
+    from ema_keras import data, inference, training  # noqa: F401
+
+
+def __getattr__(name):
+    # Off TensorFlow, the TF-only subpackages load on first use.
+    if name in _TENSORFLOW_SUBPACKAGES:
+        return importlib.import_module(f"ema_keras.{name}")
+    raise AttributeError(f"module 'ema_keras' has no attribute {name!r}")
+
 
 __all__ = [
     "cost",
     "data",
+    "inference",
     "layers",
-    "losses",
-    "metrics",
     "models",
-    "optimizers",
-    "schedules",
+    "training",
     "__version__",
 ]

@@ -1,20 +1,23 @@
-"""Pins Keras to the TensorFlow backend before anything imports Keras.
+"""Chooses the Keras backend before anything imports Keras, as Keras would.
 
-ema-keras relies on tf.distribute, tf.data, SavedModel and LiteRT, which exist
-only on the TensorFlow backend. A user who set another backend gets a clear
-error instead of a half-working library.
+The backend is the one `KERAS_BACKEND` names, TensorFlow when it is unset
+(ema-keras' default, whatever `~/.keras/keras.json` says), or the one Keras
+already runs on when it was imported first. The layers and models run on
+every backend; the data pipeline, training, inference and export need
+TensorFlow (tf.data, tf.distribute, SavedModel, LiteRT).
+
+On TensorFlow, TensorFlow is imported here with its start-up INFO notices
+hidden; on other backends TensorFlow is not imported at all.
 """
 
 import os
 import sys
 import tempfile
 
-_BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-if _BACKEND != "tensorflow":
-    raise ImportError(
-        f"ema_keras needs the TensorFlow backend of Keras, but KERAS_BACKEND={_BACKEND!r}. "
-        "Unset KERAS_BACKEND or set it to 'tensorflow'."
-    )
+if "keras" in sys.modules:
+    BACKEND = sys.modules["keras"].backend.backend()
+else:
+    BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 # TensorFlow's C++ INFO notices (oneDNN, CPU features) are noise in a program's
 # output; warnings and errors stay. TF_CPP_MIN_LOG_LEVEL=0 shows them again.
@@ -60,10 +63,13 @@ def _import_tensorflow():
                 sys.stderr.flush()
 
 
-try:
-    _import_tensorflow()
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "ema_keras needs TensorFlow. Install it with the extra that fits the machine: "
-        "pip install 'ema-keras[cpu]' (CPU-only) or 'ema-keras[gpu]' (CUDA)."
-    ) from error
+if BACKEND == "tensorflow":
+    try:
+        _import_tensorflow()
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "ema_keras needs TensorFlow on the TensorFlow backend. Install it with the extra "
+            "that fits the machine: pip install 'ema-keras[cpu]' (CPU-only) or "
+            "'ema-keras[gpu]' (CUDA); or choose another Keras backend (KERAS_BACKEND=jax) "
+            "for the layers and models."
+        ) from error

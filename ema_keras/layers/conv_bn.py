@@ -9,8 +9,8 @@ mapped by name.
 import zlib
 
 import keras
-import tensorflow as tf
 
+from ema_keras.layers import tensorflow_ops
 from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.initializers import conv_kernel_initializer
 
@@ -20,7 +20,8 @@ def batch_norm_settings(momentum=0.9, epsilon=1e-5, synchronized=None):
 
     `synchronized=None` means "synchronise across replicas when built inside a
     tf.distribute strategy with more than one replica", as every EMANet
-    reference trains with synchronised BatchNorm.
+    reference trains with synchronised BatchNorm. Off TensorFlow it resolves to
+    False (see `SyncBatchNormalization`).
     """
     if synchronized is None:
         synchronized = replicas_in_sync() > 1
@@ -32,10 +33,8 @@ def batch_norm_settings(momentum=0.9, epsilon=1e-5, synchronized=None):
 
 
 def replicas_in_sync():
-    """Replicas of the enclosing tf.distribute strategy (1 outside any)."""
-    if not tf.distribute.has_strategy():
-        return 1
-    return tf.distribute.get_strategy().num_replicas_in_sync
+    """Replicas of the enclosing tf.distribute strategy (1 outside any, and off TensorFlow)."""
+    return tensorflow_ops.replicas_in_sync() if tensorflow_ops.ENABLED else 1
 
 
 def layer_seed(seed, name):

@@ -7,9 +7,9 @@ flattened to (B, N, C) with N = H * W, and the bases are (C, K).
 import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from ema_keras.layers import tensorflow_ops
 from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.initializers import L2NormalizedNormal, conv_kernel_initializer
 
@@ -22,23 +22,30 @@ def _l2_normalize(tensor, axis, epsilon):
     return tensor / (epsilon + norm)
 
 
-def _global_mean_over_batch(per_image_bases):
-    """Mean of (B, ...) over the global batch, identical on every replica.
+def _unit_bases(bases, epsilon):
+    """(B, K, C) bases scaled to unit L2 norm over C, norms floored at `epsilon`.
 
-    Outside a strategy (or with one replica) it is the local batch mean. Under
-    tf.distribute each replica sums its images and counts them, and an
-    all-reduce makes both sums global, so every replica divides the same two
-    numbers and gets the same bits, whatever the per-replica batch sizes.
+    On TensorFlow this is `tf.math.l2_normalize`, TFLite's L2_NORMALIZATION
+    (see `expectation_maximization`); elsewhere the same formula in keras.ops.
     """
-    replica_context = tf.distribute.get_replica_context()
-    local_sum = ops.sum(per_image_bases, axis=0)
-    local_count = ops.cast(ops.shape(per_image_bases)[0], local_sum.dtype)
-    if replica_context is None or replica_context.num_replicas_in_sync == 1:
-        return local_sum / local_count
-    global_sum, global_count = replica_context.all_reduce(
-        tf.distribute.ReduceOp.SUM, [local_sum, local_count]
-    )
-    return global_sum / global_count
+    if tensorflow_ops.ENABLED:
+        return tensorflow_ops.l2_normalize(bases, axis=-1, epsilon=epsilon**2)
+    squared_norm = ops.sum(ops.square(bases), axis=-1, keepdims=True)
+    return bases * ops.rsqrt(ops.maximum(squared_norm, epsilon**2))
+
+
+def _global_mean_over_batch(per_image_bases):
+    """Mean of (B, ...) over the global batch, identical on every replica or device.
+
+    On TensorFlow, under tf.distribute, each replica holds its own slice of
+    the batch and an all-reduce makes the mean global (see
+    `tensorflow_ops.mean_over_replicas`). On JAX, under
+    `keras.distribution.DataParallel`, the batch is one global (sharded)
+    array, so the plain mean is already the global-batch mean.
+    """
+    if tensorflow_ops.ENABLED:
+        return tensorflow_ops.mean_over_replicas(per_image_bases)
+    return ops.mean(per_image_bases, axis=0)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -134,9 +141,10 @@ class EMALayer(keras.layers.Layer):
         the second, so it is left out. Besides saving work, this keeps the
         graph free of a division by a per-base total that rounds to zero in
         full-integer int8 TFLite when a base attracts almost no pixels; and
-        `tf.math.l2_normalize` becomes TFLite's L2_NORMALIZATION, whose int8
-        kernel accepts a zero vector. In float32 the result differs from the
-        literal formula only through the epsilons (about 1e-6 relative).
+        on TensorFlow the normalisation is `tf.math.l2_normalize`, which
+        becomes TFLite's L2_NORMALIZATION, whose int8 kernel accepts a zero
+        vector. In float32 the result differs from the literal formula only
+        through the epsilons (about 1e-6 relative).
         """
         x = ops.cast(ops.stop_gradient(inputs), "float32")
         batch = ops.shape(x)[0]
@@ -148,9 +156,7 @@ class EMALayer(keras.layers.Layer):
             # E-step: responsibilities of each base for each pixel.
             z = ops.softmax(ops.einsum("bnc,bkc->bnk", x, bases), axis=-1)
             # M-step: bases as responsibility-weighted sums of the pixels, unit length.
-            bases = tf.math.l2_normalize(
-                ops.einsum("bnc,bnk->bkc", x, z), axis=-1, epsilon=self.epsilon**2
-            )
+            bases = _unit_bases(ops.einsum("bnc,bnk->bkc", x, z), self.epsilon)
         return ops.stop_gradient(z), ops.stop_gradient(bases)
 
     def call(self, inputs, training=None):

@@ -4,32 +4,10 @@ import pytest
 import tensorflow as tf
 
 from ema_keras.layers import EMALayer, EMAUnit
+from tests.layers.em_reference import reference_em, reference_update
 from tests.layer_testing import check_mixed_precision, run_layer_test
 
 BATCH, HEIGHT, WIDTH, CHANNELS, NUM_BASES = 4, 6, 5, 16, 8
-
-
-def reference_em(inputs, bases, num_iterations=3, epsilon=1e-6):
-    """The EM attention of EMANET.md, written directly in float64 NumPy."""
-    x = inputs.astype(np.float64).reshape(inputs.shape[0], -1, inputs.shape[-1])
-    mu = np.broadcast_to(bases.astype(np.float64), (x.shape[0],) + bases.shape)
-    for _ in range(num_iterations):
-        logits = x @ mu
-        logits = logits - logits.max(axis=-1, keepdims=True)
-        z = np.exp(logits)
-        z = z / z.sum(axis=-1, keepdims=True)
-        z_normalized = z / (epsilon + z.sum(axis=1, keepdims=True))
-        mu = np.transpose(x, (0, 2, 1)) @ z_normalized
-        mu = mu / (epsilon + np.linalg.norm(mu, axis=1, keepdims=True))
-    reconstruction = z @ np.transpose(mu, (0, 2, 1))
-    return reconstruction.reshape(inputs.shape), mu
-
-
-def reference_update(bases, per_image_bases, momentum=0.9, normalize=False, epsilon=1e-6):
-    average = per_image_bases.mean(axis=0)
-    if normalize:
-        average = average / (epsilon + np.linalg.norm(average, axis=0, keepdims=True))
-    return momentum * bases + (1.0 - momentum) * average
 
 
 def random_features(seed=0, batch=BATCH):
