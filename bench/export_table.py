@@ -48,7 +48,7 @@ def train_tiny_model(voc_root, steps):
     import keras
 
     from ema_keras.data import read_voc_split, train_dataset
-    from ema_keras.losses import MaskedSparseCrossEntropy
+    from ema_keras.training.losses import MaskedSparseCrossEntropy
     from ema_keras.models import EMANet
 
     keras.utils.set_random_seed(0)

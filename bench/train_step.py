@@ -68,7 +68,7 @@ def keras_step(preset, *, batch, crop, steps, mixed, xla, gpu, threads):
     import keras
     import tensorflow as tf
 
-    from ema_keras.losses import MaskedSparseCrossEntropy
+    from ema_keras.training.losses import MaskedSparseCrossEntropy
     from ema_keras.models import EMANet
 
     keras.utils.set_random_seed(0)

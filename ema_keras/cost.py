@@ -201,14 +201,14 @@ def cost_table(depth, *, output_stride=8, input_size=(513, 513), widths=(256, 51
 
     height, width = input_size
     backbone = DilatedResNet(
-        depth=depth, stem=stem, output_stride=output_stride, input_shape=(height, width, 3)
+        depth=depth, stem=stem, output_stride=output_stride, image_shape=(height, width, 3)
     )
     trunk = model_cost(backbone)["backbone"]
     name = f"ResNet-{depth} trunk ({stem} stem, OS{output_stride})"
     rows = [_row(name, trunk, PAPER_FIGURES.get((depth, "trunk")) if output_stride == 8 else None)]
     _, feature_height, feature_width, _ = backbone.output["P5"].shape
     for channels in widths:
-        model = EMANet(backbone=backbone, head_channels=channels, input_shape=(height, width, 3))
+        model = EMANet(backbone=backbone, head_channels=channels, image_shape=(height, width, 3))
         parts = model_cost(model)
         paper = PAPER_FIGURES.get((depth, f"emanet_{channels}")) if output_stride == 8 else None
         local = parts["pre_ema"] + non_local_cost(channels, feature_height, feature_width)

@@ -14,7 +14,7 @@ from absl import app, flags
 
 from ema_keras import cli
 from ema_keras.data import preflight_check, voc
-from ema_keras.evaluation import evaluate
+from ema_keras.inference.evaluation import evaluate
 from ema_keras.model_files import load_keras_model
 from ema_keras.training import load_config, trainer
 

@@ -20,10 +20,10 @@ unreadable model or image; 2 outputs refused (nothing written).
 from absl import app, flags
 
 from ema_keras import cli
-from ema_keras.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
+from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
 from ema_keras.data.image_io import load_image
 from ema_keras.model_files import load_keras_model
-from ema_keras.prediction import OutputConflictError, plan_predictions, write_predictions
+from ema_keras.inference.prediction import OutputConflictError, plan_predictions, write_predictions
 
 flags.DEFINE_string("model", None, "A .keras model file.", required=True)
 flags.DEFINE_list("inputs", None, "Image files and/or folders.", required=True)

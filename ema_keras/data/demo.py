@@ -17,7 +17,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ema_keras.data.image_io import save_palette_png
-from ema_keras.data.voc import VOC_CLASSES
+from ema_keras.data.voc import IGNORE_LABEL, VOC_CLASSES
 
 _FORMAT_VERSION = 2  # bump whenever the drawing changes: old folders get redrawn
 _MANIFEST = "demo_manifest.json"
@@ -93,7 +93,7 @@ def draw_demo_example(rng, height, width):
         outline |= ndimage.binary_dilation(mask, iterations=1) & ~mask
 
     image += rng.normal(0, 8, size=image.shape)
-    label[outline] = 255
+    label[outline] = IGNORE_LABEL
     return np.clip(np.round(image), 0, 255).astype(np.uint8), label
 
 

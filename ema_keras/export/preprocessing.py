@@ -15,12 +15,7 @@ import tensorflow as tf
 
 from ema_keras.data.pipeline import IMAGENET_MEAN, normalize_image
 
-__all__ = ["IMAGENET_MEAN", "fit_to_canvas", "main_logits", "normalize_image", "restore_size"]
-
-
-def main_logits(outputs):
-    """The segmentation logits of an EMANet output (a dict when it has an aux head)."""
-    return outputs["logits"] if isinstance(outputs, dict) else outputs
+__all__ = ["IMAGENET_MEAN", "fit_to_canvas", "normalize_image", "restore_size"]
 
 
 def fit_to_canvas(images, image_size):

@@ -20,7 +20,8 @@ import keras
 import tensorflow as tf
 
 from ema_keras.data.decode import decode_image
-from ema_keras.export.preprocessing import fit_to_canvas, main_logits, normalize_image, restore_size
+from ema_keras.export.preprocessing import fit_to_canvas, normalize_image, restore_size
+from ema_keras.models.outputs import main_logits
 
 BYTES_SIGNATURE = "serving_bytes"
 IMAGES_SIGNATURE = "serving_images"

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from ema_keras.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
-from ema_keras.export.preprocessing import canvas_numpy, main_logits
+from ema_keras.export.preprocessing import canvas_numpy
+from ema_keras.models.outputs import main_logits
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
 INPUT_NAME = "image"

@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.export.preprocessing import canvas_numpy, main_logits, normalize_image
+from ema_keras.export.preprocessing import canvas_numpy, normalize_image
+from ema_keras.models.outputs import main_logits
 from ema_keras.export.saved_model import BYTES_SIGNATURE, IMAGES_SIGNATURE, make_logits_fn
 
 FLOAT_THRESHOLD = 0.999

@@ -56,7 +56,7 @@ def test_eval_dataset_refuses_ids_beyond_num_classes(voc_fixture):
 def test_evaluate_refuses_ids_beyond_num_classes(voc_fixture):
     import keras
 
-    from ema_keras.evaluation import evaluate
+    from ema_keras.inference.evaluation import evaluate
 
     voc_root, _ = voc_fixture
     examples = voc.read_voc_split(voc_root, "val")

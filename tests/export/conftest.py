@@ -10,7 +10,7 @@ import pytest
 
 from ema_keras.data import read_voc_split, train_dataset, write_demo_dataset
 from ema_keras.export import load_images
-from ema_keras.losses import MaskedSparseCrossEntropy
+from ema_keras.training.losses import MaskedSparseCrossEntropy
 from ema_keras.models import EMANet
 
 TRAIN_STEPS = 150

@@ -56,14 +56,14 @@ def test_plain_resnet50_matches_torchvision_figures():
 
 
 def test_resnet101_emanet_at_513_against_the_paper():
-    backbone = DilatedResNet(depth=101, stem="deep", output_stride=8, input_shape=(513, 513, 3))
+    backbone = DilatedResNet(depth=101, stem="deep", output_stride=8, image_shape=(513, 513, 3))
     trunk = cost.model_cost(backbone)["backbone"]
     # torchvision's 42,500,160 plus the deep stem: +103,296 in the stem,
     # +64*64 + 64*256 in stage 1's first block.
     assert trunk.params == 42_500_160 + 103_296 + 64 * 64 + 64 * 256
     assert trunk.macs / 1e9 == pytest.approx(190.6, rel=0.005)  # the paper's "FLOPs"
     for width, paper_params, paper_gmacs in ((256, 4.87e6, 21.1), (512, 10.0e6, 43.1)):
-        model = EMANet(backbone=backbone, head_channels=width, input_shape=(513, 513, 3))
+        model = EMANet(backbone=backbone, head_channels=width, image_shape=(513, 513, 3))
         parts = cost.model_cost(model)
         extra = parts["pre_ema"] + parts["ema_unit"]
         assert extra.params == pytest.approx(paper_params, rel=0.01)

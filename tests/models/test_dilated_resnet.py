@@ -68,7 +68,7 @@ def test_built_layers_have_official_strides_and_dilations(output_stride, expecte
     [(8, (129, 65, 65, 65)), (16, (129, 65, 33, 33)), (32, (129, 65, 33, 17))],
 )
 def test_output_stride_on_513_input(output_stride, sizes):
-    model = DilatedResNet(output_stride=output_stride, input_shape=(513, 513, 3), **TINY)
+    model = DilatedResNet(output_stride=output_stride, image_shape=(513, 513, 3), **TINY)
     for name, size in zip(("P2", "P3", "P4", "P5"), sizes):
         assert tuple(model.output[name].shape) == (None, size, size, model.feature_channels[name])
 

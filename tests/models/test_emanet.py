@@ -52,7 +52,7 @@ def test_variable_input_size_gives_logits_at_input_size():
         logits = model(images(height=height, width=width))
         assert tuple(logits.shape) == (2, height, width, NUM_CLASSES)
         assert logits.dtype == "float32"
-    fixed = tiny_emanet(input_shape=(48, 48, 3))
+    fixed = tiny_emanet(image_shape=(48, 48, 3))
     assert tuple(fixed.output.shape) == (None, 48, 48, NUM_CLASSES)
 
 
