@@ -10,11 +10,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from ema_keras.models.outputs import main_logits
+
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-
-
-def _main_logits(outputs):
-    return outputs["logits"] if isinstance(outputs, dict) else outputs
 
 
 def _tiles(length, window, stride):
@@ -44,7 +42,7 @@ def sliding_window_logits(model, images, window, stride=None):
     for top in _tiles(padded_height, window_height, stride_height):
         for left in _tiles(padded_width, window_width, stride_width):
             crop = images[:, top : top + window_height, left : left + window_width]
-            logits = _main_logits(model(crop, training=False)).numpy()
+            logits = main_logits(model(crop, training=False)).numpy()
             if total is None:
                 total = np.zeros(
                     (images.shape[0], padded_height, padded_width, logits.shape[-1]), np.float32
@@ -56,7 +54,7 @@ def sliding_window_logits(model, images, window, stride=None):
 
 def _logits_at(model, images, window, stride):
     if window is None:
-        return _main_logits(model(images, training=False)).numpy()
+        return main_logits(model(images, training=False)).numpy()
     return sliding_window_logits(model, images, window, stride)
 
 

@@ -22,12 +22,12 @@ import os
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from ema_keras.attention_maps import DEFAULT_NUM_BASES, AttentionMapper, attention_grid
+from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, AttentionMapper, attention_grid
 from ema_keras.data.errors import DataError, MissingFileError
 from ema_keras.data.image_io import load_image
 from ema_keras.data.pipeline import normalize_image
 from ema_keras.data.voc import voc_colormap
-from ema_keras.inference import predict_probabilities
+from ema_keras.inference.multi_scale import predict_probabilities
 from ema_keras.visualize import overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")

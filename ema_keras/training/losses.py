@@ -10,7 +10,7 @@ replica's images count by their valid pixels, not one vote per image.
 import keras
 from keras import ops
 
-IGNORE_LABEL = 255
+from ema_keras.data.voc import IGNORE_LABEL
 
 
 def _flatten_valid(y_true, y_pred, ignore_label):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ema_keras.losses import IGNORE_LABEL
+from ema_keras.data.voc import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")

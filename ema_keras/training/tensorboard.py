@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ema_keras.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
-from ema_keras.export.preprocessing import main_logits
+from ema_keras.models.outputs import main_logits
 from ema_keras.visualize import colorize
 
 NUM_VALIDATION_IMAGES = 4

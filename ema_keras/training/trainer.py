@@ -18,11 +18,11 @@ from absl import logging
 
 from ema_keras import data, weights
 from ema_keras.data import demo, image_io, pipeline, voc
-from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
-from ema_keras.metrics import SegmentationMeanIoU
+from ema_keras.training.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
+from ema_keras.training.metrics import SegmentationMeanIoU
 from ema_keras.models import EMANet
-from ema_keras.optimizers import ParameterGroupSGD, parameter_groups
-from ema_keras.schedules import PolyDecay
+from ema_keras.training.optimizers import ParameterGroupSGD, parameter_groups
+from ema_keras.training.schedules import PolyDecay
 from ema_keras.training import checkpointing, curves, strategy as strategies, tensorboard
 from ema_keras.training.config import SettingsError
 from ema_keras.training.first_step import FirstStepTimer

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ema_keras.attention_maps import (
+from ema_keras.inference.attention_maps import (
     AttentionMaps,
     attention_grid,
     attention_maps,
@@ -19,9 +19,9 @@ from ema_keras.attention_maps import (
 )
 from ema_keras.model_files import load_keras_model
 from ema_keras.models import EMANet
-from ema_keras.prediction import OUTPUT_MARKER, OutputConflictError, plan_predictions, predict_files
+from ema_keras.inference.prediction import OUTPUT_MARKER, OutputConflictError, plan_predictions, predict_files
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_CLASSES = 3
 IMAGE_SHAPE = (40, 56, 3)
 

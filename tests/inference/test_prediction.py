@@ -10,14 +10,14 @@ from PIL import Image
 
 from ema_keras.data.image_io import load_label
 from ema_keras.models import EMANet
-from ema_keras.prediction import (
+from ema_keras.inference.prediction import (
     OutputConflictError,
     plan_predictions,
     predict_files,
     predict_label_map,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_CLASSES = 3
 
 

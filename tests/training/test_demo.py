@@ -8,7 +8,7 @@ import keras
 import pytest
 
 from ema_keras.data import voc
-from ema_keras.evaluation import evaluate
+from ema_keras.inference.evaluation import evaluate
 from ema_keras.training import get_recipe, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

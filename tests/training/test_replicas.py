@@ -70,7 +70,7 @@ def test_logged_validation_miou_is_the_saved_models(tiny_config, tmp_path):
     also sees no padding, so that score differs a little.
     """
     from ema_keras.data import voc
-    from ema_keras.evaluation import evaluate
+    from ema_keras.inference.evaluation import evaluate
     from ema_keras.model_files import load_keras_model
 
     config = tiny_config(strategy="mirrored", steps=2, steps_per_checkpoint=2, validate=True)

@@ -135,7 +135,7 @@ def test_xla_across_replicas_is_refused_before_anything_is_written(
     "policy, min_argmax_agreement", [("mixed_float16", 0.97), ("mixed_bfloat16", 0.8)]
 )
 def test_mixed_precision_forward_close_to_float32(policy, min_argmax_agreement):
-    from ema_keras.losses import MaskedSparseCrossEntropy
+    from ema_keras.training.losses import MaskedSparseCrossEntropy
     from ema_keras.models import EMANet
 
     rng = np.random.default_rng(5)

@@ -1,0 +1,29 @@
+"""Inference: from a trained model to scores, label maps and attention maps.
+
+`multi_scale` predicts class probabilities (single scale, multi-scale + flip,
+sliding window), `evaluation` scores them against a split, `prediction` turns
+images on disk into label PNGs and overlays, and `attention_maps` shows what
+the EMA unit's bases attend to.
+"""
+
+from ema_keras.inference.attention_maps import AttentionMaps, attention_grid, attention_maps
+from ema_keras.inference.evaluation import EvaluationResult, evaluate
+from ema_keras.inference.multi_scale import (
+    MULTI_SCALES,
+    predict_probabilities,
+    sliding_window_logits,
+)
+from ema_keras.inference.prediction import predict_files, predict_label_map
+
+__all__ = [
+    "MULTI_SCALES",
+    "AttentionMaps",
+    "EvaluationResult",
+    "attention_grid",
+    "attention_maps",
+    "evaluate",
+    "predict_files",
+    "predict_label_map",
+    "predict_probabilities",
+    "sliding_window_logits",
+]
