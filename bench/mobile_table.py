@@ -46,7 +46,8 @@ def smooth_images(count, size, seed=0):
 
     rng = np.random.RandomState(seed)
     noise = rng.uniform(0, 255, (count, 6, 6, 3)).astype("float32")
-    return list(np.clip(keras.ops.image.resize(noise, (size, size)).numpy(), 0, 255).astype("uint8"))
+    images = keras.ops.image.resize(noise, (size, size)).numpy()
+    return list(np.clip(images, 0, 255).astype("uint8"))
 
 
 def model_cost(model):
@@ -143,7 +144,9 @@ def main(argv):
             cells += [int8_latency_ms(path, count, runs) for count in threads]
         rows.append((preset, params, macs, megabytes, cells))
 
-    print(f"\nFull-integer int8 TFLite (XNNPACK), {cpu_name()}, random weights, median of {runs}:\n")
+    print(
+        f"\nFull-integer int8 TFLite (XNNPACK), {cpu_name()}, random weights, median of {runs}:\n"
+    )
     print("| preset | params (M) | GMACs at 513 | int8 MB | " + " | ".join(columns) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(columns))
     for preset, params, macs, megabytes, cells in rows:
