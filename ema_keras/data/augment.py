@@ -93,7 +93,7 @@ class KerasAugmentation:
             )
 
     def __call__(self, data):
-        from ema_keras.data.pipeline import IMAGENET_MEAN
+        from ema_keras.imagenet import IMAGENET_MEAN
 
         images = tf.cast(data["images"], tf.float32)
         masks = tf.cast(data["segmentation_masks"], tf.int32)

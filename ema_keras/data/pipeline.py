@@ -22,10 +22,8 @@ import tensorflow as tf
 
 from ema_keras.data.decode import apply, source_dataset
 from ema_keras.data.voc import IGNORE_LABEL, NUM_CLASSES
+from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-# In pixel units (0..255), as the uint8 images come; the usual 0..1 values x 255.
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 

@@ -13,7 +13,8 @@ resized back to its original size.
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.data.pipeline import IMAGENET_MEAN, normalize_image
+from ema_keras.data.pipeline import normalize_image
+from ema_keras.imagenet import IMAGENET_MEAN
 
 __all__ = ["IMAGENET_MEAN", "fit_to_canvas", "normalize_image", "restore_size"]
 

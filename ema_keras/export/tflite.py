@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.export.preprocessing import canvas_numpy
 from ema_keras.models.outputs import main_logits
 

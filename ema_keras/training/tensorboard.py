@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.models.outputs import main_logits
 from ema_keras.visualize import colorize
 
