@@ -82,7 +82,7 @@ def build(preset, size, images):
     """The preset at size x size, BatchNorm statistics from `images`."""
     import numpy as np
 
-    from ema_keras.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+    from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
     from ema_keras.models import build_preset
 
     model = build_preset(preset, image_shape=(size, size, 3), seed=0)

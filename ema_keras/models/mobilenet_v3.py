@@ -2,7 +2,7 @@
 
 import keras
 
-from ema_keras.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.conv_bn import batch_norm_settings, layer_seed
 from ema_keras.layers.initializers import conv_kernel_initializer
