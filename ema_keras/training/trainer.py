@@ -20,7 +20,7 @@ from ema_keras import data, weights
 from ema_keras.data import demo, image_io, pipeline, voc
 from ema_keras.training.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 from ema_keras.training.metrics import SegmentationMeanIoU
-from ema_keras.models import EMANet
+from ema_keras.models import build_preset
 from ema_keras.training.optimizers import ParameterGroupSGD, parameter_groups
 from ema_keras.training.schedules import PolyDecay
 from ema_keras.training import checkpointing, curves, strategy as strategies, tensorboard
@@ -90,7 +90,7 @@ def validation_examples(config, voc_root, model_dir):
 
 def build_model(config):
     """The preset's EMANet in the current strategy scope and dtype policy, weights loaded."""
-    model = EMANet.from_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
+    model = build_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
     if config.weights:
         weights.load_model_weights(model, config.weights)
     elif config.backbone_weights:

@@ -5,6 +5,7 @@ import re
 
 from ema_keras.models.dilated_resnet import BLOCK_COUNTS, DilatedResNet
 from ema_keras.models.emanet import EMANet
+from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
 from ema_keras.weights import keras_files, torch_files, torch_names
 from ema_keras.weights.layer_weights import (
     WeightsMismatchError,
@@ -59,7 +60,11 @@ def load_model_weights(model, path):
 
 
 def load_backbone_weights(backbone, path):
-    """Loads ImageNet (or any pretrained) weights into a `DilatedResNet`.
+    """Loads ImageNet (or any pretrained) weights into a `DilatedResNet` or `MobileNetV3Backbone`.
+
+    A `MobileNetV3Backbone` takes a `keras.applications` MobileNetV3Large/Small
+    `.h5` file (see `MobileNetV3Backbone.load_imagenet_weights`); the rest of
+    this docstring is about `DilatedResNet`.
 
     Weights are matched by layer name, so a file of any output stride fits a
     backbone of any output stride.
@@ -88,6 +93,10 @@ def load_backbone_weights(backbone, path):
         WeightsMismatchError: a different depth or stem, or any missing /
             unexpected / misshapen weight, all listed.
     """
+    if isinstance(backbone, MobileNetV3Backbone):
+        # keras.applications MobileNetV3 `.h5` files, by layer name.
+        backbone.load_imagenet_weights(path)
+        return backbone
     if isinstance(backbone, EMANet):
         raise TypeError("load_backbone_weights expects a DilatedResNet: pass `model.backbone`.")
     if not isinstance(backbone, DilatedResNet):

@@ -185,12 +185,18 @@ def test_from_preset_routes_overrides():
 
 
 def test_presets_hold_valid_arguments():
-    backbone_args = set(inspect.signature(DilatedResNet.__init__).parameters)
-    model_args = set(inspect.signature(EMANet.__init__).parameters)
+    from ema_keras.models import MobileEMANet, MobileNetV3Backbone, preset_architecture
+
+    classes = {
+        "emanet": (EMANet, DilatedResNet),
+        "mobile_emanet": (MobileEMANet, MobileNetV3Backbone),
+    }
     for name in PRESETS:
+        model_class, backbone_class = classes[preset_architecture(name)]
         preset = get_preset(name)
+        backbone_args = set(inspect.signature(backbone_class.__init__).parameters)
         assert set(preset.pop("backbone")) <= backbone_args, name
-        assert set(preset) <= model_args, name
+        assert set(preset) <= set(inspect.signature(model_class.__init__).parameters), name
     paper = get_preset("emanet_resnet101_os8_voc")
     assert paper["backbone"] == {
         "depth": 101, "stem": "deep", "output_stride": 8, "batch_norm_momentum": 0.9997

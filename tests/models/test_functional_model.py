@@ -67,7 +67,7 @@ def test_unknown_preset_names_the_closest_and_lists_all():
         EMANet.from_preset("emanet_tiny_dem")
     assert str(error.value).startswith(
         "Unknown EMANet preset 'emanet_tiny_dem' (did you mean 'emanet_tiny_demo'?); available: "
-        "['emanet_resnet101_os16_voc',"
+        "['emanet_mobilenetv3_large_voc',"
     )
 
 

@@ -293,3 +293,13 @@ def test_training_curve_is_drawn_without_matplotlib(tmp_path):
     # No validation yet (the first step): nothing green in its column.
     column = pixels[top : bottom + 1, left + 1]
     assert not (column == curves.MIOU_COLOR).all(axis=-1).any()
+
+
+def test_mobile_recipe_trains_through_the_trainer(tiny_config, tmp_path):
+    from ema_keras.models import MobileEMANet
+
+    config = tiny_config(preset="emanet_mobilenetv3_small_voc", steps=1, validate=True)
+    result = train(config, str(tmp_path / "run"))
+    assert isinstance(result.model, MobileEMANet)
+    assert result.step == 1 and np.isfinite(result.history["loss"][0])
+    assert 0.0 <= result.val_mean_iou <= 1.0
