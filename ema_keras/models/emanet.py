@@ -9,7 +9,7 @@ from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.dilated_resnet import DilatedResNet
 from ema_keras.models.functional_model import BASE_ARGUMENTS, FunctionalModel, check_keywords
-from ema_keras.models.presets import get_preset, preset_weights
+from ema_keras.models.presets import build_backbone, get_preset, weights_to_load
 
 # Keyword arguments of `from_preset` that go to both the backbone and the head;
 # the backbone's other arguments go to the backbone only.
@@ -218,9 +218,7 @@ class EMANet(FunctionalModel):
         given = [key for key in overrides if key not in renamed]
         check_keywords("EMANet.from_preset", given, sorted(accepted | {"load_weights"}))
         config = get_preset(preset)
-        weights = preset_weights(preset) if load_weights is not False else None
-        if load_weights and weights is None:
-            raise ValueError(f"Preset {preset!r} carries no weights: use load_weights=False.")
+        weights = weights_to_load(preset, load_weights)
         for old in set(renamed) & set(overrides):
             warnings.warn(
                 f"EMANet.from_preset({old}=...) is deprecated; use {renamed[old]}=...",
@@ -228,22 +226,7 @@ class EMANet(FunctionalModel):
                 stacklevel=2,
             )
         overrides = {renamed.get(key, key): value for key, value in overrides.items()}
-        backbone = overrides.pop("backbone", None)
-        backbone_overrides = {
-            key: overrides.pop(key)
-            for key in list(overrides)
-            if key in backbone_args and key not in _SHARED_ARGS
-        }
-        if isinstance(backbone, keras.Model):
-            if backbone_overrides:
-                raise ValueError(
-                    f"Backbone arguments {sorted(backbone_overrides)} given with a built backbone."
-                )
-        else:
-            shared = {key: value for key, value in overrides.items() if key in _SHARED_ARGS}
-            backbone = DilatedResNet(
-                **{**config["backbone"], **(backbone or {}), **backbone_overrides, **shared}
-            )
+        backbone = build_backbone(DilatedResNet, config["backbone"], overrides, _SHARED_ARGS)
         config.update(overrides, backbone=backbone)
         model = cls(**config)
         if weights is not None:

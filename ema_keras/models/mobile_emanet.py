@@ -7,7 +7,7 @@ from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.functional_model import BASE_ARGUMENTS, FunctionalModel, check_keywords
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
-from ema_keras.models.presets import get_preset, preset_weights
+from ema_keras.models.presets import build_backbone, get_preset, weights_to_load
 
 # `from_preset` arguments that go to both the backbone and the head.
 _SHARED_ARGS = (
@@ -169,24 +169,8 @@ class MobileEMANet(FunctionalModel):
             "MobileEMANet.from_preset", overrides, sorted(accepted | {"load_weights"})
         )
         config = get_preset(preset)
-        weights = preset_weights(preset) if load_weights is not False else None
-        if load_weights and weights is None:
-            raise ValueError(f"Preset {preset!r} carries no weights: use load_weights=False.")
-        backbone = overrides.pop("backbone", None)
-        backbone_overrides = {
-            key: overrides.pop(key)
-            for key in list(overrides)
-            if key in backbone_args and key not in _SHARED_ARGS
-        }
-        if not isinstance(backbone, keras.Model):
-            shared = {key: value for key, value in overrides.items() if key in _SHARED_ARGS}
-            backbone = MobileNetV3Backbone(
-                **{**config["backbone"], **(backbone or {}), **backbone_overrides, **shared}
-            )
-        elif backbone_overrides:
-            raise ValueError(
-                f"Backbone arguments {sorted(backbone_overrides)} given with a built backbone."
-            )
+        weights = weights_to_load(preset, load_weights)
+        backbone = build_backbone(MobileNetV3Backbone, config["backbone"], overrides, _SHARED_ARGS)
         config.update(overrides, backbone=backbone)
         model = cls(**config)
         if weights is not None:

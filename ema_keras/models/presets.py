@@ -166,6 +166,43 @@ def preset_weights(name):
     return resolve_weights(_entry(name).get("weights"), preset=name)
 
 
+def weights_to_load(name, load_weights):
+    """The preset's weights file to load for `from_preset(..., load_weights=...)`, or None.
+
+    `None` loads the file if the preset names one, `True` requires it, `False` never loads.
+    """
+    weights = preset_weights(name) if load_weights is not False else None
+    if load_weights and weights is None:
+        raise ValueError(f"Preset {name!r} carries no weights: use load_weights=False.")
+    return weights
+
+
+def build_backbone(backbone_class, preset_backbone, overrides, shared_args):
+    """The backbone of a preset with `overrides` applied; removes the backbone's keys from them.
+
+    `overrides["backbone"]` may be a built backbone (kept as is) or a dict of
+    backbone arguments; keys of `overrides` that are backbone arguments go to
+    the backbone, those in `shared_args` go to both backbone and head.
+    """
+    backbone = overrides.pop("backbone", None)
+    backbone_args = backbone_class.config_arguments()
+    backbone_overrides = {
+        key: overrides.pop(key)
+        for key in list(overrides)
+        if key in backbone_args and key not in shared_args
+    }
+    if isinstance(backbone, keras.Model):
+        if backbone_overrides:
+            raise ValueError(
+                f"Backbone arguments {sorted(backbone_overrides)} given with a built backbone."
+            )
+        return backbone
+    shared = {key: value for key, value in overrides.items() if key in shared_args}
+    return backbone_class(
+        **{**preset_backbone, **(backbone or {}), **backbone_overrides, **shared}
+    )
+
+
 def resolve_weights(location, *, preset=None):
     """A local path for `location`: a path, `file://...`, or `http(s)://...` (cached download)."""
     if location is None:
