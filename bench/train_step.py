@@ -130,8 +130,14 @@ def keras_first_step(preset, *, configuration, batch, crop, threads):
     return {"seconds": timer.seconds, "replicas": strategy.num_replicas_in_sync}
 
 
-def torch_step(preset, *, batch, crop, steps, amp, gpu, threads):
-    """The PyTorch reference's training step: seconds per step and peak bytes."""
+def torch_step(preset, *, batch, crop, steps, amp, gpu, threads, architecture=None, warmup=1):
+    """The PyTorch reference's training step: seconds per step and peak bytes.
+
+    `architecture`: keyword arguments for the reference `EMANet` instead of the
+    preset's (depth, output stride, classes), for presets it cannot read (the
+    tiny demo, in smoke runs). `warmup`: untimed steps after the first one,
+    which is inside the memory measurement either way.
+    """
     common.set_threads(threads, frameworks=("torch",))
     import torch
     from torch import nn
@@ -141,8 +147,10 @@ def torch_step(preset, *, batch, crop, steps, amp, gpu, threads):
 
     torch.manual_seed(0)
     device = "cuda" if gpu else "cpu"
-    depth, output_stride, num_classes = preset_architecture(preset)
-    net = TorchEMANet(num_classes=num_classes, depth=depth, output_stride=output_stride)
+    if architecture is None:
+        depth, output_stride, num_classes = preset_architecture(preset)
+        architecture = {"num_classes": num_classes, "depth": depth, "output_stride": output_stride}
+    net = TorchEMANet(**architecture)
     net = net.to(device).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
@@ -169,7 +177,7 @@ def torch_step(preset, *, batch, crop, steps, amp, gpu, threads):
     for parameter in net.parameters():
         optimizer.state[parameter]["momentum_buffer"] = torch.zeros_like(parameter)
     with common.PeakMemory(gpu=gpu, framework="torch") as peak:
-        timing = common.time_calls(step, warmup=1, repeats=steps)
+        timing = common.time_calls(step, warmup=warmup, repeats=steps)
     return {"seconds": timing.best, "median_seconds": timing.median, "peak_bytes": peak.bytes}
 
 
