@@ -212,7 +212,8 @@ def run_configuration(name, preset, *, batch, crop, steps, warmup, device):
         )
     except Exception as error:  # noqa: BLE001 - one failed configuration must not lose the rest
         traceback.print_exc()
-        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return {"error": f"{type(error).__name__}: {first_line}"}
 
 
 def ratio(numerator, denominator):
@@ -276,6 +277,14 @@ def report(results, batch):
         f"{times(ratio(per_image(lowest), per_image('torch_amp_float16')) if lowest else None)}"
         f" (goal <= {GOALS['memory_vs_torch_amp']}x)"
     )
+    planned = [n for n in ours if results[n].get("xla_temp_bytes") is not None]
+    if planned:
+        name = min(planned, key=lambda n: results[n]["xla_temp_bytes"])
+        planned_per_image = results[name]["xla_temp_bytes"] / batch
+        lines.append(
+            f"- the same by XLA's plan ({name}, temp bytes / image) vs torch_amp_float16: "
+            f"{times(ratio(planned_per_image, per_image('torch_amp_float16')))}"
+        )
     return "\n".join(lines)
 
 

@@ -82,3 +82,23 @@ def test_device_script_runs_every_configuration_on_cpu_without_tensorflow(tmp_pa
     assert "jax_mixed_bfloat16 vs jax_float32: " in report
     assert "vs torch_amp_float16 images/s: " in report
     assert (out / "gpu_train_step.log").exists()
+
+
+def test_report_gives_the_issue_ratios_and_keeps_failed_configurations():
+    gib = 2**30
+    results = {
+        "jax_float32": {"seconds": 0.4, "median_seconds": 0.5, "peak_bytes": 16 * gib,
+                        "xla_temp_bytes": 12 * gib, "compile_seconds": 60.0},
+        "jax_mixed_bfloat16": {"seconds": 0.1, "median_seconds": 0.1, "peak_bytes": 8 * gib,
+                               "xla_temp_bytes": 6 * gib, "compile_seconds": 50.0},
+        "jax_mixed_float16": {"error": "XlaRuntimeError: RESOURCE_EXHAUSTED"},
+        "torch_amp_float16": {"seconds": 0.125, "median_seconds": 0.13, "peak_bytes": 10 * gib},
+    }
+    text = gpu_train_step.report(results, batch=8)
+    assert "| jax_mixed_float16 | - |" in text and "failed: XlaRuntimeError" in text
+    assert "| jax_mixed_bfloat16 | 0.100 | 0.100 | 80.0 | 4.00 | 1.25 |" in text
+    assert "jax_mixed_bfloat16 vs jax_float32: 4.00x (goal >= 2.0x)" in text
+    assert "jax_mixed_float16 vs jax_float32: n/a" in text
+    assert "ours at its fastest (jax_mixed_bfloat16) vs torch_amp_float16 images/s: 1.25x" in text
+    assert "ours at its lowest (jax_mixed_bfloat16) vs torch_amp_float16: 0.80x" in text
+    assert "XLA's plan (jax_mixed_bfloat16, temp bytes / image) vs torch_amp_float16: 0.60x" in text
