@@ -23,7 +23,7 @@ from absl import flags, logging
 
 from ema_keras import cli, training
 from ema_keras.data import discovery
-from ema_keras.training.config import check_settings
+from ema_keras.training.config import DEMO_RECIPES, check_settings
 
 flags.DEFINE_string(
     "recipe", "voc_official", f"Named recipe the other flags override: {sorted(training.RECIPES)}."
@@ -72,9 +72,9 @@ def config_from_flags():
 def with_data(config):
     """`config` with the VOC folder found (see ema_keras.data.discovery) and SBD next to it.
 
-    Only the demo recipe without --data_dir trains on the generated demo set.
+    Only the demo recipes without --data_dir train on the generated demo set.
     """
-    if config.data_dir is None and FLAGS.recipe == "demo":
+    if config.data_dir is None and FLAGS.recipe in DEMO_RECIPES:
         return config
     found = discovery.find_voc_data(config.data_dir)
     updates = {"data_dir": found.voc_root}

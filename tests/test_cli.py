@@ -243,3 +243,19 @@ def test_help_of_the_programs_is_free_of_tensorflow_noise():
     assert "palette" in outputs["predict.py"] and "JPEG" in outputs["predict.py"]
     assert "--sbd_dir" in outputs["ema-keras-validate"]
     assert "         --data_dir" not in outputs["train_voc.py"]  # no continuation run of spaces
+
+
+@pytest.mark.parametrize("recipe", ["demo", "demo_mobile"])
+def test_demo_recipes_train_on_the_generated_set_without_looking_for_data(
+    no_data_anywhere, recipe
+):
+    from ema_keras.training import get_recipe
+
+    program = load_program("train_voc.py")
+    try:
+        program.FLAGS([sys.argv[0], f"--recipe={recipe}", "--model_dir=unused"])
+        config = get_recipe(recipe)
+        assert program.with_data(config) is config  # no discovery, no error
+    finally:
+        program.FLAGS.unparse_flags()
+        remove_program_flags()

@@ -179,6 +179,8 @@ RECIPES["voc_mobile"] = dataclasses.replace(
 RECIPES["demo_mobile"] = dataclasses.replace(
     RECIPES["demo"], preset="emanet_mobilenetv3_small_voc"
 )
+# Recipes that train on the generated demo set when no --data_dir is given.
+DEMO_RECIPES = ("demo", "demo_mobile")
 
 
 def get_recipe(name, **overrides):
