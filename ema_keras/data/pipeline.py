@@ -3,8 +3,15 @@
 Training follows the official EMANet recipe, one image at a time: decode,
 random scale (one of 0.5, 0.75, ..., 2.0, or uniform in a range), pad the
 image with the ImageNet mean and the label with 255 up to the crop size,
-random crop, horizontal flip with p = 0.5, then batch and ImageNet-normalise
-(so the padding is 0 after normalisation, as in the official code).
+random crop, horizontal flip with p = 0.5, then batch.
+
+Images come out as raw RGB pixels, float32 in 0..255: the models normalise
+inside their graph (see docs/input_contract.md), and the padding is the
+ImageNet mean pixel, which that normalisation turns into 0, as in the official
+code. `normalize=True` ImageNet-normalises in the pipeline instead, for a
+model that expects normalised input (`ema_keras.models.expects_raw_pixels`
+says which: built with `include_preprocessing=False`, or saved before the
+models took raw pixels).
 
 Randomness is stateless: every example draws from a seed made of the pipeline
 seed, the input pipeline id and the example's position in the stream, so a
@@ -31,6 +38,12 @@ def normalize_image(image):
     """uint8 (or float 0..255) RGB to float32 (x - mean) / std, ImageNet statistics."""
     image = tf.cast(image, tf.float32)
     return (image - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+
+
+@tf.autograph.experimental.do_not_convert  # plain graph code: nothing to convert
+def normalize_pairs(image, label, *metadata):
+    """`normalize_image` on the image of an (image, label[, metadata]) element."""
+    return (normalize_image(image), label, *metadata)
 
 
 def _pair(value, name):
@@ -75,12 +88,19 @@ def random_scale(image, label, seed, *, scales=OFFICIAL_SCALES, scale_range=None
     return image, tf.cast(label, tf.int32)
 
 
+def pad_with_mean(image, paddings):
+    """Pads an (H, W, 3) image by `paddings` (2x2) with the ImageNet mean pixel, exactly."""
+    channels = tf.unstack(tf.cast(image, tf.float32), num=3, axis=-1)
+    return tf.stack(
+        [tf.pad(c, paddings, constant_values=m) for c, m in zip(channels, IMAGENET_MEAN)], -1
+    )
+
+
 def pad_to_size(image, label, height, width):
     """Pads bottom/right to at least (height, width): image with the mean, label with 255."""
     shape = tf.shape(label)
     paddings = [[0, tf.maximum(height - shape[0], 0)], [0, tf.maximum(width - shape[1], 0)]]
-    mean = tf.constant(IMAGENET_MEAN, image.dtype)
-    image = tf.pad(image - mean, paddings + [[0, 0]]) + mean
+    image = pad_with_mean(image, paddings)
     label = tf.pad(label - IGNORE_LABEL, paddings) + IGNORE_LABEL
     return image, label
 
@@ -140,6 +160,7 @@ def train_dataset(
     augmentation=None,
     num_parallel_calls=tf.data.AUTOTUNE,
     num_classes=NUM_CLASSES,
+    normalize=False,
 ):
     """Infinite batches of (image, label) random crops for training.
 
@@ -163,15 +184,19 @@ def train_dataset(
       augmentation: an optional callable on Keras' augmentation format, a dict
         `{"images": float32 (B, H, W, 3) in 0..255, "segmentation_masks":
         int32 (B, H, W, 1), 255 = ignore}`, returning such a dict of the same
-        size (float masks are rounded), applied before normalisation. A Keras
+        size (float masks are rounded), applied before any normalisation. A Keras
         image layer such as `keras.layers.RandomRotation(0.05)` fits as it is;
         see `ema_keras.data.augment` for the ignore label and constant fills.
       num_classes: every decoded label is checked whole, before the crop: an
         id >= num_classes other than 255 fails naming the file (None: no check).
+      normalize: False (default) yields raw pixels, what the models take;
+        True yields ImageNet-normalised images, for a model that expects them
+        (`normalize=not expects_raw_pixels(model)`).
 
     Returns:
-      A dataset of (image float32 (B, crop_h, crop_w, 3) normalised, label
-      int32 (B, crop_h, crop_w)), with drop_remainder so B is static.
+      A dataset of (image float32 (B, crop_h, crop_w, 3): pixels in 0..255,
+      padding the mean pixel; or normalised, padding 0; label int32
+      (B, crop_h, crop_w), padding 255), with drop_remainder so B is static.
     """
     crop_height, crop_width = _pair(crop_size, "crop_size")
     if scale_range is not None:
@@ -221,17 +246,22 @@ def train_dataset(
             image, label = random_flip(image, label, seeds[2])
         return image, label
 
-    @tf.autograph.experimental.do_not_convert
-    def normalize(image, label):
-        return normalize_image(image), label
-
     dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(per_replica_batch, drop_remainder=True)
     if augmentation is not None:
         # Sequential: a Keras layer's random state is a variable.
         dataset = dataset.map(_augmentation_on_pairs(augmentation))
-    dataset = dataset.map(normalize, num_parallel_calls=num_parallel_calls, deterministic=True)
+    if normalize:
+        dataset = dataset.map(
+            normalize_pairs, num_parallel_calls=num_parallel_calls, deterministic=True
+        )
     return _with_options(dataset.prefetch(tf.data.AUTOTUNE), input_context, deterministic=True)
+
+
+@tf.autograph.experimental.do_not_convert
+def _mean_for_batch_padding(images, labels, metadata):
+    mean = tf.constant(IMAGENET_MEAN, tf.float32)
+    return tf.where(images < 0.0, mean, images), labels, metadata
 
 
 def eval_dataset(
@@ -243,14 +273,17 @@ def eval_dataset(
     with_metadata=False,
     cache=False,
     num_classes=NUM_CLASSES,
+    normalize=False,
 ):
     """Whole images for evaluation, in the source's order, one pass.
 
-    Images are ImageNet-normalised and never resized. With `pad_to=(H, W)`
-    every image is padded bottom/right to exactly that size (image with 0 after
-    normalisation, i.e. the mean; label with 255), so the shapes are static and
-    scoring the padded prediction equals scoring at the original size. Without
-    it, batches of several images are padded the same way to the largest one.
+    Images are raw pixels (float32, 0..255), never resized; `normalize=True`
+    ImageNet-normalises them, as for `train_dataset`. With `pad_to=(H, W)`
+    every image is padded bottom/right to exactly that size (image with the
+    ImageNet mean pixel, 0 after normalisation; label with 255), so the shapes
+    are static and scoring the padded prediction equals scoring at the
+    original size. Without it, batches of several images are padded the same
+    way to the largest one.
 
     Every label is checked whole: an id >= `num_classes` other than 255 fails
     naming the file instead of being scored as nothing (None: no check).
@@ -276,7 +309,7 @@ def eval_dataset(
         if read_fn is not None:
             element = apply(read_fn, element)
         example = apply(decode_fn, element)
-        image = normalize_image(example["image"])
+        image = tf.cast(example["image"], tf.float32)
         label = tf.cast(example["label"], tf.int32)
         shape = tf.shape(label)
         metadata = {"image_id": example["image_id"], "height": shape[0], "width": shape[1]}
@@ -288,7 +321,7 @@ def eval_dataset(
             )
             with tf.control_dependencies([check]):
                 paddings = [[0, pad_height - shape[0]], [0, pad_width - shape[1]]]
-            image = tf.ensure_shape(tf.pad(image, paddings + [[0, 0]]), [pad_height, pad_width, 3])
+            image = tf.ensure_shape(pad_with_mean(image, paddings), [pad_height, pad_width, 3])
             label = tf.pad(label - IGNORE_LABEL, paddings) + IGNORE_LABEL
             label = tf.ensure_shape(label, [pad_height, pad_width])
         return image, label, metadata
@@ -297,8 +330,13 @@ def eval_dataset(
     if pad_to is not None:
         dataset = dataset.batch(per_replica_batch)
     else:
-        padding_values = (0.0, IGNORE_LABEL, {"image_id": "", "height": 0, "width": 0})
+        # padded_batch fills with one scalar: -1, which no pixel has, marks
+        # the padding, which then becomes the mean pixel like pad_to's.
+        padding_values = (-1.0, IGNORE_LABEL, {"image_id": "", "height": 0, "width": 0})
         dataset = dataset.padded_batch(per_replica_batch, padding_values=padding_values)
+        dataset = dataset.map(_mean_for_batch_padding)
+    if normalize:
+        dataset = dataset.map(normalize_pairs)
     if not with_metadata:
         dataset = dataset.map(tf.autograph.experimental.do_not_convert(lambda i, l, m: (i, l)))
     return _with_options(dataset.prefetch(tf.data.AUTOTUNE), input_context, deterministic=True)

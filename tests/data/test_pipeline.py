@@ -34,14 +34,15 @@ def coordinate_examples(tmp_path):
 
 
 def _pixels(images):
-    return images * STD + MEAN  # back to 0..255
+    return images  # the pipeline yields raw pixels (0..255)
 
 
 def _check_alignment(images, labels, scale=1.0):
     """Every non-padded pixel's label is the function of the coordinates its colour encodes."""
     pixels = _pixels(images)
     padded = labels == 255
-    np.testing.assert_allclose(images[padded], 0.0, atol=1e-5)  # the mean, after normalisation
+    # The padding is exactly the ImageNet mean pixel (0 after the model's normalisation).
+    np.testing.assert_array_equal(images[padded], np.broadcast_to(MEAN, images[padded].shape))
     x = np.round(pixels[..., 0]).astype(int)
     y = np.round(pixels[..., 1]).astype(int)
     expected = (x + 7 * y) % 21
@@ -97,9 +98,20 @@ def test_padding_label_and_value_range(coordinate_examples):
     assert (labels == 255).any()
     # Every image here is smaller than 64 on each side: the bottom-right corner is padding.
     assert (labels[:, -1, -1] == 255).all()
-    np.testing.assert_allclose(images[:, -1, -1], 0.0, atol=1e-5)
-    assert images.min() >= ((0 - MEAN) / STD).min() - 1e-5
-    assert images.max() <= ((255 - MEAN) / STD).max() + 1e-5
+    np.testing.assert_array_equal(images[:, -1, -1], np.broadcast_to(MEAN, (3, 3)))
+    assert images.min() >= 0.0 and images.max() <= 255.0
+
+
+def test_normalize_option_gives_the_normalised_batches(coordinate_examples):
+    options = dict(batch_size=3, crop_size=64, scales=(1.0, 2.0), seed=4)
+    raw = pipeline.train_dataset(coordinate_examples, **options)
+    normalised = pipeline.train_dataset(coordinate_examples, normalize=True, **options)
+    for (pixels, labels), (images, same_labels) in zip(
+        raw.take(2).as_numpy_iterator(), normalised.take(2).as_numpy_iterator()
+    ):
+        np.testing.assert_array_equal(labels, same_labels)
+        np.testing.assert_allclose(images, (pixels - MEAN) / STD, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(images[labels == 255], 0.0)  # the padding, exactly
 
 
 def test_normalize_image_matches_imagenet_statistics():
@@ -187,6 +199,8 @@ def test_eval_full_images_in_order(coordinate_examples):
         assert images.shape == (1, height, width, 3) and labels.shape == (1, height, width)
         assert metadata["image_id"][0].decode() == example.image_id
         np.testing.assert_array_equal(labels[0], _coordinate_label(height, width))
+        # Raw pixels, exactly the decoded file.
+        np.testing.assert_array_equal(images[0], np.asarray(Image.open(example.image_path)))
         _check_alignment(images, labels)
 
 
@@ -205,9 +219,15 @@ def test_eval_pad_to_scores_like_the_original_size(coordinate_examples):
     for i, (_, label) in enumerate(pipeline.eval_dataset(coordinate_examples).as_numpy_iterator()):
         height, width = label.shape[1:]
         original_score = original_score + _confusion(prediction[i, :height, :width], label[0])
-        np.testing.assert_allclose(images[i, height:], 0.0)
+        mean_rows = np.broadcast_to(MEAN, (48 - height, 50, 3))
+        np.testing.assert_array_equal(images[i, height:], mean_rows)
         assert (labels[i, :, width:] == 255).all()
     np.testing.assert_array_equal(padded_score, original_score)
+    normalised = pipeline.eval_dataset(
+        coordinate_examples, batch_size=3, pad_to=(48, 50), normalize=True
+    )
+    normalised_images = next(iter(normalised.as_numpy_iterator()))[0]
+    np.testing.assert_allclose(normalised_images, (images - MEAN) / STD, rtol=1e-5, atol=1e-5)
 
 
 def test_eval_batches_without_pad_to_pad_to_the_largest(coordinate_examples):
@@ -216,6 +236,11 @@ def test_eval_batches_without_pad_to_pad_to_the_largest(coordinate_examples):
     assert images.shape == (2, 40, 48, 3)
     assert metadata["height"].tolist() == [40, 36] and metadata["width"].tolist() == [48, 44]
     assert (labels[1, 36:] == 255).all() and (labels[1, :, 44:] == 255).all()
+    # Padded with the mean pixel, like pad_to; the real pixels are untouched.
+    np.testing.assert_array_equal(images[1, 36:], np.broadcast_to(MEAN, (4, 48, 3)))
+    np.testing.assert_array_equal(images[1, :, 44:], np.broadcast_to(MEAN, (40, 4, 3)))
+    decoded = np.asarray(Image.open(coordinate_examples[1].image_path))
+    np.testing.assert_array_equal(images[1, :36, :44], decoded)
 
 
 def test_eval_image_larger_than_pad_to_names_it(coordinate_examples):
