@@ -2,6 +2,7 @@
 
 from ema_keras.models.dilated_resnet import DilatedResNet, dilation_scheme
 from ema_keras.models.emanet import EMANet
+from ema_keras.models.input_contract import expects_raw_pixels, model_inputs
 from ema_keras.models.mobile_emanet import MobileEMANet
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
 from ema_keras.models.presets import PRESETS, get_preset, preset_architecture, register_preset
@@ -22,7 +23,9 @@ __all__ = [
     "PRESETS",
     "build_preset",
     "dilation_scheme",
+    "expects_raw_pixels",
     "get_preset",
+    "model_inputs",
     "preset_architecture",
     "register_preset",
 ]

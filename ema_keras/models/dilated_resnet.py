@@ -4,6 +4,7 @@ import keras
 
 from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
+from ema_keras.layers.image_normalization import ImageNormalization
 from ema_keras.layers.initializers import conv_kernel_initializer
 from ema_keras.models.functional_model import FunctionalModel
 
@@ -116,8 +117,9 @@ def apply_stem(x, stem, width, *, use_bias, batch_norm, seed=None, dtype=None):
 class DilatedResNet(FunctionalModel):
     """ResNet v1 trunk (no pooling or classifier) with a dilated tail.
 
-    A functional model mapping (B, H, W, 3) images to a dict of stage outputs
-    `{"P2", "P3", "P4", "P5"}` (stages 1 to 4, `conv2`..`conv5` in layer
+    A functional model mapping (B, H, W, 3) RGB images, raw pixels 0..255
+    (ImageNet-normalised with `include_preprocessing=False`), to a dict of
+    stage outputs `{"P2", "P3", "P4", "P5"}` (stages 1 to 4, `conv2`..`conv5` in layer
     names), also `pyramid_outputs` (keras-hub's name): strides 4, 8, 16, 32
     for output stride 32; at output stride 8 stages 3 and 4 stay at stride 8
     (a 513x513 image gives 65x65 maps).
@@ -148,11 +150,16 @@ class DilatedResNet(FunctionalModel):
             strategy with more than one replica; stored resolved.
         image_shape: (H, W, 3); H and W may be None. (`input_shape`, its
             old name, still works with a DeprecationWarning.)
+        include_preprocessing: take raw RGB pixels (0..255) and normalise
+            them in the model (an `ImageNormalization`, float32, no weights);
+            False takes ImageNet-normalised images. A `.keras` file saved
+            before this argument existed loads with False, its old contract.
         seed: seed of the kernel initializers.
         dtype: dtype policy of every layer.
     """
 
     _renamed_arguments = {"input_shape": "image_shape"}
+    _defaults_of_older_files = {"include_preprocessing": False}
 
     def __init__(
         self,
@@ -168,6 +175,7 @@ class DilatedResNet(FunctionalModel):
         batch_norm_epsilon=1e-5,
         batch_norm_synchronized=None,
         image_shape=(None, None, 3),
+        include_preprocessing=True,
         seed=None,
         dtype=None,
         **kwargs,
@@ -198,8 +206,11 @@ class DilatedResNet(FunctionalModel):
 
         # === Functional model ===
         inputs = keras.Input(shape=tuple(image_shape), name="image")
+        x = inputs
+        if include_preprocessing:
+            x = ImageNormalization("imagenet", dtype=dtype, name="imagenet_normalization")(x)
         x = apply_stem(
-            inputs,
+            x,
             stem,
             width,
             use_bias=use_conv_bias,
@@ -237,6 +248,7 @@ class DilatedResNet(FunctionalModel):
         self.batch_norm_epsilon = batch_norm["epsilon"]
         self.batch_norm_synchronized = batch_norm["synchronized"]
         self.image_shape = tuple(image_shape)
+        self.include_preprocessing = bool(include_preprocessing)
         self.seed = seed
 
     @property

@@ -51,6 +51,10 @@ class EMANet(FunctionalModel):
     `compile(loss={...}, loss_weights={"logits": 1.0, "aux_logits": 0.4})`
     weights them.
 
+    Input: RGB images as the backbone takes them; a `DilatedResNet` built
+    now takes raw pixels 0..255 (`include_preprocessing=True`, its default;
+    `expects_raw_pixels(model)` answers for any model, old files included).
+
     Args:
         backbone: a `DilatedResNet`, or any `keras.Model` with a
             `pyramid_outputs` dict (keras-hub's) holding "P5" (and "P4" for
@@ -194,8 +198,9 @@ class EMANet(FunctionalModel):
         `overrides` replace the preset's arguments; an unknown keyword raises a
         `TypeError` naming it. Backbone arguments (`depth`, `block_counts`,
         `stem`, `output_stride`, `multi_grid`, `width`, `use_conv_bias`) go
-        to the backbone; BatchNorm settings, `image_shape`, `seed` and `dtype`
-        go to both; the rest to `EMANet`. `backbone=` may also be a built
+        to the backbone, as does `include_preprocessing` (False: ImageNet-normalised
+        input instead of raw pixels); BatchNorm settings, `image_shape`, `seed`
+        and `dtype` go to both; the rest to `EMANet`. `backbone=` may also be a built
         backbone or a dict of `DilatedResNet` arguments.
 
         `load_weights`: `None` (default) loads the preset's weights file if it

@@ -87,6 +87,9 @@ class FunctionalModel(keras.Model):
     - `_renamed_arguments` (old name -> new) accepted with a
       `DeprecationWarning`, and silently by `from_config`, so files saved
       under the old name still load;
+    - `_defaults_of_older_files` (argument -> value): what `from_config`
+      uses when a saved config lacks an argument added since, so an old file
+      keeps its old behaviour even where new models default otherwise;
     - `get_config` read from those attributes (nested models such as the
       backbone serialised) and `from_config` back;
     - `keras.models.clone_model(model)` of the same class, with its
@@ -94,6 +97,7 @@ class FunctionalModel(keras.Model):
     """
 
     _renamed_arguments = {}
+    _defaults_of_older_files = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -129,6 +133,8 @@ class FunctionalModel(keras.Model):
         for old, new in cls._renamed_arguments.items():
             if old in config:  # a file saved before the rename
                 config[new] = config.pop(old)
+        for name, value in cls._defaults_of_older_files.items():
+            config.setdefault(name, value)  # a file saved before the argument existed
         for name, value in config.items():
             if name != "dtype" and isinstance(value, dict) and "class_name" in value:
                 config[name] = keras.saving.deserialize_keras_object(value)

@@ -47,6 +47,9 @@ class MobileEMANet(FunctionalModel):
       classified, plus a 1x1 classifier on P3's low-level features, summed;
     - a bilinear resize of the sum to the image (`logits`, float32).
 
+    Input: raw RGB pixels 0..255 with a `MobileNetV3Backbone` built now
+    (`include_preprocessing=True`, its default), see `expects_raw_pixels`.
+
     Every op (conv, depthwise conv, mean, hard-swish, batch-matmul, softmax,
     L2-normalisation, bilinear resize, add, mul) is a TFLite builtin that
     runs in int8.
@@ -159,9 +162,9 @@ class MobileEMANet(FunctionalModel):
         """Builds a mobile preset (`emanet_mobilenetv3_{large,small}_voc`).
 
         As `EMANet.from_preset`: unknown keywords raise a `TypeError`;
-        `variant` and `output_stride` go to the backbone; BatchNorm momentum
-        and synchronisation, `image_shape`, `seed` and `dtype` to both; the
-        rest to the head. `load_weights` as there (whole-model weights).
+        `variant`, `output_stride` and `include_preprocessing` go to the
+        backbone; BatchNorm momentum and synchronisation, `image_shape`,
+        `seed` and `dtype` to both; the rest to the head. `load_weights` as there (whole-model weights).
         """
         backbone_args = MobileNetV3Backbone.config_arguments()
         accepted = set(cls.config_arguments() + backbone_args + list(BASE_ARGUMENTS))

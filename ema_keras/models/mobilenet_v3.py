@@ -5,6 +5,7 @@ import keras
 from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.conv_bn import batch_norm_settings, layer_seed
+from ema_keras.layers.image_normalization import ImageNormalization
 from ema_keras.layers.initializers import conv_kernel_initializer
 from ema_keras.models.functional_model import FunctionalModel
 
@@ -147,16 +148,18 @@ def apply_inverted_residual_block(x, block, index, *, stride, dilation, build):
 class MobileNetV3Backbone(FunctionalModel):
     """MobileNetV3 trunk (Howard et al., 2019) up to its last 1x1 conv, dilated tail.
 
-    Maps ImageNet-normalised (B, H, W, 3) images (`ema_keras.data.pipeline`'s
-    `normalize_image`, the same input as `DilatedResNet`) to the pyramid
+    Maps (B, H, W, 3) RGB images, raw pixels 0..255 (ImageNet-normalised with
+    `include_preprocessing=False`, as `DilatedResNet`), to the pyramid
     `{"P2", "P3", "P4", "P5"}` (also `pyramid_outputs`): the last block at
     stride 4, 8 and 16 and the final 1x1 conv (960 channels for Large, 576
     for Small) at stride 32, or at `output_stride` when that is smaller
     (a 513x513 image gives 33x33 P5 at output stride 16).
 
-    `keras.applications` MobileNetV3 expects pixels in [-1, 1]; a weightless
-    `Rescaling` (`imagenet_to_unit_range`) maps our normalised input onto
-    that range, so its ImageNet weights see what they were trained on.
+    `keras.applications` MobileNetV3 expects pixels in [-1, 1], so its
+    ImageNet weights see what they were trained on: raw pixels go there
+    directly (`ImageNormalization("unit_range")`, `pixels_to_unit_range`,
+    float32), normalised input through a `Rescaling` (`imagenet_to_unit_range`).
+    Neither has weights.
     Layer names and shapes are those of
     `keras.applications.MobileNetV3Large/Small(include_top=False)`, so its
     `.h5` weights load by name (`load_imagenet_weights`) and the parameter
@@ -171,9 +174,14 @@ class MobileNetV3Backbone(FunctionalModel):
         batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized:
             Keras convention; epsilon 1e-3 as keras.applications.
         image_shape: (H, W, 3); H and W may be None.
+        include_preprocessing: take raw RGB pixels (0..255); False takes
+            ImageNet-normalised images. A `.keras` file saved before this
+            argument existed loads with False, its old contract.
         seed: seed of the kernel initializers.
         dtype: dtype policy of every layer.
     """
+
+    _defaults_of_older_files = {"include_preprocessing": False}
 
     def __init__(
         self,
@@ -184,6 +192,7 @@ class MobileNetV3Backbone(FunctionalModel):
         batch_norm_epsilon=1e-3,
         batch_norm_synchronized=None,
         image_shape=(None, None, 3),
+        include_preprocessing=True,
         seed=None,
         dtype=None,
         **kwargs,
@@ -199,13 +208,16 @@ class MobileNetV3Backbone(FunctionalModel):
 
         # === Functional model ===
         inputs = keras.Input(shape=tuple(image_shape), name="image")
-        # normalised = (pixels - mean) / std, in pixel units; [-1, 1] = pixels / 127.5 - 1.
-        x = keras.layers.Rescaling(
-            scale=[std / 127.5 for std in IMAGENET_STD],
-            offset=[mean / 127.5 - 1.0 for mean in IMAGENET_MEAN],
-            dtype=dtype,
-            name="imagenet_to_unit_range",
-        )(inputs)
+        if include_preprocessing:
+            x = ImageNormalization("unit_range", dtype=dtype, name="pixels_to_unit_range")(inputs)
+        else:
+            # normalised = (pixels - mean) / std, in pixel units; [-1, 1] = pixels / 127.5 - 1.
+            x = keras.layers.Rescaling(
+                scale=[std / 127.5 for std in IMAGENET_STD],
+                offset=[mean / 127.5 - 1.0 for mean in IMAGENET_MEAN],
+                dtype=dtype,
+                name="imagenet_to_unit_range",
+            )(inputs)
         x = build.conv(x, 16, "conv", kernel_size=3, strides=2)
         x = build.bn(x, "conv_bn")
         x = build.act(x, "hard_swish", "conv_hard_swish")
@@ -231,6 +243,7 @@ class MobileNetV3Backbone(FunctionalModel):
         self.batch_norm_epsilon = batch_norm["epsilon"]
         self.batch_norm_synchronized = batch_norm["synchronized"]
         self.image_shape = tuple(image_shape)
+        self.include_preprocessing = bool(include_preprocessing)
         self.seed = seed
 
     @property
