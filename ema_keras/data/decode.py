@@ -3,7 +3,9 @@
 An example is a dict: `image_id` (string), `image` (H, W, 3) uint8 and
 `label` (H, W) uint8 class ids, 255 = ignore. Three sources give it:
 
-- a list of `VOCExample` (folders on disk, see `ema_keras.data.voc`);
+- a list of `Example` (folders on disk, see `ema_keras.data.voc` and the
+  other dataset modules; an example's `label_map` turns stored ids into
+  training ids right after decoding, e.g. Cityscapes' 34 ids into 19);
 - a glob pattern of TFRecord files written by `write_tfrecords`;
 - a `tf.data.Dataset` of such dicts (e.g. `tfds.load("voc_segmentation")`;
   a label of shape (H, W, 1), as TFDS gives it, is squeezed).
@@ -31,6 +33,7 @@ import tensorflow as tf
 
 from ema_keras.data import file_formats as formats
 from ema_keras.data import graph_checks as checks
+from ema_keras.data.dataset_spec import label_map_array, shared_label_map
 from ema_keras.data.voc import voc_colormap
 
 TFRECORD_FEATURES = {
@@ -144,9 +147,18 @@ def _read_files(image_id, image_path, label_path):
     )
 
 
-def _decode_files(image_id, image_bytes, label_bytes, image_path, label_path, *, num_classes):
+def map_label(label, label_map):
+    """(H, W) uint8 stored ids -> training ids by a dataset's table (None: unchanged)."""
+    if label_map is None:
+        return label
+    return tf.gather(tf.constant(label_map_array(label_map)), tf.cast(label, tf.int32))
+
+
+def _decode_files(
+    image_id, image_bytes, label_bytes, image_path, label_path, *, num_classes, label_map=None
+):
     image = decode_image(image_bytes, image_path)
-    label = decode_label(label_bytes, label_path)
+    label = map_label(decode_label(label_bytes, label_path), label_map)
     label = checks.check_label_values(label, num_classes, label_path)
     image, label = checks.check_sizes(image, label, label_path)
     return {"image_id": image_id, "image": image, "label": label}
@@ -194,7 +206,7 @@ def list_tfrecord_files(pattern):
 
 
 def source_dataset(source, *, input_context=None, num_classes=None):
-    """Undecoded elements of a list of VOCExample, a TFRecord pattern or a Dataset of dicts.
+    """Undecoded elements of a list of Example, a TFRecord pattern or a Dataset of dicts.
 
     Sharded by `input_context` (TFRecords by file when there are enough files,
     else by record). Returns (dataset, read_fn, decode_fn): `read_fn` turns an
@@ -231,15 +243,18 @@ def source_dataset(source, *, input_context=None, num_classes=None):
     mat_labels = [e.label_path for e in examples if os.fspath(e.label_path).endswith(".mat")]
     if mat_labels:
         raise ValueError(
-            f"{mat_labels[0]}: SBD .mat labels cannot be decoded in the tf.data graph; convert "
-            "them once with ema_keras.data.write_tfrecords (or to PNGs with convert_sbd_to_png)"
+            f"{mat_labels[0]}: .mat labels (SBD, COCO-Stuff-10k) cannot be decoded in the tf.data "
+            "graph; convert them once with ema_keras.data.write_tfrecords (or to PNGs with "
+            "convert_sbd_to_png)"
         )
+    label_map = shared_label_map(examples)
     columns = tuple(
         np.array([os.fspath(getattr(e, field)) for e in examples])
         for field in ("image_id", "image_path", "label_path")
     )
     dataset = _shard(tf.data.Dataset.from_tensor_slices(columns), input_context)
-    return dataset, _read_files, functools.partial(_decode_files, num_classes=num_classes)
+    decode_fn = functools.partial(_decode_files, num_classes=num_classes, label_map=label_map)
+    return dataset, _read_files, decode_fn
 
 
 def apply(fn, element):

@@ -13,8 +13,10 @@ Pixel formats, the policy in one place:
   alpha channel, palette images and 16-bit or float images are rejected, since
   there is no single right way to flatten them.
 - labels: palette PNGs (the palette index is the class id), single-channel
-  8-bit PNGs of class ids (SegmentationClassAug), RGB PNGs painted with the VOC
-  colour map (turned back into ids), SBD `.mat` files.
+  8-bit PNGs of class ids (SegmentationClassAug, Cityscapes, Context, COCO-Stuff),
+  RGB PNGs painted with the VOC colour map (turned back into ids), `.mat` files
+  (SBD's `GTcls.Segmentation`, COCO-Stuff-10k's `S`); a dataset's `label_map`
+  turns the stored ids into training ids before they are checked.
 - `strict=True` adds what the tf.data decoder needs, so that a file that
   passes never fails in the middle of a run (`file_formats` has the rules,
   which `decode` applies too): images JPEG or PNG, labels PNG or `.mat`, PNGs
@@ -28,6 +30,7 @@ import os
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from ema_keras.data.dataset_spec import apply_label_map
 from ema_keras.data.errors import (
     CorruptFileError,
     LabelValueError,
@@ -116,24 +119,35 @@ def colors_to_ids(rgb, path="<array>"):
 
 
 def load_mat_label(source, name=None):
-    """`GTcls.Segmentation` of an SBD `.mat` file (path or bytes) as (H, W) uint8."""
-    import scipy.io
+    """The ids of a `.mat` label (path or bytes) as (H, W) uint8.
 
+    SBD's hold `GTcls.Segmentation`, COCO-Stuff-10k's an array `S`. Needs scipy.
+    """
     name = _name(source, name)
+    try:
+        import scipy.io
+    except ImportError:
+        raise UnsupportedModeError(
+            name, ".mat labels need scipy (pip install scipy), which is not installed"
+        ) from None
     data = _read_bytes(source, name)
     try:
         contents = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
     except Exception as error:  # scipy raises several unrelated types on bad files
         message = " ".join(str(error).split())
         raise CorruptFileError(name, f"cannot read the MATLAB file ({message})") from error
-    if "GTcls" not in contents or not hasattr(contents["GTcls"], "Segmentation"):
+    if "GTcls" in contents and hasattr(contents["GTcls"], "Segmentation"):
+        key, segmentation = "GTcls.Segmentation", np.asarray(contents["GTcls"].Segmentation)
+    elif "S" in contents:
+        key, segmentation = "S", np.asarray(contents["S"])
+    else:
         raise CorruptFileError(
-            name, "no GTcls.Segmentation in this MATLAB file (is it an SBD cls/ file?)"
+            name,
+            "no GTcls.Segmentation (SBD) or S (COCO-Stuff-10k) in this MATLAB file",
         )
-    segmentation = np.asarray(contents["GTcls"].Segmentation)
     if segmentation.ndim != 2 or segmentation.min() < 0 or segmentation.max() > 255:
         raise CorruptFileError(
-            name, f"GTcls.Segmentation is not a 2-D array of 0..255 ids: {segmentation.shape}"
+            name, f"{key} is not a 2-D array of 0..255 ids: {segmentation.shape}"
         )
     return segmentation.astype(np.uint8)
 
@@ -159,11 +173,13 @@ def _palette_mismatch(image):
     ]
 
 
-def load_label(source, num_classes=None, *, name=None, strict=False):
+def load_label(source, num_classes=None, *, name=None, strict=False, label_map=None):
     """A label as (H, W) uint8 class ids, 255 = ignore; checks ids when `num_classes` is given.
 
     `source` is a path, bytes or a decoded (H, W) / (H, W, 1) array. With
     `strict`, a palette PNG must also carry the VOC colours of the ids it uses.
+    `label_map` (a dataset's, see `dataset_spec`) maps stored ids to training
+    ids first.
     """
     name = _name(source, name)
     mismatched = []
@@ -188,6 +204,7 @@ def load_label(source, num_classes=None, *, name=None, strict=False):
                     f"label mode {image.mode!r} is not supported (expected a palette, 8-bit "
                     "grayscale or VOC-coloured RGB PNG)",
                 )
+    label = apply_label_map(label, label_map)
     if num_classes is not None:
         check_label_values(label, num_classes, name)
     if mismatched:
@@ -296,9 +313,11 @@ def convert_sbd_to_png(examples, output_dir, *, num_classes=None):
         label_path = os.path.join(output_dir, f"{example.image_id}.png")
         source = _source_record(example.label_path)  # before reading: a later change redoes it
         if not _is_fresh(_recorded_source(label_path), source, num_classes):
-            label = load_label(example.label_path, num_classes=num_classes)
+            label_map = getattr(example, "label_map", None)
+            label = load_label(example.label_path, num_classes=num_classes, label_map=label_map)
             record = json.dumps(dict(source, num_classes=num_classes))
             os.makedirs(output_dir, exist_ok=True)
             _write_atomically(encode_label_png(label, text={SOURCE_KEY: record}), label_path)
-        converted.append(example._replace(label_path=label_path))
+        # The PNG holds training ids: no map left to apply.
+        converted.append(example._replace(label_path=label_path, label_map=None))
     return converted

@@ -9,7 +9,8 @@ missing, cut short or corrupt, images that are not 8-bit RGB, grayscale or
 CMYK, label ids >= num_classes other than 255 anywhere in the label, image and
 label sizes that differ, palette or RGB colours outside the VOC map), and
 raises one `PreflightError` naming the files. Sources are those of
-`ema_keras.data.decode`: a list of `VOCExample`, a TFRecord glob written by
+`ema_keras.data.decode`: a list of `Example` (each label read through its
+dataset's label map), a TFRecord glob written by
 `write_tfrecords` (each record's bytes checked) or a `tf.data.Dataset` of
 example dicts (iterated once).
 
@@ -53,8 +54,9 @@ def required_pad_size(result):
 
 
 def _items(source):
-    """(image, label, image_name, label_name, image_id) per example, or a DataError; and the
-    files whose stat fingerprints the source (None: it cannot be fingerprinted)."""
+    """(image, label, image_name, label_name, image_id, label_map) per example, or a
+    DataError; and the files whose stat fingerprints the source (None: it cannot be
+    fingerprinted)."""
     if isinstance(source, tf.data.Dataset):
         return _dataset_items(source), None
     if isinstance(source, (str, os.PathLike)):
@@ -63,7 +65,7 @@ def _items(source):
     examples = list(source)
     if not examples:
         raise ValueError("examples is empty: nothing to check")
-    items = [(e.image_path, e.label_path, None, None, e.image_id) for e in examples]
+    items = [(e.image_path, e.label_path, None, None, e.image_id, e.label_map) for e in examples]
     return items, [path for e in examples for path in (e.image_path, e.label_path)]
 
 
@@ -81,7 +83,7 @@ def _record_item(file_name, record):
     image_id = values["image/id"].decode("utf-8", "replace")
     name = f"{file_name} example {image_id}"  # as the graph decoder names it
     image, label = values["image/encoded"], values["label/encoded"]
-    return image, label, f"{name} image", f"{name} label", image_id
+    return image, label, f"{name} image", f"{name} label", image_id, None
 
 
 def _tfrecord_items(files):
@@ -112,7 +114,7 @@ def _dataset_items(dataset):
         image_id = element.get("image_id", b"")
         image_id = image_id.decode("utf-8", "replace") if isinstance(image_id, bytes) else ""
         name = f"dataset element {index} ({image_id})" if image_id else f"dataset element {index}"
-        yield element["image"], element["label"], f"{name} image", f"{name} label", image_id
+        yield element["image"], element["label"], f"{name} image", f"{name} label", image_id, None
         index += 1
 
 
@@ -127,7 +129,7 @@ def _in_order(pool, function, items, window):
         yield pending.popleft().result()
 
 
-def _fingerprint(files, num_classes):
+def _fingerprint(files, num_classes, label_maps=()):
     entries = []
     for path in files:
         try:
@@ -135,7 +137,9 @@ def _fingerprint(files, num_classes):
         except OSError:  # a missing file: the check names it
             return None
         entries.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
-    payload = json.dumps([CHECKER_VERSION, num_classes, entries]).encode("utf-8")
+    maps = sorted(m.hex() for m in set(label_maps) if m is not None)  # a map checks other ids
+    payload = json.dumps([CHECKER_VERSION, num_classes, entries] + ([maps] if maps else []))
+    payload = payload.encode("utf-8")
     return hashlib.sha256(payload).hexdigest()
 
 
@@ -185,7 +189,8 @@ def preflight_check(source, *, num_classes, cache_dir=None, what="data", num_wor
       A PreflightResult: the number of examples and the largest image size.
     """
     items, files = _items(source)
-    fingerprint = _fingerprint(files, num_classes) if cache_dir and files else None
+    label_maps = [item[-1] for item in items] if isinstance(items, list) else ()
+    fingerprint = _fingerprint(files, num_classes, label_maps) if cache_dir and files else None
     if fingerprint is not None:
         remembered = _read_cache(cache_dir).get(fingerprint)
         if isinstance(remembered, dict):
@@ -197,7 +202,7 @@ def preflight_check(source, *, num_classes, cache_dir=None, what="data", num_wor
     def check(item):
         if isinstance(item, DataError):
             return PairCheck([item], None)
-        image, label, image_name, label_name, image_id = item
+        image, label, image_name, label_name, image_id, label_map = item
         return check_pair(
             image,
             label,
@@ -205,6 +210,7 @@ def preflight_check(source, *, num_classes, cache_dir=None, what="data", num_wor
             image_name=image_name,
             label_name=label_name,
             image_id=image_id,
+            label_map=label_map,
         )
 
     start = time.monotonic()

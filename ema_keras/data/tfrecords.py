@@ -1,8 +1,9 @@
-"""Sharded TFRecords of VOC examples: the fast path on large machines.
+"""Sharded TFRecords of examples of any dataset: the fast path on large machines.
 
 Each record holds the image file's bytes as they are on disk (no re-encoding,
-so no JPEG loss) and the label as a single-channel PNG of class ids (converted
-once from palette PNGs or SBD `.mat` files), plus the id and size. Shards are
+so no JPEG loss) and the label as a single-channel PNG of training ids
+(converted once from palette PNGs, `.mat` files or a dataset's stored ids by
+its label map, e.g. Cityscapes' labelIds), plus the id and size. Shards are
 written in the order of the examples, so reading them back in file order gives
 the examples in the same order.
 """
@@ -25,13 +26,13 @@ def _int_feature(value):
 
 
 def serialize_example(example):
-    """One VOCExample as a serialized tf.train.Example (reads and checks both files).
+    """One Example as a serialized tf.train.Example (reads and checks both files).
 
     The image's bytes are kept as they are, so it must be one the graph
     decoder reads (`strict`); the label is re-encoded as a PNG of ids.
     """
     height, width = load_image(example.image_path, strict=True).shape[:2]
-    label = load_label(example.label_path)
+    label = load_label(example.label_path, label_map=getattr(example, "label_map", None))
     if label.shape != (height, width):
         raise SizeMismatchError(
             example.label_path,

@@ -1,8 +1,14 @@
-"""Checks a VOC dataset folder before a long run and reports every problem at once.
+"""Checks a dataset folder before a long run and reports every problem at once.
 
     ema-keras-validate --data_dir /data/VOCdevkit/VOC2012 --splits train,val
     ema-keras-validate --data_dir /data/VOCdevkit --splits trainaug \\
         --aug_dir /data/SegmentationClassAug
+    ema-keras-validate --dataset cityscapes --data_dir /data/cityscapes
+
+`--dataset` names any dataset of `ema_keras.data.datasets` (default voc); its
+splits, label map and number of classes are the defaults. When all is well
+it prints, per split, the number of pairs, the range of image sizes and the
+training ids the labels hold (after the dataset's label map).
 
 Each problem is a `DataError` naming its file: a split file missing or empty, a
 listed image or label missing, an image or label that does not decode, an
@@ -25,25 +31,37 @@ from typing import List, NamedTuple, Optional, Tuple
 
 from absl import app, flags
 
+import numpy as np
+
+from ema_keras.data.datasets import get_dataset
 from ema_keras.data.errors import DataError, MissingFileError, SizeMismatchError
 from ema_keras.data.image_io import load_image, load_label
-from ema_keras.data.voc import NUM_CLASSES, find_voc_root, read_voc_split, trainaug_examples
+from ema_keras.data.voc import NUM_CLASSES
 
 
 class PairCheck(NamedTuple):
     problems: List[DataError]  # empty when the pair is fine
     image_size: Optional[Tuple[int, int]]  # (height, width) when the image decodes
+    label_ids: Tuple[int, ...] = ()  # the training ids in the label, when it decodes
 
 
 def check_pair(
-    image, label, num_classes=NUM_CLASSES, *, image_name=None, label_name=None, image_id=None
+    image,
+    label,
+    num_classes=NUM_CLASSES,
+    *,
+    image_name=None,
+    label_name=None,
+    image_id=None,
+    label_map=None,
 ):
     """The problems of one image and its label, each a path, the file's bytes or an array.
 
     `image_name` / `label_name` name bytes and arrays in the errors (paths name
     themselves). Both files are decoded whole with the `strict` rules of
     `image_io`, which the tf.data decoder applies too, and every label id is
-    checked; a palette PNG must carry VOC's colours.
+    checked (after `label_map`, the dataset's table of stored -> training
+    ids); a palette PNG must carry VOC's colours.
     """
     problems = []
     for source, name in ((image, image_name), (label, label_name)):
@@ -59,7 +77,9 @@ def check_pair(
     except DataError as error:
         problems.append(error)
     try:
-        label_array = load_label(label, num_classes, name=label_name, strict=True)
+        label_array = load_label(
+            label, num_classes, name=label_name, strict=True, label_map=label_map
+        )
     except DataError as error:
         problems.append(error)
     size = None if image_array is None else tuple(int(n) for n in image_array.shape[:2])
@@ -71,60 +91,119 @@ def check_pair(
                 f"{image_name or image} is {size[0]}x{size[1]}",
             )
         )
-    return PairCheck(problems, size)
+    label_ids = () if label_array is None else tuple(int(i) for i in np.unique(label_array))
+    return PairCheck(problems, size, label_ids)
 
 
 def check_example(example, num_classes=NUM_CLASSES):
-    """The problems of one VOCExample's files (an empty list when it is fine)."""
+    """The problems of one Example's files (an empty list when it is fine)."""
+    return _check(example, num_classes).problems
+
+
+def _check(example, num_classes):
     return check_pair(
-        example.image_path, example.label_path, num_classes, image_id=example.image_id
-    ).problems
+        example.image_path,
+        example.label_path,
+        num_classes,
+        image_id=example.image_id,
+        label_map=example.label_map,
+    )
 
 
-def _split_examples(voc_root, split, sbd_root, aug_dir):
-    if split == "trainaug":
-        return trainaug_examples(voc_root, sbd_root=sbd_root, aug_dir=aug_dir, check_files=False)
-    return read_voc_split(voc_root, split, check_files=False)
+class SplitSummary(NamedTuple):
+    split: str
+    num_pairs: int
+    min_size: Optional[Tuple[int, int]]  # smallest (height, width) by area, None if none decoded
+    max_size: Optional[Tuple[int, int]]
+    label_ids: Tuple[int, ...]  # every training id found (255 included when present)
+
+    def __str__(self):
+        sizes = "no image decoded"
+        if self.min_size is not None:
+            low, high = ("x".join(map(str, s)) for s in (self.min_size, self.max_size))
+            sizes = f"images {low}" if low == high else f"images {low} to {high}"
+        ids = [i for i in self.label_ids if i != 255]
+        shown = f"ids {ids[0]}..{ids[-1]} ({len(ids)} distinct)" if ids else "no class id"
+        return (
+            f"{self.split}: {self.num_pairs} pairs, {sizes}, {shown}"
+            + (", 255 (ignored)" if 255 in self.label_ids else "")
+        )
 
 
 def validate_dataset(
-    voc_root,
-    splits=("train", "val"),
-    num_classes=NUM_CLASSES,
+    root,
+    splits=None,
+    num_classes=None,
     *,
+    dataset="voc",
     sbd_root=None,
     aug_dir=None,
     num_workers=None,
+    summaries=None,
 ):
     """Every problem of the listed splits, as a list of DataError (empty when all is well).
 
-    `splits` are VOC split names; "trainaug" also needs `sbd_root` or
-    `aug_dir`. Each distinct file is decoded once, on `num_workers` threads.
+    `dataset` names the layout (`ema_keras.data.datasets`); `splits` default
+    to the ones it ships and `num_classes` to its classes. VOC's "trainaug"
+    also needs `sbd_root` or `aug_dir`. Each distinct file is decoded once,
+    on `num_workers` threads. A list given as `summaries` receives a
+    `SplitSummary` per split that could be listed.
     """
+    spec = get_dataset(dataset)
+    splits = spec.splits if splits is None else splits
+    num_classes = spec.num_classes if num_classes is None else num_classes
     problems = []
     try:
-        voc_root = find_voc_root(voc_root)
+        root = spec.find_root(root)
     except DataError as error:
         return [error]
-    examples = {}
+    examples, split_keys = {}, {}
     for split in splits:
         try:
-            for example in _split_examples(voc_root, split, sbd_root, aug_dir):
-                examples.setdefault((example.image_path, example.label_path), example)
+            listed = spec.read_split(
+                root, split, check_files=False, sbd_root=sbd_root, aug_dir=aug_dir
+            )
         except DataError as error:
             problems.append(error)
+            continue
+        split_keys[split] = [(e.image_path, e.label_path) for e in listed]
+        for example in listed:
+            examples.setdefault((example.image_path, example.label_path), example)
     workers = num_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for found in pool.map(lambda e: check_example(e, num_classes), examples.values()):
-            problems.extend(found)
+        checks = dict(
+            zip(examples, pool.map(lambda e: _check(e, num_classes), examples.values()))
+        )
+    for found in checks.values():
+        problems.extend(found.problems)
+    if summaries is not None:
+        for split, keys in split_keys.items():
+            summaries.append(_summary(split, [checks[key] for key in keys]))
     return problems
+
+
+def _summary(split, checks):
+    sizes = sorted((s[0] * s[1], s) for s in (c.image_size for c in checks) if s is not None)
+    ids = sorted({i for c in checks for i in c.label_ids})
+    return SplitSummary(
+        split,
+        len(checks),
+        sizes[0][1] if sizes else None,
+        sizes[-1][1] if sizes else None,
+        tuple(ids),
+    )
 
 
 def define_flags():
     """The validator's flags (absl, named as the trainer's); defined when it runs, not on import."""
-    flags.DEFINE_string("data_dir", None, "VOCdevkit or VOC2012 folder to check.")
-    flags.DEFINE_list("splits", ["train", "val"], "Splits to check, e.g. train,val,trainaug.")
-    flags.DEFINE_integer("num_classes", NUM_CLASSES, "Classes; label ids at or above are problems.")
+    flags.DEFINE_string("dataset", "voc", "Layout of --data_dir: voc, cityscapes, ... .")
+    flags.DEFINE_string("data_dir", None, "The dataset's folder (VOCdevkit or VOC2012 for voc).")
+    flags.DEFINE_list("splits", None, "Splits to check, e.g. train,val,trainaug (default: the "
+                      "dataset's own, train,val for voc).")
+    flags.DEFINE_integer(
+        "num_classes", None, "Classes; training ids at or above are problems (default: the "
+        "dataset's)."
+    )
     flags.DEFINE_string("sbd_dir", None, "SBD benchmark_RELEASE folder (for trainaug).")
     flags.DEFINE_string("aug_dir", None, "SegmentationClassAug folder (for trainaug).")
 
@@ -134,19 +213,32 @@ def main(argv):
     FLAGS = flags.FLAGS
     positional = argv[1:]
     if len(positional) > 1 or (positional and FLAGS.data_dir):
-        raise app.UsageError(f"give one VOC folder, with --data_dir; got {positional}")
+        raise app.UsageError(f"give one dataset folder, with --data_dir; got {positional}")
+    try:
+        spec = get_dataset(FLAGS.dataset)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     voc_root = FLAGS.data_dir or (positional[0] if positional else None)
     if voc_root is None:
-        raise app.UsageError("--data_dir is required: the VOCdevkit or VOC2012 folder to check")
-    splits = [s for s in FLAGS.splits if s]
+        raise app.UsageError(f"--data_dir is required: the {spec.name} folder to check")
+    splits = [s for s in (FLAGS.splits or spec.splits) if s]
     if "trainaug" in splits and not (FLAGS.sbd_dir or FLAGS.aug_dir):
         raise app.UsageError(
             "--splits trainaug needs SBD's labels: pass --sbd_dir (benchmark_RELEASE) "
             "or --aug_dir (SegmentationClassAug)"
         )
+    summaries = []
     problems = validate_dataset(
-        voc_root, splits, FLAGS.num_classes, sbd_root=FLAGS.sbd_dir, aug_dir=FLAGS.aug_dir
+        voc_root,
+        splits,
+        FLAGS.num_classes,
+        dataset=spec.name,
+        sbd_root=FLAGS.sbd_dir,
+        aug_dir=FLAGS.aug_dir,
+        summaries=summaries,
     )
+    for summary in summaries:
+        print(summary)
     for problem in problems:
         print(f"{type(problem).__name__}: {problem}")
     if problems:

@@ -17,10 +17,10 @@ real data).
 """
 
 import os
-from typing import NamedTuple
 
 import numpy as np
 
+from ema_keras.data.dataset_spec import Dataset, Example
 from ema_keras.data.errors import EmptySplitError, MissingFileError
 
 VOC_CLASSES = (
@@ -50,10 +50,8 @@ NUM_CLASSES = len(VOC_CLASSES)
 IGNORE_LABEL = 255
 
 
-class VOCExample(NamedTuple):
-    image_id: str
-    image_path: str
-    label_path: str
+# VOC's examples are the general ones, their labels holding class ids already.
+VOCExample = Example
 
 
 def voc_colormap():
@@ -229,3 +227,25 @@ def trainaug_examples(voc_root, *, sbd_root=None, aug_dir=None, check_files=True
             missing[0], f"named by trainaug but missing ({len(missing)} missing in all)"
         )
     return examples
+
+
+def read_split(voc_root, split, *, check_files=True, sbd_root=None, aug_dir=None):
+    """A VOC split by name, "trainaug" included (it needs `sbd_root` or `aug_dir`)."""
+    if split == "trainaug":
+        return trainaug_examples(
+            voc_root, sbd_root=sbd_root, aug_dir=aug_dir, check_files=check_files
+        )
+    return read_voc_split(voc_root, split, check_files=check_files)
+
+
+DATASET = Dataset(
+    name="voc",
+    description="PASCAL VOC 2012 (+ SBD trainaug): 20 object classes and background",
+    class_names=VOC_CLASSES,
+    palette=tuple(tuple(int(c) for c in colour) for colour in voc_colormap()[:NUM_CLASSES]),
+    ignore_colour=tuple(int(c) for c in voc_colormap()[IGNORE_LABEL]),
+    find_root=find_voc_root,
+    read_split=read_split,
+    splits=("train", "val"),
+    where_to_get="VOCdevkit from http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (+ SBD)",
+)
