@@ -2,9 +2,11 @@
 
     python export/export_model.py --model runs/demo/last.keras \\
         --data_dir runs/demo/demo_data/VOC2012 --output_dir runs/demo/export \\
-        --formats saved_model,tflite_fp32,tflite_fp16,tflite_dynamic_int8,tflite_int8
+        --formats saved_model,tflite_fp32,tflite_fp16,tflite_dynamic_int8,tflite_int8,onnx
 
-Verification images come from --split of --data_dir (or --images); full-integer
+--formats defaults to the SavedModel and the four TFLite files; `onnx` (or
+`all`) adds the ONNX file, which needs the onnx extra (pip install
+'ema-keras[onnx]'). Verification images come from --split of --data_dir (or --images); full-integer
 int8 is calibrated on --calibration_split. Exits non-zero when a variant's
 pixel agreement with Keras falls below its threshold (that variant's file is
 then left as <name>.FAILED.<ext>, not under its final name).
@@ -20,7 +22,11 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "output_dir", None, "Folder for the exported files and verification.json.", required=True
 )
-flags.DEFINE_list("formats", list(export.FORMATS), f"Variants to export: {list(export.FORMATS)}.")
+flags.DEFINE_list(
+    "formats",
+    list(export.DEFAULT_FORMATS),
+    f"Variants to export, or 'all': {list(export.FORMATS)}.",
+)
 flags.DEFINE_string(
     "data_dir", None, "VOCdevkit or VOC2012 folder to draw verification images from."
 )
@@ -33,7 +39,9 @@ flags.DEFINE_list(
 )
 flags.DEFINE_integer("num_images", 16, "Verification images.")
 flags.DEFINE_integer("num_calibration_images", 32, "Calibration images for tflite_int8.")
-flags.DEFINE_string("image_size", "513,513", "TFLite input height,width, or 'dynamic'.")
+flags.DEFINE_string(
+    "image_size", "513,513", "TFLite and ONNX input height,width, or 'dynamic'."
+)
 flags.DEFINE_string(
     "serving_size",
     "original",
@@ -46,7 +54,9 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "int8_threshold", export.INT8_THRESHOLD, "Minimum pixel agreement, int8 variants."
 )
-flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: all cores).")
+flags.DEFINE_integer(
+    "num_threads", None, "TFLite interpreter and onnxruntime threads (default: all cores)."
+)
 FLAGS = flags.FLAGS
 
 
@@ -73,10 +83,18 @@ def main(argv):
             raise app.UsageError(f"--{name} must be in [0, 1], got {FLAGS[name].value}")
     image_size = parse_size(FLAGS.image_size, "dynamic", "image_size")
     serving_size = parse_size(FLAGS.serving_size, "original", "serving_size")
-    unknown = sorted(set(FLAGS.formats) - set(export.FORMATS))
-    if unknown:
+    formats = list(export.FORMATS) if FLAGS.formats == ["all"] else FLAGS.formats
+    unknown = sorted(set(formats) - set(export.FORMATS))
+    if unknown or not formats:
         raise app.UsageError(
-            f"--formats {','.join(unknown)} unknown; use some of: {','.join(export.FORMATS)}"
+            f"--formats {','.join(unknown)} unknown; use 'all' or some of: "
+            f"{','.join(export.FORMATS)}"
+        )
+    missing = export.onnx.missing_packages() if "onnx" in formats else []
+    if missing:
+        raise app.UsageError(
+            f"--formats onnx needs {', '.join(missing)}: {export.onnx.INSTALL_HINT} "
+            "(or leave onnx out of --formats)"
         )
     model = export.load_model(FLAGS.model)
     if FLAGS.data_dir is not None:
@@ -84,7 +102,7 @@ def main(argv):
             data_dir=FLAGS.data_dir, split=FLAGS.split, limit=FLAGS.num_images
         )
         calibration = None
-        if "tflite_int8" in FLAGS.formats:
+        if "tflite_int8" in formats:
             calibration = export.load_images(
                 data_dir=FLAGS.data_dir,
                 split=FLAGS.calibration_split,
@@ -104,7 +122,7 @@ def main(argv):
             model,
             FLAGS.output_dir,
             images=images,
-            formats=FLAGS.formats,
+            formats=formats,
             representative_images=calibration,
             image_size=image_size,
             serving_size=serving_size,

@@ -2,11 +2,12 @@
 
 `export_and_verify` is the one call (and `export/export_model.py` its CLI):
 it writes a SavedModel with serving signatures and TFLite files (float32,
-float16, dynamic-range int8, full-integer int8), runs each of them on real
-images against the Keras model, prints size, latency and agreement per
+float16, dynamic-range int8, full-integer int8) and, on request, an ONNX file,
+runs each of them on real images against the Keras model (onnxruntime for ONNX), prints size, latency and agreement per
 variant, and publishes only the files that pass.
 """
 
+from ema_keras.export.onnx import export_onnx, onnx_session, verify_onnx
 from ema_keras.export.preprocessing import fit_to_canvas, restore_size
 from ema_keras.export.saved_model import export_saved_model, make_logits_fn
 from ema_keras.export.tflite import QUANTIZATIONS, export_tflite, pixel_model
@@ -21,6 +22,7 @@ from ema_keras.export.verification import (
     verify_tflite,
 )
 from ema_keras.export.workflow import (
+    DEFAULT_FORMATS,
     DEFAULT_THRESHOLDS,
     FORMATS,
     ExportVerificationError,
@@ -30,6 +32,7 @@ from ema_keras.export.workflow import (
 )
 
 __all__ = [
+    "DEFAULT_FORMATS",
     "DEFAULT_THRESHOLDS",
     "FLOAT_THRESHOLD",
     "FORMATS",
@@ -38,6 +41,7 @@ __all__ = [
     "ExportVerificationError",
     "VerificationReport",
     "export_and_verify",
+    "export_onnx",
     "export_saved_model",
     "export_tflite",
     "fit_to_canvas",
@@ -46,9 +50,11 @@ __all__ = [
     "load_images",
     "load_model",
     "make_logits_fn",
+    "onnx_session",
     "pixel_model",
     "restore_size",
     "tflite_interpreter",
+    "verify_onnx",
     "verify_saved_model",
     "verify_tflite",
 ]

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from ema_keras.data.decode import decode_image, examples_dataset
 from ema_keras.data.voc import read_voc_split
+from ema_keras.export.onnx import export_onnx, require_onnx, verify_onnx
 from ema_keras.export.saved_model import export_saved_model
 from ema_keras.export.tflite import export_tflite
 from ema_keras.export.verification import (
@@ -30,20 +31,24 @@ from ema_keras.export.verification import (
 )
 from ema_keras.model_files import load_keras_model
 
-# format name -> (file name under output_dir, TFLite quantization or None for the SavedModel)
+# format name -> (file name under output_dir, TFLite quantization or None for the others)
 FORMATS = {
     "saved_model": ("saved_model", None),
     "tflite_fp32": ("emanet_fp32.tflite", "float32"),
     "tflite_fp16": ("emanet_fp16.tflite", "float16"),
     "tflite_dynamic_int8": ("emanet_dynamic_int8.tflite", "dynamic_int8"),
     "tflite_int8": ("emanet_int8.tflite", "int8"),
+    "onnx": ("emanet.onnx", None),
 }
+# ONNX needs the optional `onnx` extra, so it is exported when asked for, not by default.
+DEFAULT_FORMATS = tuple(name for name in FORMATS if name != "onnx")
 DEFAULT_THRESHOLDS = {
     "saved_model": FLOAT_THRESHOLD,
     "tflite_fp32": FLOAT_THRESHOLD,
     "tflite_fp16": FLOAT_THRESHOLD,
     "tflite_dynamic_int8": INT8_THRESHOLD,
     "tflite_int8": INT8_THRESHOLD,
+    "onnx": FLOAT_THRESHOLD,
 }
 REPORT_FILE = "verification.json"
 
@@ -140,7 +145,7 @@ def export_and_verify(
     output_dir,
     *,
     images,
-    formats=tuple(FORMATS),
+    formats=DEFAULT_FORMATS,
     representative_images=None,
     image_size=(513, 513),
     serving_size=None,
@@ -157,15 +162,16 @@ def export_and_verify(
         output_dir: folder for the files (see `FORMATS` for their names) and
             `verification.json`.
         images: uint8 (H, W, 3) images to verify on (see `load_images`).
-        formats: names from `FORMATS`.
+        formats: names from `FORMATS` (default `DEFAULT_FORMATS`: all but
+            "onnx", which needs the `onnx` extra).
         representative_images: calibration images for "tflite_int8"
             (defaults to `images`; better, draw them from the training split).
-        image_size: TFLite input (height, width), or None for dynamic.
+        image_size: TFLite and ONNX input (height, width), or None for dynamic.
         serving_size: SavedModel size policy: None (every image at its own
             size) or (height, width) (canvas, see `fit_to_canvas`).
         thresholds: {format: minimum pixel agreement}; defaults 99.9% for
             float variants, 99% for int8 ones.
-        num_threads: TFLite interpreter threads (default: all cores).
+        num_threads: TFLite interpreter and onnxruntime threads (default: all cores).
         raise_on_failure: raise `ExportVerificationError` when a variant
             fails; otherwise only return the reports.
 
@@ -179,6 +185,8 @@ def export_and_verify(
         raise ValueError(
             f"Unknown or no export formats {unknown or list(formats)}; choose from {list(FORMATS)}."
         )
+    if "onnx" in formats:
+        require_onnx()  # before anything is written
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     representative_images = images if representative_images is None else representative_images
     os.makedirs(output_dir, exist_ok=True)
@@ -187,7 +195,17 @@ def export_and_verify(
     for name in formats:
         file_name, quantization = FORMATS[name]
         threshold = thresholds[name]
-        if quantization is None:
+        if name == "onnx":
+
+            def write(path):
+                export_onnx(model, path, image_size=image_size)
+
+            def verify(path):
+                return verify_onnx(
+                    path, model, images, threshold=threshold, num_threads=num_threads
+                )
+
+        elif quantization is None:
 
             def write(path):
                 export_saved_model(

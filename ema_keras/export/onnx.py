@@ -1,0 +1,150 @@
+"""ONNX export (through tf2onnx) and its check with onnxruntime against Keras.
+
+The file takes raw RGB pixels like the TFLite files: input `image`, float32
+(B, H, W, 3), 0..255 (normalisation is in the graph), output `logits`, float32
+(B, H, W, classes). The batch is dynamic; height and width are fixed by
+`image_size` (pad or scale images as `preprocessing.fit_to_canvas` does) or
+dynamic with `image_size=None`.
+
+Why not `model.export(format="onnx")` as it is: on the TensorFlow backend Keras
+hands tf2onnx a concrete function and names every non-resource tensor it
+captures as a graph input. The EMANet layers (EM unit, SyncBatchNormalization,
+resize) convert cleanly that way, but a captured constant such as
+`keras.layers.Normalization`'s mean and variance becomes a second and third
+input that onnxruntime then demands (`.../Sub/y:0`). Here the function is
+frozen first (variables and captured constants become graph constants), so
+the only input is `image`, whatever the normalisation is made of; the
+conversion itself is still tf2onnx's.
+"""
+
+import importlib.util
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from ema_keras.export.preprocessing import canvas_numpy
+from ema_keras.export.tflite import pixel_model
+from ema_keras.export.verification import (
+    FLOAT_THRESHOLD,
+    VerificationReport,
+    _checked_images,
+    _Comparison,
+    _timed,
+    keras_logits,
+    size_on_disk,
+)
+
+# The packages of the `onnx` extra, by import name, and how to install them.
+REQUIRED_PACKAGES = ("onnx", "onnxruntime", "tf2onnx")
+INSTALL_HINT = "pip install 'ema-keras[onnx]'"
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+
+
+def missing_packages():
+    """The packages of the `onnx` extra that are not installed (empty when all are)."""
+    return [name for name in REQUIRED_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+def require_onnx():
+    """Raises a one-line ImportError naming the missing packages of the `onnx` extra."""
+    missing = missing_packages()
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {', '.join(missing)} (the onnx extra): {INSTALL_HINT}"
+        )
+
+
+def export_onnx(model, path, *, image_size=(513, 513), opset=None):
+    """Writes `model` as an ONNX file that takes raw pixels.
+
+    Args:
+        model: an EMANet or MobileEMANet (any model the TFLite export takes).
+        path: the `.onnx` file to write.
+        image_size: (height, width) of the input, or None for dynamic.
+        opset: ONNX opset (default: tf2onnx's).
+
+    Returns:
+        `path`.
+    """
+    require_onnx()
+    path = os.fspath(path)
+    if not path.endswith(".onnx"):
+        raise ValueError(f"ONNX path must end with .onnx, got {path!r}.")
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    wrapped = pixel_model(model, image_size)
+    height, width = (None, None) if image_size is None else (int(v) for v in image_size)
+    spec = tf.TensorSpec([None, height, width, 3], tf.float32, name=INPUT_NAME)
+    logits_fn = tf.function(lambda image: wrapped(image, training=False)[OUTPUT_NAME])
+    frozen = convert_variables_to_constants_v2(logits_fn.get_concrete_function(spec))
+    (graph_input,), (graph_output,) = frozen.inputs, frozen.outputs
+    tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(),
+        name=model.name,
+        input_names=[graph_input.name],
+        output_names=[graph_output.name],
+        tensors_to_rename={graph_input.name: INPUT_NAME, graph_output.name: OUTPUT_NAME},
+        opset=opset,
+        output_path=path,
+    )
+    return path
+
+
+def onnx_session(path, num_threads=None):
+    """An onnxruntime CPU session for `path` (`num_threads` or all cores)."""
+    require_onnx()
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads or os.cpu_count()
+    return onnxruntime.InferenceSession(
+        os.fspath(path), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def verify_onnx(path, model, images, *, threshold=FLOAT_THRESHOLD, num_threads=None):
+    """Runs an ONNX file with onnxruntime against Keras on `images`, as `verify_tflite` does.
+
+    A fixed-size file gets each image on its canvas (`fit_to_canvas`); a
+    dynamic one gets the image as it is. Keras runs on the same pixels; the
+    comparison covers the image's part of the canvas.
+    """
+    images = _checked_images(images)
+    session = onnx_session(path, num_threads)
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
+        raise ValueError(
+            f"{path}: expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', got "
+            f"{[i.name for i in inputs]} -> {[o.name for o in outputs]}."
+        )
+    height, width = inputs[0].shape[1:3]
+    fixed = isinstance(height, int) and isinstance(width, int)
+    comparison, latencies = _Comparison(), []
+    for index, image in enumerate(images):
+        if fixed:
+            canvas, (content_height, content_width) = canvas_numpy(image, (height, width))
+        else:
+            canvas, (content_height, content_width) = image[None].astype(np.float32), image.shape[:2]
+        feed = {INPUT_NAME: canvas}
+        if index == 0:
+            session.run([OUTPUT_NAME], feed)  # warm-up: allocation, kernel selection
+        (logits,), latency = _timed(session.run, [OUTPUT_NAME], feed)
+        latencies.append(latency)
+        reference = keras_logits(model, canvas)
+        region = np.s_[:, :content_height, :content_width]
+        comparison.add_logits(logits[region], reference[region])
+    return VerificationReport(
+        format="onnx",
+        path=os.fspath(path),
+        size_bytes=size_on_disk(path),
+        max_abs_logit_diff=comparison.max_abs_diff,
+        pixel_agreement=comparison.agreement,
+        latency_ms=float(np.median(latencies)),
+        threshold=threshold,
+        num_images=len(images),
+    )
