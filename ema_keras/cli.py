@@ -12,8 +12,9 @@ flags with absl (underscores), writes `main(argv)`, and ends with
 
 `--debug` shows the full traceback instead. Anything else is a bug and keeps
 its traceback. TensorFlow's C++ start-up notices are already off by the time
-a program runs (see `ema_keras.backend`); `run` also keeps TensorFlow's
-Python logger at WARNING (the tf.distribute INFO chatter).
+a program runs (see `ema_keras.backend`); `run` also hides what TensorFlow,
+LiteRT and the converter print for their own developers (see
+`ema_keras.log_filter`) unless `--tf_logs`.
 """
 
 import logging as python_logging
@@ -22,6 +23,7 @@ import sys
 
 from absl import app, flags
 
+from ema_keras import log_filter
 from ema_keras.data.discovery import DataNotFoundError
 from ema_keras.data.errors import DataError
 from ema_keras.model_files import InvalidModelFileError
@@ -46,6 +48,12 @@ _EXIT_STATUS = (
 
 DEBUG = flags.DEFINE_boolean(
     "debug", False, "On an error, show the full traceback instead of the one-line message."
+)
+TF_LOGS = flags.DEFINE_boolean(
+    "tf_logs",
+    False,
+    "Show TensorFlow's, LiteRT's and the TFLite converter's own INFO and warning lines "
+    "(hidden by default; their errors always show).",
 )
 FLAGS = flags.FLAGS
 
@@ -126,6 +134,16 @@ def run(main, **errors):
     own = []
     if main.__module__ != "__main__":
         own = FLAGS.flags_by_module_dict().get(main.__module__, [])
-    for flag in [FLAGS["debug"], *own]:
+    for flag in [FLAGS["debug"], FLAGS["tf_logs"], *own]:
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(lambda argv: call_main(main, argv, **errors), flags_parser=parse_flags)
+    app.run(lambda argv: _call_main_quietly(main, argv, **errors), flags_parser=parse_flags)
+
+
+def _call_main_quietly(main, argv, **errors):
+    if TF_LOGS.value:
+        return call_main(main, argv, **errors)
+    native = log_filter.hide_library_chatter()
+    try:
+        return call_main(main, argv, **errors)
+    finally:
+        native.stop()
