@@ -11,15 +11,8 @@ from ema_keras.models import DilatedResNet, EMANet, build_preset
 
 def tiny_emanet(**kwargs):
     backbone = DilatedResNet(block_counts=[1, 1, 1, 1], width=8, output_stride=8, seed=1)
-    return EMANet(
-        backbone=backbone,
-        num_classes=5,
-        head_channels=32,
-        classifier_channels=16,
-        ema_num_bases=8,
-        seed=2,
-        **kwargs,
-    )
+    settings = dict(num_classes=5, head_channels=32, classifier_channels=16, ema_num_bases=8)
+    return EMANet(backbone=backbone, seed=2, **{**settings, **kwargs})
 
 
 def trained_statistics(model, seed=0):

@@ -104,3 +104,51 @@ def test_explicit_bfloat16_below_the_threshold_is_refused_in_one_line(model):
 def test_unknown_precision_is_refused(model):
     with pytest.raises(ValueError, match="auto, float32, bfloat16.*'int8'"):
         inference_model(model, "int8")
+
+
+def test_predict_program_prints_its_precision_and_refuses_below_the_threshold(
+    model, tmp_path, capsys, monkeypatch
+):
+    from PIL import Image
+
+    from tests.cli_testing import run_program
+
+    path = tmp_path / "m.keras"
+    model.save(path)
+    inputs = tmp_path / "images"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(inputs / f"{name}.png")
+    args = [f"--model={path}", f"--inputs={inputs}", "--precision=bfloat16"]
+    monkeypatch.setattr(precision_module, "argmax_agreement", lambda *a: 0.9)
+    status = run_program("predict.py", *args, f"--output_dir={tmp_path / 'refused'}")
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and not (tmp_path / "refused").exists()
+    assert error == (
+        "predict.py: --precision bfloat16: bfloat16 agrees with float32 on 90.00% of the check "
+        "pixels, below the 99.5% threshold; use float32."
+    )
+    monkeypatch.setattr(precision_module, "argmax_agreement", lambda *a: 0.998)
+    assert run_program("predict.py", *args, f"--output_dir={tmp_path / 'out'}") == 0
+    printed = capsys.readouterr().out
+    assert "precision bfloat16 (BatchNorm folded, 99.80% argmax agreement" in printed
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png", "b.png"]
+
+
+def test_eval_program_runs_the_precision_it_prints(tmp_path, capsys):
+    from tests.cli_testing import run_program
+    from tests.data.conftest import write_voc
+
+    path = tmp_path / "m.keras"
+    trained_statistics(tiny_emanet(num_classes=21)).save(path)
+    voc_root, _ = write_voc(str(tmp_path), {"val": ["v0", "v1", "v2"]})
+    common = [f"--model={path}", f"--data_dir={voc_root}"]
+    assert run_program("eval_voc.py", *common) == 0
+    float32 = capsys.readouterr().out
+    assert "precision float32 (BatchNorm folded; asked for)" in float32
+    assert run_program("eval_voc.py", *common, "--precision=bfloat16") == 0
+    bfloat16 = capsys.readouterr().out
+    assert "precision bfloat16" in bfloat16 and "argmax agreement with float32" in bfloat16
+    assert "mIoU:" in bfloat16
