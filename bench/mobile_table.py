@@ -6,8 +6,7 @@
 For `emanet_mobilenetv3_large_voc`, `emanet_mobilenetv3_small_voc` and
 `emanet_resnet50_os16` (EMANet-R50, output stride 16): parameters (PyTorch's
 count: no BatchNorm statistics, no EMA bases) and MACs at 513x513 from
-`ema_keras.cost` (depthwise convolutions counted here, which `ema_keras.cost`
-has no rule for), then the median latency of the full-integer int8 TFLite
+`ema_keras.cost`, then the median latency of the full-integer int8 TFLite
 file (uint8 pixels in, int8 logits out, builtin ops only, XNNPACK) at
 513x513 and 257x257 with 1 and 2 threads, all in the same process.
 
@@ -50,34 +49,6 @@ def smooth_images(count, size, seed=0):
     return list(np.clip(images, 0, 255).astype("uint8"))
 
 
-def model_cost(model):
-    """(parameters, MACs) of a model built at a fixed size, depthwise convs included."""
-    import keras
-
-    from ema_keras import cost
-
-    total = cost.Cost()
-    for layer in _leaves(model):
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            k_h, k_w, channels, multiplier = layer.kernel.shape
-            _, height, width, _ = layer.output.shape
-            params = k_h * k_w * channels * multiplier + (channels if layer.use_bias else 0)
-            total += cost.Cost(params, height * width * k_h * k_w * channels * multiplier)
-        else:
-            total += cost.layer_cost(layer)
-    return total
-
-
-def _leaves(model):
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaves(layer)
-        else:
-            yield layer
-
-
 def build(preset, size, images):
     """The preset at size x size, BatchNorm statistics from `images`."""
     import numpy as np
@@ -116,6 +87,7 @@ def int8_latency_ms(path, threads, runs):
 def main(argv):
     del argv
     quiet_logs()
+    from ema_keras import cost
     from ema_keras.export import export_tflite
 
     calibration = 2 if FLAGS.quick else 8
@@ -131,7 +103,7 @@ def main(argv):
             images = smooth_images(calibration, size)
             model = build(preset, size, images)
             if size == 513 or params is None:
-                counted = model_cost(model)
+                counted = cost.model_cost(model)["total"]
                 params, macs = counted.params, counted.macs
             path = os.path.join(folder, f"{preset}_{size}.tflite")
             start = time.perf_counter()

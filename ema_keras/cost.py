@@ -79,8 +79,18 @@ def non_local_cost(channels, height, width, reduction=2):
     return projections + attention + output
 
 
+def depthwise_conv_cost(kernel_shape, output_shape, use_bias):
+    """A DepthwiseConv2D with kernel (k_h, k_w, C, multiplier): one k_h x k_w filter per channel."""
+    k_h, k_w, channels, multiplier = kernel_shape
+    params = k_h * k_w * channels * multiplier + (channels * multiplier if use_bias else 0)
+    return Cost(params, output_shape[1] * output_shape[2] * k_h * k_w * channels * multiplier)
+
+
 def layer_cost(layer):
     """Cost of one built layer, from its weights and its (static) output shape."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):  # not a Conv2D subclass in Keras 3
+        output_shape = _static_shape(layer.output, layer)
+        return depthwise_conv_cost(tuple(layer.kernel.shape), output_shape, layer.use_bias)
     if isinstance(layer, keras.layers.Conv2D):
         output_shape = _static_shape(layer.output, layer)
         return conv_cost(tuple(layer.kernel.shape), output_shape, layer.use_bias, layer.groups)
@@ -106,7 +116,7 @@ def layer_cost(layer):
 
 
 def model_cost(model, input_size=None):
-    """Cost of an `EMANet` (or `DilatedResNet`) by part, for one image.
+    """Cost of an `EMANet` or `MobileEMANet` (or a backbone alone) by part, for one image.
 
     Returns a dict of `Cost`: "backbone", "head" (everything after the
     backbone except the auxiliary head, EMA unit included), "ema_unit",
@@ -115,7 +125,8 @@ def model_cost(model, input_size=None):
     `pre_ema + ema_unit`.
 
     Args:
-        model: a built `EMANet` or `DilatedResNet`.
+        model: a built `EMANet`, `MobileEMANet`, `DilatedResNet` or
+            `MobileNetV3Backbone`.
         input_size: (height, width); the model is rebuilt from its config at
             that size if it was built for another (or a dynamic) one.
     """
@@ -143,31 +154,37 @@ def model_cost(model, input_size=None):
     return parts
 
 
+def _backbone_classes():
+    from ema_keras.models import DilatedResNet, MobileNetV3Backbone
+
+    return (DilatedResNet, MobileNetV3Backbone)
+
+
 def _leaf_layers(model, part=None):
     """(layer, part) for every layer, nested models flattened into "backbone"."""
-    from ema_keras.models import DilatedResNet
-
-    if isinstance(model, DilatedResNet) and part is None:
+    backbones = _backbone_classes()
+    if isinstance(model, backbones) and part is None:
         part = "backbone"
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer, "backbone" if isinstance(layer, DilatedResNet) else part)
+            yield from _leaf_layers(layer, "backbone" if isinstance(layer, backbones) else part)
         else:
             yield layer, part or "head"
 
 
 def _rebuild(model, input_size):
-    from ema_keras.models import DilatedResNet, EMANet
+    from ema_keras.models import EMANet, MobileEMANet
 
-    input_shape = (int(input_size[0]), int(input_size[1]), model.input.shape[-1])
-    if isinstance(model, DilatedResNet):
-        return DilatedResNet.from_config({**model.get_config(), "input_shape": input_shape})
-    if isinstance(model, EMANet):
+    image_shape = (int(input_size[0]), int(input_size[1]), model.input.shape[-1])
+    if isinstance(model, _backbone_classes()):
+        return type(model).from_config({**model.get_config(), "image_shape": image_shape})
+    if isinstance(model, (EMANet, MobileEMANet)):
         backbone = _rebuild(model.backbone, input_size)
-        config = {**model.get_config(), "backbone": backbone, "input_shape": input_shape}
-        return EMANet.from_config(config)
+        config = {**model.get_config(), "backbone": backbone, "image_shape": image_shape}
+        return type(model).from_config(config)
     raise ValueError(
-        f"`input_size` needs an EMANet or DilatedResNet to rebuild, got {type(model).__name__}."
+        f"`input_size` needs an EMANet, MobileEMANet or one of their backbones to rebuild, "
+        f"got {type(model).__name__}."
     )
 
 

@@ -101,3 +101,48 @@ def test_cost_table_rows_and_markdown():
     assert (rows[1]["params"], rows[1]["macs"]) == (expected.params, expected.macs)
     table = cost.format_table(rows).splitlines()
     assert len(table) == 2 + len(rows) and table[2].startswith("| ResNet-50 trunk")
+
+
+def test_depthwise_convolution_rule():
+    inputs = keras.Input((12, 12, 8))
+    layer = keras.layers.DepthwiseConv2D(3, strides=1, padding="valid", depth_multiplier=2)
+    keras.Model(inputs, layer(inputs))
+    # 10x10 output, one 3x3 filter per (channel, multiplier), a bias per output channel.
+    assert cost.layer_cost(layer) == cost.Cost(3 * 3 * 8 * 2 + 16, 10 * 10 * 3 * 3 * 8 * 2)
+
+
+@pytest.mark.parametrize(
+    "application, paper_mmacs",
+    [
+        # MobileNetV3 paper (Howard et al. 2019, Table 3): 219 M / 56 M MAdds at 224, of which
+        # the classifier (pooled 1x1 conv to 1280 / 1024, then the 1000-way layer) is not in
+        # keras.applications' include_top=False trunk.
+        ("MobileNetV3Large", 219 - (960 * 1280 + 1280 * 1000) / 1e6),
+        ("MobileNetV3Small", 56 - (576 * 1024 + 1024 * 1000) / 1e6),
+    ],
+)
+def test_mobilenet_v3_trunks_match_the_paper(application, paper_mmacs):
+    trunk = getattr(keras.applications, application)(
+        input_shape=(224, 224, 3), include_top=False, weights=None, include_preprocessing=False
+    )
+    counted = cost.model_cost(trunk)["total"]
+    assert abs(counted.macs / 1e6 - paper_mmacs) / paper_mmacs < 0.02
+    statistics = sum(int(np.prod(w.shape)) for w in trunk.weights if "moving" in w.path)
+    assert counted.params == trunk.count_params() - statistics
+
+
+def test_mobile_presets_parts_add_up_and_meet_the_phone_budget():
+    from ema_keras.models import build_preset
+
+    model = build_preset("emanet_mobilenetv3_small_voc", image_shape=(129, 129, 3))
+    parts = cost.model_cost(model, input_size=(513, 513))  # rebuilt at 513, backbone included
+    skipped = ("moving_mean", "moving_variance", "bases")
+    weights = sum(int(np.prod(w.shape)) for w in model.weights if not w.path.endswith(skipped))
+    assert parts["total"].params == weights
+    assert parts["backbone"].params == sum(
+        int(np.prod(w.shape)) for w in model.backbone.weights if not w.path.endswith(skipped)
+    )
+    assert parts["total"].macs == parts["backbone"].macs + parts["head"].macs
+    assert parts["ema_unit"].macs > 0
+    large = build_preset("emanet_mobilenetv3_large_voc", image_shape=(513, 513, 3))
+    assert cost.model_cost(large)["total"].macs <= 3e9  # issue 14's goal: <= 3 GMACs at 513
