@@ -1,4 +1,4 @@
-"""A tensorflow-datasets builder for VOC 2012 segmentation from a manual directory.
+"""tensorflow-datasets builders for VOC 2012 and the other benchmarks, from a manual directory.
 
 The stock `voc/2012` of TFDS is detection-only (no masks), and VOC cannot be
 downloaded by the builder, so this one reads what the user holds:
@@ -28,6 +28,15 @@ Splits: train, val, trainval, and trainaug when SBD or SegmentationClassAug is
 present. Features: `image_id` (text), `image` (H, W, 3) uint8 (the JPEG bytes
 as they are), `label` (H, W, 1) uint8 class ids with 255 = ignore. The dataset
 feeds `train_dataset` / `eval_dataset` directly.
+
+The other datasets of `ema_keras.data.datasets` have a builder each, named
+`<dataset>_segmentation` (`cityscapes_segmentation`,
+`pascal_context_segmentation`, `pascal_context60_segmentation`,
+`coco_stuff164k_segmentation`, `coco_stuff10k_segmentation`): the manual
+directory is the dataset's folder as it ships (docs/datasets.md), the splits
+are the dataset's, and labels are stored as training ids (the dataset's label
+map applied once). `load_segmentation("cityscapes", "val", manual_dir=...)`
+loads any of them as `load_voc_segmentation` does.
 """
 
 import inspect
@@ -37,6 +46,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
+from ema_keras.data import cityscapes, coco_stuff, pascal_context
 from ema_keras.data.image_io import load_label
 from ema_keras.data.voc import find_voc_root, read_voc_split, trainaug_examples
 
@@ -106,11 +116,92 @@ class VocSegmentation(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, examples):
         for example in examples:
+            label = load_label(example.label_path, label_map=example.label_map)
             yield example.image_id, {
                 "image_id": example.image_id,
                 "image": example.image_path,
-                "label": load_label(example.label_path)[..., None],
+                "label": label[..., None],
             }
+
+
+class _BenchmarkSegmentation(VocSegmentation, skip_registration=True):
+    """A dataset of `ema_keras.data.datasets` read from its folder as it ships."""
+
+    DATASET = None  # the dataset_spec.Dataset
+    IMAGE_FORMAT = "jpeg"  # how the images are stored (their bytes are kept as they are)
+    HOMEPAGE = ""
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "The dataset's splits, labels as training ids."}
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            description=self.DATASET.description,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image_id": tfds.features.Text(),
+                    "image": tfds.features.Image(
+                        shape=(None, None, 3), encoding_format=self.IMAGE_FORMAT
+                    ),
+                    "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+                }
+            ),
+            supervised_keys=("image", "label"),
+            homepage=self.HOMEPAGE,
+        )
+
+    def _split_generators(self, dl_manager):
+        root = self.DATASET.find_root(os.fspath(dl_manager.manual_dir))
+        return {
+            split: self._generate_examples(self.DATASET.read_split(root, split))
+            for split in self.DATASET.splits
+        }
+
+
+class CityscapesSegmentation(_BenchmarkSegmentation):
+    """Cityscapes gtFine, 19 train ids."""
+
+    DATASET, IMAGE_FORMAT, HOMEPAGE = cityscapes.DATASET, "png", cityscapes.URL
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "leftImg8bit/ and gtFine/ of Cityscapes, unzipped."
+
+
+class PascalContextSegmentation(_BenchmarkSegmentation):
+    """PASCAL Context, 59 classes, background ignored."""
+
+    DATASET, HOMEPAGE = pascal_context.DATASET, pascal_context.URL
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "VOC2010/ with SegmentationClassContext/ (mmsegmentation)."
+
+
+class PascalContext60Segmentation(_BenchmarkSegmentation):
+    """PASCAL Context, 60 classes, background class 0."""
+
+    DATASET, HOMEPAGE = pascal_context.DATASET_60, pascal_context.URL
+    MANUAL_DOWNLOAD_INSTRUCTIONS = PascalContextSegmentation.MANUAL_DOWNLOAD_INSTRUCTIONS
+
+
+class CocoStuff164kSegmentation(_BenchmarkSegmentation):
+    """COCO-Stuff-164k, 171 classes."""
+
+    DATASET, HOMEPAGE = coco_stuff.DATASET_164K, coco_stuff.URL
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "images/{train2017,val2017} and annotations/ (stuffthingmaps)."
+
+
+class CocoStuff10kSegmentation(_BenchmarkSegmentation):
+    """COCO-Stuff-10k v1.1, 171 classes (reads the .mat labels: needs scipy)."""
+
+    DATASET, HOMEPAGE = coco_stuff.DATASET_10K, coco_stuff.URL
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "cocostuff-10k-v1.1: images/, annotations/*.mat, imageLists/."
+
+
+BUILDERS = {
+    builder.DATASET.name: builder
+    for builder in (
+        CityscapesSegmentation,
+        PascalContextSegmentation,
+        PascalContext60Segmentation,
+        CocoStuff164kSegmentation,
+        CocoStuff10kSegmentation,
+    )
+}
 
 
 def load_voc_segmentation(split, *, data_dir=None, manual_dir=None, input_context=None):
@@ -120,13 +211,24 @@ def load_voc_segmentation(split, *, data_dir=None, manual_dir=None, input_contex
     (H, W) uint8, the same examples as `examples_dataset(read_voc_split(...))`
     (in TFDS's file order).
     """
+    return load_segmentation(
+        "voc", split, data_dir=data_dir, manual_dir=manual_dir, input_context=input_context
+    )
+
+
+def load_segmentation(dataset, split, *, data_dir=None, manual_dir=None, input_context=None):
+    """`load_voc_segmentation` for any dataset name of `ema_keras.data.datasets`."""
     from ema_keras.data.decode import examples_dataset
 
+    builder = VocSegmentation if dataset == "voc" else BUILDERS.get(dataset)
+    if builder is None:
+        known = ", ".join(("voc",) + tuple(BUILDERS))
+        raise ValueError(f"no TFDS builder for dataset {dataset!r}; known: {known}")
     download_config = tfds.download.DownloadConfig(
         manual_dir=os.fspath(manual_dir) if manual_dir else None
     )
     dataset = tfds.load(
-        VocSegmentation.name,
+        builder.name,
         split=split,
         data_dir=data_dir,
         decoders={"image": tfds.decode.SkipDecoding(), "label": tfds.decode.SkipDecoding()},

@@ -204,3 +204,52 @@ def test_examples_of_two_label_maps_are_refused(cityscapes_root, tmp_path):
     mixed = cityscapes.read_split(root, "val") + context
     with pytest.raises(ValueError, match="different label maps"):
         examples_dataset(mixed)
+
+
+@pytest.mark.parametrize("name", ["cityscapes", "coco_stuff10k"])
+def test_tfds_builder_gives_the_readers_examples(tmp_path, name):
+    from ema_keras.data.tfds_builder import load_segmentation
+
+    manual_dir = str(tmp_path / "manual")
+    if name == "cityscapes":
+        write_cityscapes(manual_dir, {"train": {"ulm": 2}, "val": {"lindau": 1}})
+    else:
+        write_coco_stuff_10k(manual_dir, {"train": 2, "test": 1})
+    dataset = datasets.get_dataset(name)
+    for split in dataset.splits:
+        examples = dataset.read_split(manual_dir, split)
+        if name == "coco_stuff10k":
+            examples = convert_sbd_to_png(examples, tmp_path / "pngs", num_classes=171)
+        expected = {
+            e["image_id"]: (e["image"], e["label"])
+            for e in examples_dataset(examples).as_numpy_iterator()
+        }
+        loaded = load_segmentation(
+            name, split, data_dir=str(tmp_path / "tfds"), manual_dir=manual_dir
+        )
+        got = {e["image_id"]: (e["image"], e["label"]) for e in loaded.as_numpy_iterator()}
+        assert sorted(got) == sorted(expected)
+        for image_id, (image, label) in got.items():
+            np.testing.assert_array_equal(image, expected[image_id][0])
+            np.testing.assert_array_equal(label, expected[image_id][1])
+
+
+def test_validator_cli_learns_the_dataset(cityscapes_root, capsys):
+    from tests.cli_testing import run_program
+
+    root, _ = cityscapes_root
+    assert run_program("ema-keras-validate", "--dataset=cityscapes", f"--data_dir={root}") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [
+        "train: 3 pairs, images 32x64, ids 0..18 (19 distinct), 255 (ignored)",
+        "val: 1 pairs, images 32x64, ids 0..18 (19 distinct), 255 (ignored)",
+    ]
+    assert out[2].startswith("OK: ")
+    os.remove(os.path.join(root, "leftImg8bit", "val", "frankfurt",
+                           "frankfurt_000000_000000_leftImg8bit.png"))
+    assert run_program("ema-keras-validate", "--dataset=cityscapes", f"--data_dir={root}",
+                       "--splits=val") == 1
+    assert "EmptySplitError" in capsys.readouterr().out
+    assert run_program("ema-keras-validate", "--dataset=kitti", f"--data_dir={root}") != 0
+    error = capsys.readouterr().err
+    assert "ema-keras-validate: --dataset 'kitti' is unknown" in error and len(error.splitlines()) == 1
