@@ -1,0 +1,114 @@
+"""One `.keras` file, any backend: each backend writes its files and reads the others'.
+
+    KERAS_BACKEND=jax python -m tests.backends.portability_checks WORK_DIR
+
+Run once per backend (`test_portability.py` runs TensorFlow in its own
+process and JAX and PyTorch as programs, since Keras picks its backend once per
+process). WORK_DIR holds `inputs.npy`, raw pixels (B, H, W, 3). Each run
+
+- reads every `<backend>_<model>.keras` another backend wrote and has not yet
+  been read here: it writes the weights it loaded, in order
+  (`<source>_<model>_weights_on_<backend>.npz`), and its outputs on the inputs
+  (`<source>_<model>_on_<backend>.npy`);
+- writes its own files once: `<backend>_<model>.keras` after a little
+  training, so that the EMA bases and BatchNorm statistics are not their
+  initial values (EMANet: two `fit` steps; the mobile model: one training-mode
+  call), with its weights (`..._weights.npz`) and outputs (`....npy`).
+
+The comparisons are the test's; this program prints one line per file.
+"""
+
+import glob
+import os
+import sys
+
+import keras
+import numpy as np
+
+import ema_keras  # noqa: F401  (registers the custom classes before loading)
+from ema_keras.models import EMANet, MobileEMANet
+
+MODELS = ("emanet", "mobile")
+NUM_CLASSES = 3
+
+
+def build(name):
+    if name == "emanet":
+        return EMANet.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES, seed=1)
+    return MobileEMANet.from_preset("emanet_mobilenetv3_small_voc", num_classes=NUM_CLASSES, seed=2)
+
+
+def moving_state(model):
+    """The EMA bases and BatchNorm statistics: the state training moves outside the gradients."""
+    return {
+        variable.path: keras.ops.convert_to_numpy(variable).copy()
+        for variable in model.non_trainable_weights
+        if variable.path.endswith(("bases", "moving_mean", "moving_variance"))
+    }
+
+
+def labels_for(inputs):
+    """Labels that depend on the image (its brightest channel), so training has a signal."""
+    return np.argmax(inputs, axis=-1).astype("int32") % NUM_CLASSES
+
+
+def train_a_little(name, model, inputs):
+    if name == "emanet":
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(inputs, labels_for(inputs), batch_size=len(inputs), epochs=2, verbose=0)
+    else:
+        model(inputs, training=True)
+
+
+def predict(model, inputs):
+    return keras.ops.convert_to_numpy(model(inputs, training=False))
+
+
+def save_weights(path, model):
+    np.savez(path, *model.get_weights())
+
+
+def make_own_files(work_dir, backend, inputs):
+    for name in MODELS:
+        stem = os.path.join(work_dir, f"{backend}_{name}")
+        if os.path.exists(f"{stem}.keras"):
+            continue
+        model = build(name)
+        before = moving_state(model)
+        train_a_little(name, model, inputs)
+        after = moving_state(model)
+        assert any(path.endswith("bases") for path in after), sorted(after)
+        unmoved = [path for path in after if np.array_equal(after[path], before[path])]
+        assert not unmoved, f"training left these at their initial values: {unmoved}"
+        model.save(f"{stem}.keras")
+        save_weights(f"{stem}_weights.npz", model)
+        np.save(f"{stem}.npy", predict(model, inputs))
+        print(f"{backend} wrote {name}: {len(after)} bases and BatchNorm statistics trained")
+
+
+def read_other_files(work_dir, backend, inputs):
+    for path in sorted(glob.glob(os.path.join(work_dir, "*.keras"))):
+        source, name = os.path.basename(path)[: -len(".keras")].split("_")
+        stem = os.path.join(work_dir, f"{source}_{name}")
+        if source == backend or os.path.exists(f"{stem}_on_{backend}.npy"):
+            continue
+        model = keras.models.load_model(path)
+        expected_class = EMANet if name == "emanet" else MobileEMANet
+        assert type(model) is expected_class, type(model)
+        save_weights(f"{stem}_weights_on_{backend}.npz", model)
+        np.save(f"{stem}_on_{backend}.npy", predict(model, inputs))
+        print(f"{backend} read {source}'s {name}")
+
+
+def main(work_dir):
+    backend = keras.backend.backend()
+    inputs = np.load(os.path.join(work_dir, "inputs.npy"))
+    read_other_files(work_dir, backend, inputs)
+    make_own_files(work_dir, backend, inputs)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

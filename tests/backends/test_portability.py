@@ -1,0 +1,120 @@
+"""One `.keras` file, any backend, any runtime.
+
+A tiny EMANet and a MobileEMANet are trained a little and saved on each of
+TensorFlow, JAX and PyTorch; every file is read on the two other backends and
+must hold the same weights (EMA bases and BatchNorm statistics included) and
+give the same outputs (<= 1e-5 relative). A model trained on JAX then exports
+through TensorFlow to a SavedModel, TFLite and ONNX, each verified against it.
+
+TensorFlow runs here; JAX and PyTorch run `portability_checks.py` as programs
+(Keras picks its backend once per process), in an order that lets every
+backend read every other one's files: TF, torch, JAX, torch again, TF again.
+"""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ema_keras import export
+from tests.backends import portability_checks
+
+pytest.importorskip("jax", reason="JAX is not installed (pip install 'jax[cpu]')")
+pytest.importorskip("torch", reason="PyTorch is not installed")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BACKENDS = ("tensorflow", "jax", "torch")
+# One host device and XLA's optimisation level 0: compile time is most of JAX's run time.
+XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
+def relative_error(actual, expected):
+    """Largest absolute difference over the largest magnitude of `expected`."""
+    return np.abs(actual - expected).max() / np.abs(expected).max()
+
+
+def run_checks(backend, work_dir):
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        XLA_FLAGS=XLA_FLAGS,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.backends.portability_checks", work_dir],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{backend} checks failed:\n{result.stderr[-6000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory):
+    """Every backend's files, and every backend's reading of the others'."""
+    work_dir = str(tmp_path_factory.mktemp("portability"))
+    pixels = np.random.default_rng(7).uniform(0.0, 255.0, (2, 64, 64, 3)).astype("float32")
+    np.save(os.path.join(work_dir, "inputs.npy"), pixels)
+    portability_checks.main(work_dir)
+    report = run_checks("torch", work_dir) + run_checks("jax", work_dir)
+    report += run_checks("torch", work_dir)
+    portability_checks.main(work_dir)
+    for backend in ("jax", "torch"):
+        for name in portability_checks.MODELS:
+            assert f"{backend} wrote {name}" in report, report
+    return work_dir
+
+
+def load_weights(path):
+    with np.load(path) as weights:
+        return [weights[f"arr_{index}"] for index in range(len(weights.files))]
+
+
+@pytest.mark.parametrize("name", portability_checks.MODELS)
+@pytest.mark.parametrize("source,target", list(itertools.permutations(BACKENDS, 2)))
+def test_file_saved_on_one_backend_loads_on_another(work_dir, source, target, name):
+    stem = os.path.join(work_dir, f"{source}_{name}")
+    saved, loaded = load_weights(f"{stem}_weights.npz"), load_weights(f"{stem}_weights_on_{target}.npz")
+    assert len(saved) == len(loaded) > 0
+    for saved_weight, loaded_weight in zip(saved, loaded):
+        np.testing.assert_array_equal(loaded_weight, saved_weight)
+    outputs = np.load(f"{stem}_on_{target}.npy")
+    assert outputs.shape == (2, 64, 64, portability_checks.NUM_CLASSES)
+    assert relative_error(outputs, np.load(f"{stem}.npy")) <= 1e-5
+
+
+def test_the_files_hold_trained_bases_and_batch_norm_statistics(work_dir):
+    import keras
+
+    for backend in BACKENDS:
+        for name in portability_checks.MODELS:
+            model = keras.models.load_model(os.path.join(work_dir, f"{backend}_{name}.keras"))
+            fresh = portability_checks.build(name)
+            state, initial = portability_checks.moving_state(model), portability_checks.moving_state(fresh)
+            assert any(path.endswith("bases") for path in state)
+            assert any(path.endswith("moving_variance") for path in state)
+            for path, value in state.items():
+                assert not np.array_equal(value, initial[path]), (backend, name, path)
+
+
+def test_model_trained_on_jax_exports_through_tensorflow_and_verifies(work_dir, tmp_path):
+    images = [np.random.default_rng(seed).integers(0, 256, (64, 64, 3)).astype("uint8") for seed in (1, 2)]
+    formats = ["saved_model", "tflite_fp32"] + ([] if export.onnx.missing_packages() else ["onnx"])
+    reports = export.export_and_verify(
+        os.path.join(work_dir, "jax_emanet.keras"),
+        tmp_path,
+        images=images,
+        formats=formats,
+        image_size=(64, 64),
+        print_table=False,
+    )
+    assert [report.format for report in reports] == formats
+    for report in reports:
+        assert report.passed and report.max_abs_logit_diff < 1e-4, report
