@@ -1,4 +1,10 @@
-"""PASCAL VOC data: readers, the tf.data pipelines, converters, validation, demo set.
+"""Segmentation data: readers, the tf.data pipelines, converters, validation, demo set.
+
+Datasets (`datasets.DATASETS`, `--dataset`): PASCAL VOC (`voc`), Cityscapes
+(`cityscapes`), PASCAL Context (`pascal_context`, `pascal_context_60`) and
+COCO-Stuff (`coco_stuff164k`, `coco_stuff10k`), each described in its own
+module by a `dataset_spec.Dataset`: how to list a split's files, its classes,
+palette and the label map from stored ids to training ids.
 
 One image's way from disk to a batch: `voc.read_voc_split` (or the SBD and
 trainaug readers) lists the files, `decode` turns them into uint8 tensors in the
@@ -10,6 +16,8 @@ long run, `preflight` checks any source right before training or evaluation
 learnable dataset in the VOC format.
 """
 
+from ema_keras.data.dataset_spec import Dataset, Example
+from ema_keras.data.datasets import DATASETS, get_dataset
 from ema_keras.data.decode import examples_dataset
 from ema_keras.data.demo import write_demo_dataset
 from ema_keras.data.errors import (
@@ -48,8 +56,11 @@ from ema_keras.data.voc import (
 
 __all__ = [
     "CorruptFileError",
+    "DATASETS",
     "DataError",
+    "Dataset",
     "EmptySplitError",
+    "Example",
     "IGNORE_LABEL",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -66,6 +77,7 @@ __all__ = [
     "convert_sbd_to_png",
     "eval_dataset",
     "examples_dataset",
+    "get_dataset",
     "load_image",
     "load_label",
     "normalize_image",

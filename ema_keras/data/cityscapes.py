@@ -111,5 +111,6 @@ DATASET = Dataset(
     read_split=read_split,
     splits=("train", "val"),
     label_map=LABEL_MAP,
+    folder="cityscapes",
     where_to_get=f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from {URL}",
 )

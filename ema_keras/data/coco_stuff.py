@@ -133,6 +133,7 @@ _COMMON = dict(class_names=CLASSES, palette=PALETTE)
 DATASET_164K = Dataset(
     name="coco_stuff164k",
     description="COCO-Stuff-164k: 171 thing and stuff classes (stuffthingmaps PNGs)",
+    folder="coco_stuff164k",
     find_root=find_164k_root,
     read_split=read_164k_split,
     splits=SPLITS_164K,
@@ -143,6 +144,7 @@ DATASET_164K = Dataset(
 DATASET_10K = Dataset(
     name="coco_stuff10k",
     description="COCO-Stuff-10k v1.1: 171 classes, labels in .mat files",
+    folder="coco_stuff10k",
     find_root=find_10k_root,
     read_split=read_10k_split,
     splits=("train", "test"),

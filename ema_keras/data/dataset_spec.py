@@ -125,7 +125,10 @@ class Dataset:
     splits: Tuple[str, ...]  # the splits it ships (ema-keras-validate's default)
     label_map: Optional[bytes] = None  # what its readers attach to every Example
     ignore_colour: Tuple[int, int, int] = (0, 0, 0)
+    # () -> (256, 3) uint8, when the dataset colours every value (VOC's bit-spread map).
+    full_colormap: Optional[Callable[[], np.ndarray]] = None
     where_to_get: str = ""
+    folder: str = ""  # its usual name under ./data/ (mmsegmentation's layout)
 
     @property
     def num_classes(self):
@@ -133,6 +136,8 @@ class Dataset:
 
     def colormap(self):
         """(256, 3) uint8: the palette for training ids, `ignore_colour` for every other value."""
+        if self.full_colormap is not None:
+            return self.full_colormap()
         colormap = np.tile(np.asarray(self.ignore_colour, np.uint8), (LABEL_MAP_SIZE, 1))
         colormap[: self.num_classes] = np.asarray(self.palette, np.uint8)
         return colormap

@@ -12,11 +12,17 @@ A folder the user named (1, 2) must hold VOC; the conventional places (3, 4)
 are skipped when they do not. SBD is looked for next to the VOC folder found:
 `benchmark_RELEASE/` or mmsegmentation's `VOCaug/` (SBD's `dataset/` inside),
 and `SegmentationClassAug/` beside VOC2012 or inside it.
+
+`find_data_root` searches the same places for any dataset of
+`ema_keras.data.datasets`: `./data/<its folder>` (mmsegmentation's names:
+cityscapes, VOCdevkit for PASCAL Context's VOC2010, coco_stuff164k,
+coco_stuff10k) and the TFDS manual folder.
 """
 
 import os
 from typing import NamedTuple, Optional
 
+from ema_keras.data.datasets import get_dataset
 from ema_keras.data.errors import MissingFileError
 from ema_keras.data.voc import find_voc_root
 
@@ -118,3 +124,37 @@ def find_voc_data(data_dir=None, *, environ=None, cwd=None, home=None):
                 "generated demo set."
             )
     return VOCData(voc_root, *find_sbd_next_to(voc_root), found_in)
+
+
+def find_data_root(dataset, data_dir=None, *, environ=None, cwd=None, home=None):
+    """(root, found_in) of dataset `dataset` (a name), searched as `find_voc_data` does.
+
+    Raises `MissingFileError` naming the folder and its flag when the folder
+    given (or `$EMA_KERAS_DATA_DIR`) does not hold the dataset, and
+    `DataNotFoundError` saying where to get it when nothing was found.
+    """
+    spec = get_dataset(dataset)
+    environ = os.environ if environ is None else environ
+    named = [("--data_dir", data_dir)] if data_dir else []
+    named += [(f"${ENV_VAR}", environ[ENV_VAR])] if not data_dir and environ.get(ENV_VAR) else []
+    for found_in, path in named:
+        try:
+            return spec.find_root(path), found_in
+        except MissingFileError as error:
+            raise MissingFileError(
+                path, f"{error.reason}; {found_in} takes a {spec.name} folder"
+            ) from None
+    places = [
+        (f"./data/{spec.folder}", os.path.join(cwd or os.getcwd(), "data", spec.folder)),
+        ("the TFDS manual folder", tfds_manual_dir(environ, home)),
+    ]
+    for found_in, path in places:
+        try:
+            return spec.find_root(path), found_in
+        except MissingFileError:
+            continue
+    looked = ", ".join([f"${ENV_VAR}"] + [path for _, path in places])
+    raise DataNotFoundError(
+        f"no {spec.name} data found (looked at {looked}); get {spec.where_to_get} "
+        "and pass --data_dir."
+    )

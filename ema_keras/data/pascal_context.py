@@ -76,6 +76,7 @@ def _reader(label_map):
 
 
 _COMMON = dict(
+    folder="VOCdevkit",
     find_root=find_context_root,
     splits=("train", "val"),
     where_to_get=f"VOC2010 and trainval_merged.json ({URL}), converted by mmsegmentation's "

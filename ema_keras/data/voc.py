@@ -244,8 +244,10 @@ DATASET = Dataset(
     class_names=VOC_CLASSES,
     palette=tuple(tuple(int(c) for c in colour) for colour in voc_colormap()[:NUM_CLASSES]),
     ignore_colour=tuple(int(c) for c in voc_colormap()[IGNORE_LABEL]),
+    full_colormap=voc_colormap,
     find_root=find_voc_root,
     read_split=read_split,
     splits=("train", "val"),
+    folder="VOCdevkit",
     where_to_get="VOCdevkit from http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (+ SBD)",
 )

@@ -93,7 +93,8 @@ def test_pascal_context_both_conventions(tmp_path, dataset, expected_of):
     stored = write_pascal_context(tmp_path, {"train": ["2008_000002"], "val": ["2008_000008"]})
     examples = dataset.read_split(str(tmp_path), "val")
     assert [e.image_id for e in examples] == ["2008_000008"]
-    label = load_label(examples[0].label_path, dataset.num_classes, label_map=examples[0].label_map)
+    label_path, label_map = examples[0].label_path, examples[0].label_map
+    label = load_label(label_path, dataset.num_classes, label_map=label_map)
     np.testing.assert_array_equal(label, expected_of(stored["2008_000008"].astype(np.int32)))
     np.testing.assert_array_equal(_decoded_labels(examples)["2008_000008"], label)
     assert dataset.num_classes == {"pascal_context": 59, "pascal_context_60": 60}[dataset.name]
@@ -168,7 +169,8 @@ def test_validator_names_a_missing_label_and_a_size_mismatch(cityscapes_root):
     root, _ = cityscapes_root
     gt = os.path.join(root, "gtFine", "train", "aachen")
     os.remove(os.path.join(gt, "aachen_000000_000000_gtFine_labelIds.png"))
-    Image.fromarray(np.zeros((16, 64), np.uint8)).save(os.path.join(gt, "aachen_000000_000001_gtFine_labelIds.png"))
+    smaller = os.path.join(gt, "aachen_000000_000001_gtFine_labelIds.png")
+    Image.fromarray(np.zeros((16, 64), np.uint8)).save(smaller)
     problems = validate_dataset(root, ["train"], dataset="cityscapes")
     assert sorted(type(p).__name__ for p in problems) == ["MissingFileError", "SizeMismatchError"]
     assert all("aachen_000000_00000" in p.path for p in problems)
@@ -245,11 +247,40 @@ def test_validator_cli_learns_the_dataset(cityscapes_root, capsys):
         "val: 1 pairs, images 32x64, ids 0..18 (19 distinct), 255 (ignored)",
     ]
     assert out[2].startswith("OK: ")
-    os.remove(os.path.join(root, "leftImg8bit", "val", "frankfurt",
-                           "frankfurt_000000_000000_leftImg8bit.png"))
+    images = os.path.join(root, "leftImg8bit", "val", "frankfurt")
+    os.remove(os.path.join(images, "frankfurt_000000_000000_leftImg8bit.png"))
     assert run_program("ema-keras-validate", "--dataset=cityscapes", f"--data_dir={root}",
                        "--splits=val") == 1
     assert "EmptySplitError" in capsys.readouterr().out
     assert run_program("ema-keras-validate", "--dataset=kitti", f"--data_dir={root}") != 0
     error = capsys.readouterr().err
-    assert "ema-keras-validate: --dataset 'kitti' is unknown" in error and len(error.splitlines()) == 1
+    assert "ema-keras-validate: --dataset 'kitti' is unknown" in error
+    assert len(error.splitlines()) == 1
+
+
+def test_palettes_colour_predictions_per_dataset():
+    from ema_keras.visualize import colorize, overlay
+
+    label = np.array([[0, 13, 18, 255]], np.uint8)
+    np.testing.assert_array_equal(
+        colorize(label, "cityscapes")[0], [(128, 64, 128), (0, 0, 142), (119, 11, 32), (0, 0, 0)]
+    )
+    np.testing.assert_array_equal(colorize(label), voc.voc_colormap()[label])  # VOC as before
+    image = np.full((1, 4, 3), 100, np.uint8)
+    assert (overlay(image, label)[0, 0] == 100).all()  # VOC's background stays clear
+    assert overlay(image, label, dataset="cityscapes")[0, 0].tolist() == [114, 82, 114]  # road
+
+
+def test_discovery_finds_each_dataset_in_its_usual_folder(tmp_path, cityscapes_root):
+    from ema_keras.data.discovery import DataNotFoundError, find_data_root
+
+    root, _ = cityscapes_root
+    write_pascal_context(tmp_path / "data" / "VOCdevkit", {"val": ["a"]})
+    assert find_data_root("cityscapes", root, environ={}) == (root, "--data_dir")
+    assert find_data_root("pascal_context", environ={}, cwd=str(tmp_path)) == (
+        str(tmp_path / "data" / "VOCdevkit" / "VOC2010"), "./data/VOCdevkit"
+    )
+    with pytest.raises(MissingFileError, match="--data_dir takes a cityscapes folder"):
+        find_data_root("cityscapes", str(tmp_path / "data"), environ={})
+    with pytest.raises(DataNotFoundError, match="no coco_stuff10k data found.*cocostuff-10k"):
+        find_data_root("coco_stuff10k", environ={}, cwd=str(tmp_path), home=str(tmp_path))
