@@ -43,8 +43,9 @@ def tiny_emanet(**kwargs):
             lambda: DilatedResNet(output_strid=16, **TINY),
             "DilatedResNet got an unexpected keyword argument 'output_strid' (did you mean "
             "'output_stride'?). Accepted: batch_norm_epsilon, batch_norm_momentum, "
-            "batch_norm_synchronized, block_counts, depth, dtype, image_shape, multi_grid, name, "
-            "output_stride, seed, stem, trainable, use_conv_bias, width.",
+            "batch_norm_synchronized, block_counts, depth, dtype, image_shape, "
+            "include_preprocessing, multi_grid, name, output_stride, seed, stem, trainable, "
+            "use_conv_bias, width.",
         ),
         (
             lambda: EMANet(backbone=DilatedResNet(**TINY), num_clases=3),
@@ -168,7 +169,9 @@ OLD_CONFIG = {
 
 
 def test_files_saved_with_the_old_config_still_load(tmp_path):
-    model = tiny_emanet(aux_head=True, seed=3)
+    # The old code's model took normalised input: no include_preprocessing in
+    # its config means False (tests/models/test_input_contract.py).
+    model = tiny_emanet(aux_head=True, seed=3, include_preprocessing=False)
     batch = images(height=40, width=48)
     model(batch, training=True)  # moves BN statistics and the EMA bases off their init
     path = os.path.join(str(tmp_path), "new.keras")

@@ -53,9 +53,14 @@ def layer_shapes(model):
 def test_parameters_and_names_equal_keras_applications(variant):
     reference = APPLICATIONS[variant](include_top=False, include_preprocessing=False, weights=None)
     for output_stride in (8, 16, 32):
-        backbone = MobileNetV3Backbone(variant=variant, output_stride=output_stride)
-        assert backbone.count_params() == reference.count_params() == PARAMS[variant]
-        assert layer_shapes(backbone) == layer_shapes(reference)
+        for include_preprocessing in (True, False):  # the input mapping has no weights
+            backbone = MobileNetV3Backbone(
+                variant=variant,
+                output_stride=output_stride,
+                include_preprocessing=include_preprocessing,
+            )
+            assert backbone.count_params() == reference.count_params() == PARAMS[variant]
+            assert layer_shapes(backbone) == layer_shapes(reference)
 
 
 @pytest.mark.parametrize("variant", ["large", "small"])
@@ -103,14 +108,15 @@ def test_applications_h5_loads_by_name(variant, tmp_path):
                 checked += 1
     assert checked == len(backbone.weights)
     # Undilated, the trunk computes what keras.applications computes on [-1, 1]
-    # pixels, from our ImageNet-normalised input.
-    plain = MobileNetV3Backbone(variant=variant, output_stride=32).load_imagenet_weights(path)
+    # pixels, from raw pixels (straight to that range) and, with
+    # include_preprocessing=False, from ImageNet-normalised input.
     pixels = np.random.RandomState(0).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
-    np.testing.assert_allclose(
-        plain(normalized(pixels))["P5"].numpy(),
-        reference(pixels / 127.5 - 1.0).numpy(),
-        atol=1e-4,
-    )
+    expected = reference(pixels / 127.5 - 1.0).numpy()
+    raw = MobileNetV3Backbone(variant=variant, output_stride=32).load_imagenet_weights(path)
+    np.testing.assert_allclose(raw(pixels)["P5"].numpy(), expected, atol=1e-4)
+    plain = MobileNetV3Backbone(variant=variant, output_stride=32, include_preprocessing=False)
+    plain.load_imagenet_weights(path)
+    np.testing.assert_allclose(plain(normalized(pixels))["P5"].numpy(), expected, atol=1e-4)
 
 
 def test_mismatched_h5_is_refused(tmp_path):
@@ -178,7 +184,7 @@ def test_small_preset_exports_to_full_integer_int8(tmp_path):
         for _ in range(8)
     ]
     model = build_preset("emanet_mobilenetv3_small_voc", seed=0)
-    batch = normalized(np.stack(images).astype("float32"))
+    batch = np.stack(images).astype("float32")  # raw pixels, what the model takes
     for _ in range(30):
         model(batch, training=True)
     (float_report, int8_report) = export_and_verify(
