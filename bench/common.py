@@ -40,6 +40,22 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+# The /proc/cpuinfo flags that decide which kernels run (float32 FMA width,
+# bfloat16 and int8 dot products, Intel AMX tiles, float16 arithmetic).
+ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512_fp16",
+    "amx_bf16", "amx_int8", "amx_tile",
+)  # fmt: skip
+
+
+def isa_flags():
+    """The `ISA_FLAGS` this CPU has, in that order (ema_keras reads /proc/cpuinfo once for all)."""
+    from ema_keras.inference.precision import cpu_flags
+
+    present = cpu_flags()
+    return [flag for flag in ISA_FLAGS if flag in present]
+
+
 def cpu_count():
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
@@ -70,6 +86,7 @@ def header(title, settings):
         "",
         f"- machine: {cpu_count()} CPU cores ({cpu_name()}), {memory_gib:.0f} GiB RAM, "
         f"{platform.system()} {platform.release()}; GPUs: {', '.join(gpus) or 'none'}",
+        f"- CPU flags that matter: {' '.join(isa_flags()) or 'none of ' + ' '.join(ISA_FLAGS)}",
         f"- versions: python {platform.python_version()}, tensorflow {_version('tensorflow')}, "
         f"keras {_version('keras')}, numpy {_version('numpy')}, torch {_version('torch')}, "
         f"ai-edge-litert {_version('ai-edge-litert')}",

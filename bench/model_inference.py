@@ -6,11 +6,13 @@
 For each EMANet preset and thread count, on the same machine in the same run:
 
 - Keras: eager `model(x)`, the same call in a `tf.function`, and with
-  `jit_compile=True` (XLA);
+  `jit_compile=True` (XLA); the inference model of `ema_keras.inference.precision`
+  (BatchNorm folded into the convolutions) in float32 and in bfloat16
+  (`mixed_bfloat16`, in a `tf.function`);
 - TFLite through ai_edge_litert (XNNPACK): float32, float16 weights and
   full-integer int8, written by `ema_keras.export.export_tflite` (raw pixels
-  in, ImageNet normalisation in the graph; int8 is calibrated on two random
-  images, the timed one among them: enough for timing only);
+  in, ImageNet normalisation in the graph; int8 is calibrated on the timed
+  random image and four demo-style images);
 - PyTorch: `bench/torch_reference` (the official architecture and layer
   names, CPU build of torch), `eval()` under `torch.inference_mode()`.
 
@@ -26,6 +28,15 @@ and "% of peak" its fraction of the matmul's. The backbone/head split
 (`--breakdown`) times the trunk alone in both frameworks (head = whole -
 trunk), then each part of the head on a random feature map of the right
 size, to show where one framework loses to the other.
+
+Argmax agreement: every runtime but PyTorch also labels `--agreement_images`
+demo-style images (`ema_keras.data.demo.draw_demo_example`, drawn at the
+bench's size, others than int8's calibration images), and the table gives
+the share of pixels whose class equals the float32 Keras model's (as built):
+what `--precision` accepts from 99.5%. With random weights the logits are
+closer to each other than a trained model's, so this is a harsh test.
+The table's header names the CPU and the instruction-set flags that decide
+which kernels run (`common.header`): a ratio holds for that CPU kind only.
 """
 
 import os
@@ -41,7 +52,7 @@ import common  # noqa: E402
 import matmul_peak  # noqa: E402
 
 FLAGS = flags.FLAGS
-KERAS_RUNTIMES = ("keras_eager", "keras_graph", "keras_xla")
+KERAS_RUNTIMES = ("keras_eager", "keras_graph", "keras_xla", "keras_folded", "keras_bfloat16")
 TFLITE_RUNTIMES = ("tflite_float32", "tflite_float16", "tflite_int8")
 RUNTIMES = KERAS_RUNTIMES + TFLITE_RUNTIMES + ("torch",)
 PRESETS = (
@@ -66,23 +77,64 @@ def preset_architecture(preset):
     return backbone["depth"], backbone["output_stride"], config["num_classes"]
 
 
-def keras_runners(model, image, *, breakdown):
-    """{runtime: fn} for the Keras runtimes, and the backbone-only graph runner."""
+def keras_models(model, runtimes):
+    """{runtime: (model, jit_compile)} of the Keras graph runtimes in `runtimes`."""
+    from ema_keras.inference.precision import inference_model
+
+    models = {"keras_graph": (model, False), "keras_xla": (model, True)}
+    if "keras_folded" in runtimes:
+        models["keras_folded"] = (inference_model(model, "float32").model, False)
+    if "keras_bfloat16" in runtimes:
+        models["keras_bfloat16"] = (inference_model(model, "bfloat16").model, False)
+    return {name: built for name, built in models.items() if name in runtimes}
+
+
+def keras_runners(model, image, *, breakdown, runtimes=KERAS_RUNTIMES):
+    """{runtime: fn} for the Keras runtimes, the backbone-only graph runner, {runtime: graph}."""
     import tensorflow as tf
 
     x = tf.constant(image)
-    graph = tf.function(lambda v: model(v, training=False))
-    xla = tf.function(lambda v: model(v, training=False), jit_compile=True)
-    runners = {
-        "keras_eager": lambda: model(x, training=False).numpy(),
-        "keras_graph": lambda: graph(x).numpy(),
-        "keras_xla": lambda: xla(x).numpy(),
+    graphs = {
+        name: tf.function(lambda v, m=built: m(v, training=False), jit_compile=jit)
+        for name, (built, jit) in keras_models(model, runtimes).items()
     }
+    runners = {name: (lambda g=graph: g(x).numpy()) for name, graph in graphs.items()}
+    runners["keras_eager"] = lambda: model(x, training=False).numpy()
     trunk = None
     if breakdown:
         backbone = tf.function(lambda v: model.backbone(v, training=False)["P5"])
         trunk = lambda: backbone(x).numpy()  # noqa: E731
-    return runners, trunk
+    return runners, trunk, graphs
+
+
+def demo_images(count, size, seed=1000):
+    """`count` demo-style (size, size, 3) uint8 images, each from its own seed."""
+    from ema_keras.data.demo import draw_demo_example
+
+    return [draw_demo_example(np.random.default_rng(seed + i), size, size)[0] for i in range(count)]
+
+
+def keras_labels(graph, model, images):
+    """(H, W) class maps of a Keras graph runner on uint8 images, fed as the model expects."""
+    from ema_keras.models.input_contract import model_inputs
+    from ema_keras.models.outputs import main_logits
+
+    return [
+        np.argmax(np.asarray(main_logits(graph(model_inputs(model, image[None])))), -1)[0]
+        for image in images
+    ]
+
+
+def tflite_labels(runner, images):
+    """Class maps of a TFLite signature runner (argmax survives int8's affine dequantization)."""
+    dtype = runner.get_input_details()["image"]["dtype"]
+    return [np.argmax(runner(image=image[None].astype(dtype))["logits"], -1)[0] for image in images]
+
+
+def agreement(labels, reference):
+    from ema_keras.inference.precision import argmax_agreement
+
+    return argmax_agreement(labels, reference)
 
 
 def tflite_runner(model, preset, quantization, size, work_dir, num_threads):
@@ -97,7 +149,7 @@ def tflite_runner(model, preset, quantization, size, work_dir, num_threads):
     pixels = rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     # The timed image is among the calibration images, so int8 sees no value
     # outside its calibrated ranges.
-    calibration = [pixels[0], rng.integers(0, 256, (size, size, 3), dtype=np.uint8)]
+    calibration = [pixels[0]] + demo_images(4, size, seed=2000)
     path = os.path.join(work_dir, f"{preset}_{size}_{quantization}.tflite")
     note = None
     if not os.path.exists(path):
@@ -115,7 +167,7 @@ def tflite_runner(model, preset, quantization, size, work_dir, num_threads):
         )
     runner = tflite_interpreter(path, num_threads).get_signature_runner()
     pixels = pixels.astype(runner.get_input_details()["image"]["dtype"])
-    return (lambda: runner(image=pixels)), note
+    return (lambda: runner(image=pixels)), note, runner
 
 
 def torch_runners(depth, output_stride, num_classes, image, *, breakdown):
@@ -157,8 +209,10 @@ def _timed(name, fn, repeats, results, notes):
     return timing
 
 
-def tensorflow_runtimes(preset, *, size, runtimes, repeats, threads, breakdown, work_dir):
-    """Keras and TFLite timings of one preset, in this (fresh) process."""
+def tensorflow_runtimes(
+    preset, *, size, runtimes, repeats, threads, breakdown, work_dir, agreement_images=0
+):
+    """Keras and TFLite timings of one preset (and their argmax agreement), in this process."""
     common.set_threads(threads)
     import keras
 
@@ -169,17 +223,25 @@ def tensorflow_runtimes(preset, *, size, runtimes, repeats, threads, breakdown, 
     model = EMANet.from_preset(preset, seed=0)
     model_cost = cost.model_cost(model, input_size=(size, size))
     image = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
-    runners, keras_trunk = keras_runners(model, image, breakdown=breakdown)
+    runners, keras_trunk, graphs = keras_runners(
+        model, image, breakdown=breakdown, runtimes=runtimes + ["keras_graph"]
+    )
+    images = demo_images(agreement_images, size)
+    labels = {}
+    if images:
+        labels["keras_graph"] = keras_labels(graphs["keras_graph"], model, images)
     results, notes, trunk = {}, [], {}
     for runtime in runtimes:
         if runtime in KERAS_RUNTIMES:
             _timed(runtime, runners[runtime], repeats, results, notes)
             if runtime == "keras_graph" and keras_trunk is not None:
                 trunk[runtime] = common.time_calls(keras_trunk, repeats=repeats).best
+            if images and runtime in graphs and runtime != "keras_graph":
+                labels[runtime] = keras_labels(graphs[runtime], model, images)
         elif runtime in TFLITE_RUNTIMES:
             try:
                 quantization = runtime[len("tflite_") :]
-                fn, note = tflite_runner(
+                fn, note, runner = tflite_runner(
                     model, preset, quantization, size, work_dir, threads or common.cpu_count()
                 )
             except Exception as error:  # noqa: BLE001
@@ -187,6 +249,10 @@ def tensorflow_runtimes(preset, *, size, runtimes, repeats, threads, breakdown, 
                 continue
             notes += [note] if note else []
             _timed(runtime, fn, repeats, results, notes)
+            if images:
+                labels[runtime] = tflite_labels(runner, images)
+    reference = labels.get("keras_graph")
+    agreements = {name: agreement(found, reference) for name, found in labels.items()}
     return {
         "results": results,
         "trunk": trunk,
@@ -194,6 +260,7 @@ def tensorflow_runtimes(preset, *, size, runtimes, repeats, threads, breakdown, 
         "flops": model_cost["total"].flops,
         "backbone_flops": model_cost["backbone"].flops,
         "params": model_cost["total"].params,
+        "agreement": agreements,
     }
 
 
@@ -310,6 +377,13 @@ def define_flags():
     flags.DEFINE_list("threads", None, "Thread counts (default: all cores; also 1 with --quick).")
     flags.DEFINE_integer("matmul_size", 2048, "n of the n x n x n matmul that sets the peak.")
     flags.DEFINE_bool("breakdown", True, "Also time the backbone alone (Keras graph, PyTorch).")
+    flags.DEFINE_integer(
+        "agreement_images",
+        4,
+        "Demo-style images on which each runtime's argmax is compared with float32 Keras "
+        "(at the first thread count; 0: none).",
+        lower_bound=0,
+    )
 
 
 def main(argv):
@@ -355,8 +429,15 @@ def main(argv):
             print(f"  {preset}, {threads} thread(s):", flush=True)
             settings = dict(size=size, repeats=repeats, threads=threads, breakdown=FLAGS.breakdown)
             part_settings = dict(size=size, repeats=repeats, threads=threads)
+            # Agreement does not depend on the thread count: measured at the first one.
+            checked = FLAGS.agreement_images if threads == threads_list[0] else 0
             merged = common.run_isolated(
-                tensorflow_runtimes, preset, runtimes=tf_runtimes, work_dir=work_dir, **settings
+                tensorflow_runtimes,
+                preset,
+                runtimes=tf_runtimes,
+                work_dir=work_dir,
+                agreement_images=checked,
+                **settings,
             )
             if "torch" in runtimes:
                 torch_result = common.run_isolated(torch_runtime, preset, **settings)
@@ -377,15 +458,24 @@ def main(argv):
     print(f"- TFLite files in {work_dir}")
 
 
+def _percent(share):
+    return None if share is None else 100 * share
+
+
 def print_tables(measured, peaks):
     rows, breakdown_rows, notes = [], [], []
+    agreements = {}  # preset -> runtime -> share, from the thread count that measured it
+    for (preset, _), merged in measured.items():
+        for runtime, share in merged.get("agreement", {}).items():
+            agreements.setdefault(preset, {}).setdefault(runtime, share)
     for (preset, threads), merged in measured.items():
         results, flops = merged["results"], merged["flops"]
         torch_best = results.get("torch", {}).get("best")
         for runtime, timing in results.items():
             gflops = flops / timing["best"] / 1e9
-            # int8 runs integer arithmetic: no float32 ceiling to compare with.
-            fraction = None if runtime == "tflite_int8" else 100 * gflops / peaks[threads]
+            # int8 and bfloat16 do not run float32 arithmetic: no float32 ceiling to compare with.
+            low_precision = runtime in ("tflite_int8", "keras_bfloat16")
+            fraction = None if low_precision else 100 * gflops / peaks[threads]
             rows.append(
                 [
                     preset,
@@ -398,6 +488,7 @@ def print_tables(measured, peaks):
                     common.fmt(torch_best / timing["best"] if torch_best else None, 2),
                     common.fmt(gflops, 1),
                     common.fmt(fraction, 0),
+                    common.fmt(_percent(agreements.get(preset, {}).get(runtime)), 2),
                 ]
             )
         for runtime, label in (("keras_graph", "Keras graph"), ("torch", "PyTorch")):
@@ -436,6 +527,7 @@ def print_tables(measured, peaks):
                 "vs PyTorch (x)",
                 "GFLOP/s",
                 "% of matmul peak",
+                "argmax = float32 (%)",
             ],
             rows,
         )

@@ -80,3 +80,52 @@ def test_time_calls_and_table():
         common.time_calls(lambda: None, repeats=0)
     table = common.markdown_table(["a", "b"], [["x", "1.0"]])
     assert table.splitlines() == ["| a | b |", "|---|---:|", "| x | 1.0 |"]
+
+
+def test_profile_census_counts_every_layer_once_with_its_flops():
+    import inference_profile
+
+    from ema_keras.models import DilatedResNet, EMANet
+
+    backbone = DilatedResNet(
+        block_counts=[1, 1, 3, 1], width=8, output_stride=8, image_shape=(33, 33, 3)
+    )
+    model = EMANet(
+        backbone=backbone, num_classes=3, head_channels=16, classifier_channels=8,
+        ema_num_bases=4, image_shape=(33, 33, 3),
+    )  # fmt: skip
+    rows = inference_profile.census(model)
+    leaves = list(inference_profile._leaf_layers(model))
+    assert sum(row[5] for row in rows) == len(leaves)
+    kinds = {row[0] for row in rows}
+    assert {"BatchNorm", "ReLU", "residual add", "EMA unit", "dilated 3x3 conv"} <= kinds
+    # Stage 3's last two blocks share their shapes: one row, counted twice.
+    dilated = [row for row in rows if row[1].startswith("dilated 3x3 conv 32->32 d2")]
+    assert [row[5] for row in dilated] == [2]
+    head = next(row for row in rows if row[1].startswith("3x3 conv 256->16"))
+    assert head[4] == 2 * 5 * 5 * 9 * 256 * 16  # 33 -> 17 -> 9 -> 5 at output stride 8
+    assert "Conv2D" in inference_profile.dilated_conv_ops()
+
+
+def test_inference_bench_agreement_and_runtimes():
+    import model_inference
+
+    from ema_keras.models import DilatedResNet, EMANet
+
+    images = model_inference.demo_images(2, 24)
+    assert len(images) == 2 and images[0].shape == (24, 24, 3) and images[0].dtype == np.uint8
+    assert not np.array_equal(images[0], images[1])
+    model = EMANet(
+        backbone=DilatedResNet(block_counts=[1, 1, 1, 1], width=8), num_classes=3,
+        head_channels=16, classifier_channels=8, ema_num_bases=4,
+    )  # fmt: skip
+    runners, _, graphs = model_inference.keras_runners(
+        model, images[0][None].astype("float32"), breakdown=False,
+        runtimes=["keras_graph", "keras_folded", "keras_bfloat16"],
+    )  # fmt: skip
+    assert set(graphs) == {"keras_graph", "keras_folded", "keras_bfloat16"}
+    reference = model_inference.keras_labels(graphs["keras_graph"], model, images)
+    folded = model_inference.keras_labels(graphs["keras_folded"], model, images)
+    assert reference[0].shape == (24, 24)
+    assert model_inference.agreement(folded, reference) > 0.999
+    assert runners["keras_bfloat16"]().shape == (1, 24, 24, 3)
