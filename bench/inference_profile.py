@@ -22,6 +22,7 @@ becomes in the traced graph (a native dilated Conv2D or SpaceToBatchND +
 Conv2D + BatchToSpaceND).
 """
 
+import contextlib
 import os
 import sys
 
@@ -106,6 +107,34 @@ def dilated_conv_ops():
     return sorted({op.type for op in graph.get_operations() if op.type in wanted})
 
 
+@contextlib.contextmanager
+def native_dilated_convolutions():
+    """An experiment: dilated 2-D convs traced as one Conv2D with `dilations`, not SpaceToBatchND.
+
+    Keras' TensorFlow backend calls `tf.nn.convolution`, which lowers a
+    dilated convolution to SpaceToBatchND + Conv2D + BatchToSpaceND;
+    `tf.nn.conv2d(..., dilations=d)` runs TensorFlow's own dilated kernel.
+    Inside this context (while a `tf.function` traces) the second form is
+    used, to measure what it would give the whole model.
+    """
+    import tensorflow as tf
+
+    original = tf.nn.convolution
+
+    def convolution(input, filters, strides=None, padding="VALID", data_format=None,
+                    dilations=None, name=None):  # fmt: skip
+        rates = [dilations] * 2 if isinstance(dilations, int) else list(dilations or [1])
+        if len(input.shape) == 4 and data_format in (None, "NHWC") and max(rates) > 1:
+            return tf.nn.conv2d(input, filters, strides or 1, padding, dilations=dilations)
+        return original(input, filters, strides, padding, data_format, dilations, name)
+
+    tf.nn.convolution = convolution
+    try:
+        yield
+    finally:
+        tf.nn.convolution = original
+
+
 def keras_profile(preset, *, size, repeats, threads, onednn):
     """Per-layer-kind Keras timings and the whole model's, in this (fresh) process."""
     if onednn is not None:
@@ -129,14 +158,17 @@ def keras_profile(preset, *, size, repeats, threads, onednn):
             lambda c=call, v=xs: c(*v).numpy(), repeats=repeats
         ).best
     image = tf.random.stateless_normal((1, size, size, 3), seed=(1, 1))
-    whole = {}
-    for label, built in (
-        ("as built", model),
-        ("BatchNorm folded", fold_batch_norm(model)),
-        ("folded, bfloat16", fold_batch_norm(model, dtype="mixed_bfloat16")),
+    whole, folded = {}, fold_batch_norm(model)
+    bfloat16, plain = fold_batch_norm(model, dtype="mixed_bfloat16"), contextlib.nullcontext
+    for label, built, context in (
+        ("as built", model, plain),
+        ("BatchNorm folded", folded, plain),
+        ("folded, native dilated convs", folded, native_dilated_convolutions),
+        ("folded, bfloat16", bfloat16, plain),
     ):
         graph = tf.function(lambda v, m=built: m(v, training=False))
-        whole[label] = common.time_calls(lambda g=graph: g(image).numpy(), repeats=repeats).best
+        with context():  # traced by the warm-up call, inside the context
+            whole[label] = common.time_calls(lambda g=graph: g(image).numpy(), repeats=repeats).best
     table = [row[:6] for row in rows]
     return {"rows": table, "seconds": seconds, "whole": whole, "dilated_ops": dilated_conv_ops()}
 

@@ -129,3 +129,19 @@ def test_inference_bench_agreement_and_runtimes():
     assert reference[0].shape == (24, 24)
     assert model_inference.agreement(folded, reference) > 0.999
     assert runners["keras_bfloat16"]().shape == (1, 24, 24, 3)
+
+
+def test_native_dilated_convolutions_compute_the_same_without_space_to_batch():
+    import inference_profile
+    import keras
+    import tensorflow as tf
+
+    conv = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2)
+    x = tf.random.stateless_normal((1, 11, 9, 3), seed=(0, 1))
+    expected = conv(x).numpy()
+    with inference_profile.native_dilated_convolutions():
+        graph = tf.function(conv).get_concrete_function(tf.TensorSpec(x.shape))
+    ops = {op.type for op in graph.graph.get_operations()}
+    assert "Conv2D" in ops and "SpaceToBatchND" not in ops
+    np.testing.assert_allclose(graph(x).numpy(), expected, atol=1e-5)
+    assert tf.nn.convolution.__name__ == "convolution_v2"  # restored
