@@ -22,7 +22,7 @@ import tensorflow as tf
 from keras import ops
 from PIL import Image, ImageDraw
 
-from ema_keras.data.pipeline import normalize_image
+from ema_keras.models.input_contract import model_inputs
 
 EMA_UNIT = "ema_unit"
 DEFAULT_NUM_BASES = 8  # tiles of a grid: as many as the paper's figures show
@@ -82,11 +82,12 @@ class AttentionMapper:
                 f"model {model.name!r} has no {EMA_UNIT!r} layer: attention maps need an EMANet"
             ) from None
         # From the image to the features the EMA unit receives.
-        self.feature_model = keras.Model(model.inputs, self.unit.input, name="ema_unit_input")
+        self.model = model
+        self.feature_model = keras.Model(model.input, self.unit.input, name="ema_unit_input")
 
     def unit_features(self, images):
-        """(B, H, W, 3) normalised images -> (B, h, w, C) float32 input of the EMA unit."""
-        features = self.feature_model(ops.convert_to_tensor(images, "float32"), training=False)
+        """(B, H, W, 3) raw RGB pixels -> (B, h, w, C) float32 input of the EMA unit."""
+        features = self.feature_model(model_inputs(self.model, images), training=False)
         return ops.cast(features, "float32")
 
     def responsibilities_of_features(self, features):
@@ -99,29 +100,28 @@ class AttentionMapper:
         shape = ops.shape(projected)
         return ops.reshape(z, (shape[0], shape[1], shape[2], unit.num_bases))
 
-    def __call__(self, image, *, normalized=False):
+    def __call__(self, image):
         """`AttentionMaps` of one (H, W, 3) image.
 
         Args:
-            image: RGB, uint8 (or float 0..255) as read from a file; with
-                `normalized=True`, already ImageNet-normalised as
-                `ema_keras.data.pipeline.normalize_image` returns it (the input
-                of `ema_keras.inference.predict_probabilities`).
+            image: RGB pixels, uint8 (or float 0..255) as read from a file
+                (the input of `ema_keras.inference.predict_probabilities`);
+                the model gets them as it expects (`model_inputs`).
         """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"image must be (H, W, 3), got shape {image.shape}")
-        batch = image[None].astype(np.float32) if normalized else normalize_image(image[None])
+        batch = image[None].astype(np.float32)
         z = ops.convert_to_numpy(self.responsibilities_of_features(self.unit_features(batch)))[0]
         return AttentionMaps(responsibilities=z, mass=z.sum(axis=(0, 1)))
 
 
-def attention_maps(model, image, *, normalized=False):
+def attention_maps(model, image):
     """The EMA unit's responsibilities for one (H, W, 3) image, as `AttentionMaps`.
 
     For many images, build an `AttentionMapper` once and call it per image.
     """
-    return AttentionMapper(model)(image, normalized=normalized)
+    return AttentionMapper(model)(image)
 
 
 # --- drawing ------------------------------------------------------------------

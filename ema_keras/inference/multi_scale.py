@@ -1,8 +1,11 @@
 """Inference at the original image size: single scale, multi-scale + flip, sliding window.
 
-All functions take ImageNet-normalised float32 images (B, H, W, 3) and return
-class probabilities (B, H, W, classes) at the input's size, so that the labels
-are scored where they were drawn.
+All functions take raw RGB pixels, float32 (B, H, W, 3) in 0..255 (what
+`ema_keras.data.pipeline.eval_dataset` yields), feed the model what it expects
+(`ema_keras.models.model_inputs`: the pixels, or normalised for a model saved
+before the models took raw pixels), and return class probabilities
+(B, H, W, classes) at the input's size, so that the labels are scored where
+they were drawn.
 """
 
 import math
@@ -10,6 +13,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from ema_keras.imagenet import IMAGENET_MEAN
+from ema_keras.models.input_contract import model_inputs
 from ema_keras.models.outputs import main_logits
 
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -28,8 +33,8 @@ def _tiles(length, window, stride):
 def sliding_window_logits(model, images, window, stride=None):
     """Logits from overlapping `window` crops, averaged where they overlap.
 
-    Images smaller than the window are padded bottom/right with 0 (the mean
-    after normalisation) and the padding is cut off again.
+    Images smaller than the window are padded bottom/right with the ImageNet
+    mean pixel (0 after normalisation) and the padding is cut off again.
     """
     window_height, window_width = (window, window) if isinstance(window, int) else window
     stride = stride or (max(1, window_height * 2 // 3), max(1, window_width * 2 // 3))
@@ -37,12 +42,14 @@ def sliding_window_logits(model, images, window, stride=None):
     images = tf.convert_to_tensor(images, tf.float32)
     height, width = int(images.shape[1]), int(images.shape[2])
     padded_height, padded_width = max(height, window_height), max(width, window_width)
-    images = tf.pad(images, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
+    mean = tf.constant(IMAGENET_MEAN, tf.float32)
+    paddings = [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]]
+    images = tf.pad(images - mean, paddings) + mean
     total, count = None, np.zeros((1, padded_height, padded_width, 1), np.float32)
     for top in _tiles(padded_height, window_height, stride_height):
         for left in _tiles(padded_width, window_width, stride_width):
             crop = images[:, top : top + window_height, left : left + window_width]
-            logits = main_logits(model(crop, training=False)).numpy()
+            logits = main_logits(model(model_inputs(model, crop), training=False)).numpy()
             if total is None:
                 total = np.zeros(
                     (images.shape[0], padded_height, padded_width, logits.shape[-1]), np.float32
@@ -54,7 +61,7 @@ def sliding_window_logits(model, images, window, stride=None):
 
 def _logits_at(model, images, window, stride):
     if window is None:
-        return main_logits(model(images, training=False)).numpy()
+        return main_logits(model(model_inputs(model, images), training=False)).numpy()
     return sliding_window_logits(model, images, window, stride)
 
 
@@ -70,7 +77,7 @@ def predict_probabilities(model, images, *, scales=(1.0,), flip=False, window=No
     height, width = int(images.shape[1]), int(images.shape[2])
     total = 0.0
     for scale in scales:
-        size = (max(1, int(math.floor(height * scale + 0.5))), max(1, int(math.floor(width * scale + 0.5))))
+        size = tuple(max(1, int(math.floor(side * scale + 0.5))) for side in (height, width))
         scaled = images if size == (height, width) else tf.image.resize(images, size, "bilinear")
         variants = [(scaled, False)] + ([(tf.reverse(scaled, [2]), True)] if flip else [])
         for variant, mirrored in variants:

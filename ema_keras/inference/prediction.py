@@ -25,7 +25,6 @@ from PIL import Image, PngImagePlugin
 from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, AttentionMapper, attention_grid
 from ema_keras.data.errors import DataError, MissingFileError
 from ema_keras.data.image_io import load_image
-from ema_keras.data.pipeline import normalize_image
 from ema_keras.data.voc import voc_colormap
 from ema_keras.inference.multi_scale import predict_probabilities
 from ema_keras.visualize import overlay
@@ -192,7 +191,7 @@ def _refuse_shared_outputs(plan):
 
 def predict_label_map(model, image, **inference_options):
     """(H, W, 3) uint8 RGB -> (H, W) uint8 class ids at the image's size."""
-    batch = normalize_image(np.asarray(image)[None])
+    batch = np.asarray(image, np.float32)[None]  # raw pixels: predict_probabilities feeds the model
     probabilities = predict_probabilities(model, batch, **inference_options)
     return np.argmax(probabilities[0], axis=-1).astype(np.uint8)
 

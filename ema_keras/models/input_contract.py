@@ -24,12 +24,13 @@ def expects_raw_pixels(model):
     any depth: in its backbone, in a flat copy such as
     `ema_keras.inference.fold_batch_norm`'s, or in a model wrapping it), so
     it holds for every model the library builds or loads; an old file's
-    backbone has none.
+    backbone has none. Any other callable (not a Keras layer) is taken to
+    expect normalised input, the contract of every model before this one.
     """
     if isinstance(model, ImageNormalization):
         return True
     if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"expects_raw_pixels needs a Keras model, got {type(model).__name__}.")
+        return False
     return any(
         isinstance(layer, ImageNormalization)
         for layer in model._flatten_layers(include_self=False, recursive=True)

@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.models.outputs import main_logits
 from ema_keras.visualize import colorize
 
@@ -53,7 +52,7 @@ class LearningRateAndImages(keras.callbacks.Callback):
     Args:
       log_dir: the TensorBoard log directory (the one given to Keras' callback).
       every_steps: the step interval of the learning rate, as Keras' `update_freq`.
-      validation_images: an optional dataset of (normalised images, labels)
+      validation_images: an optional dataset of (raw pixel images, labels)
         batches as `ema_keras.data.pipeline.eval_dataset` makes them (of the
         same size, e.g. with `pad_to`); its first batch is shown, each image
         with its prediction and its ground truth to the right.
@@ -114,6 +113,6 @@ class LearningRateAndImages(keras.callbacks.Callback):
 
 def validation_panels(images, predictions, labels):
     """uint8 (B, H, 3 W, 3): each image with its predicted and true masks to the right."""
-    pixels = np.asarray(images) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
+    pixels = np.asarray(images)  # raw pixels, as eval_dataset yields them for today's models
     pixels = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
     return np.concatenate([pixels, colorize(predictions), colorize(labels)], axis=2)

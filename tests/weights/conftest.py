@@ -6,6 +6,8 @@ import sys
 import numpy as np
 import pytest
 
+from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
 # bench/ (the PyTorch reference) lives at the repository root.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
@@ -29,6 +31,16 @@ def reference():
 def image(size=65, seed=0):
     """A (1, size, size, 3) float32 image, ImageNet-normalised in spirit."""
     return np.random.RandomState(seed).randn(1, size, size, 3).astype("float32")
+
+
+def pixels(normalised):
+    """The raw RGB pixels (0..255 in spirit) that ImageNet-normalise to `normalised`.
+
+    The PyTorch reference takes normalised images; the converted Keras model
+    takes raw pixels and normalises them itself: the same weights, fed the
+    same image, must compute the same thing.
+    """
+    return (normalised * np.float32(IMAGENET_STD) + np.float32(IMAGENET_MEAN)).astype("float32")
 
 
 def torch_forward(module, image_nhwc, method=None):

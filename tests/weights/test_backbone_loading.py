@@ -18,6 +18,7 @@ from tests.weights.conftest import (
     TINY_BLOCKS,
     TINY_HEAD,
     image,
+    pixels,
     save_official_checkpoint,
     torch_forward,
 )
@@ -122,7 +123,7 @@ def test_deep_stem_backbone_matches_pytorch(reference, tmp_path, output_stride=8
     for source in ("deep.keras", "resnet_deep.pth"):  # converted, and read directly
         backbone = DilatedResNet(block_counts=BLOCKS, output_stride=output_stride)
         load_backbone_weights(backbone, tmp_path / source)
-        features = backbone.predict(image(65), verbose=0)["P5"]
+        features = backbone.predict(pixels(image(65)), verbose=0)["P5"]
         np.testing.assert_allclose(features, expected, rtol=0, atol=TOLERANCE)
 
 
@@ -143,7 +144,7 @@ def test_torchvision_resnet_matches_pytorch(reference, tmp_path):
     load_backbone_weights(backbone, tmp_path / "tv.keras")
     np.testing.assert_array_equal(backbone.get_layer("conv1_conv").bias.numpy(), np.zeros(64))
     expected = torch_forward(torch_model, image(65), method="features")
-    features = backbone.predict(image(65), verbose=0)["P5"]
+    features = backbone.predict(pixels(image(65)), verbose=0)["P5"]
     np.testing.assert_allclose(features, expected, rtol=0, atol=TOLERANCE)
 
     with pytest.raises(WeightsMismatchError, match="standard stem but .* stem='deep'"):
@@ -160,7 +161,7 @@ def test_backbone_from_official_checkpoint_and_emanet_file(reference, tmp_path):
     backbone = DilatedResNet(block_counts=TINY_BLOCKS)
     load_backbone_weights(backbone, tmp_path / "official.pth")  # the head is left out
     np.testing.assert_allclose(
-        backbone.predict(image(49), verbose=0)["P5"], expected, rtol=0, atol=TOLERANCE
+        backbone.predict(pixels(image(49)), verbose=0)["P5"], expected, rtol=0, atol=TOLERANCE
     )
     model = convert_official_checkpoint(tmp_path / "official.pth", tmp_path / "emanet.keras")
     backbone = DilatedResNet(block_counts=TINY_BLOCKS, output_stride=16)

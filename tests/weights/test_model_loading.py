@@ -21,6 +21,7 @@ from tests.weights.conftest import (
     TINY_BLOCKS,
     TINY_HEAD,
     image,
+    pixels,
     save_official_checkpoint,
     torch_forward,
 )
@@ -56,7 +57,8 @@ def test_converted_keras_file_loads_with_load_model(checkpoint, tmp_path):
     model = keras.models.load_model(tmp_path / "tiny.keras", compile=False)
     assert isinstance(model, EMANet) and model.backbone.block_counts == list(TINY_BLOCKS)
     assert (model.num_classes, model.head_channels, model.ema_num_bases) == (NUM_CLASSES, 64, 8)
-    np.testing.assert_allclose(model.predict(image(49), verbose=0), expected, atol=TOLERANCE)
+    logits = model.predict(pixels(image(49)), verbose=0)
+    np.testing.assert_allclose(logits, expected, atol=TOLERANCE)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".weights.h5", ".pth"])
@@ -70,7 +72,8 @@ def test_load_model_weights_from_each_format(checkpoint, tmp_path, suffix):
     assert load_model_weights(model, source) is model
     bases = model.get_layer("ema_unit").em_attention.bases.numpy()
     np.testing.assert_array_equal(bases, torch_model.emau.mu.numpy()[0])
-    np.testing.assert_allclose(model.predict(image(49), verbose=0), expected, atol=TOLERANCE)
+    logits = model.predict(pixels(image(49)), verbose=0)
+    np.testing.assert_allclose(logits, expected, atol=TOLERANCE)
 
 
 def test_weights_load_into_another_output_stride(checkpoint, tmp_path, reference):
@@ -85,7 +88,8 @@ def test_weights_load_into_another_output_stride(checkpoint, tmp_path, reference
     ).eval()
     torch_os16.load_state_dict(torch.load(path, weights_only=True)["net"])
     expected = torch_forward(torch_os16, image(49))
-    np.testing.assert_allclose(model.predict(image(49), verbose=0), expected, atol=TOLERANCE)
+    logits = model.predict(pixels(image(49)), verbose=0)
+    np.testing.assert_allclose(logits, expected, atol=TOLERANCE)
 
 
 def test_command_line_conversion_then_loading_without_torch(checkpoint, tmp_path):
@@ -96,7 +100,7 @@ def test_command_line_conversion_then_loading_without_torch(checkpoint, tmp_path
     command += ["--output_stride", "8"]
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    np.save(tmp_path / "image.npy", image(49))
+    np.save(tmp_path / "image.npy", pixels(image(49)))  # raw pixels in
     script = textwrap.dedent(
         f"""
         import sys

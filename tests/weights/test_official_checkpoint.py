@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ema_keras.weights import convert_official_checkpoint
-from tests.weights.conftest import image, save_official_checkpoint, torch_forward
+from tests.weights.conftest import image, pixels, save_official_checkpoint, torch_forward
 
 # max |logit difference| allowed between PyTorch and Keras, float32.
 TOLERANCE = 1e-4
@@ -25,7 +25,7 @@ def _check_parity(reference, tmp_path, depth, output_stride):
 
     inputs = image(65)
     expected = torch_forward(torch_model, inputs)
-    logits = model.predict(inputs, verbose=0)
+    logits = model.predict(pixels(inputs), verbose=0)  # the same image, as raw pixels
     assert logits.shape == expected.shape == (1, 65, 65, 21)
     assert np.abs(expected).max() > 1.0  # logits of order one: the tolerance means something
     np.testing.assert_allclose(logits, expected, rtol=0, atol=TOLERANCE)
