@@ -7,6 +7,9 @@
   python recipes/train_voc.py --recipe voc_official --strategy mirrored \\
       --data_dir /data/VOCdevkit --sbd_dir /data/benchmark_RELEASE --model_dir runs/voc
 
+  # The same on the JAX backend (keras.distribution.DataParallel, same tf.data input):
+  KERAS_BACKEND=jax python recipes/train_voc.py --recipe voc_official --strategy mirrored ...
+
 Without --data_dir the data is looked for in $EMA_KERAS_DATA_DIR, ./data/VOCdevkit,
 then the TFDS manual folder (~/tensorflow_datasets/downloads/manual); SBD next to it.
 Only --recipe demo trains on the generated demo set. Every setting of
@@ -23,6 +26,7 @@ from absl import flags, logging
 
 from ema_keras import cli, training
 from ema_keras.data import discovery
+from ema_keras.training import backends
 from ema_keras.training.config import DEMO_RECIPES, check_settings
 
 flags.DEFINE_string(
@@ -96,7 +100,7 @@ def with_data(config):
 def main(argv):
     del argv
     # Everything is checked before anything is read or written.
-    config = check_settings(config_from_flags())
+    config = backends.check_settings(check_settings(config_from_flags()))
     if FLAGS.print_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
@@ -105,7 +109,7 @@ def main(argv):
             "--model_dir is required: the folder for checkpoints, logs and the trained models."
         )
     config = with_data(config)
-    logging.info("Training with %s", config)
+    logging.info("Training on Keras' %s backend with %s", backends.BACKEND, config)
     result = training.train(config, FLAGS.model_dir)
     miou = "n/a" if result.val_mean_iou is None else f"{result.val_mean_iou:.4f}"
     print(f"Trained to step {result.step}; validation mIoU {miou}; model in {FLAGS.model_dir}")

@@ -8,6 +8,9 @@ state and step counter (hence the same learning-rate position).
 TensorFlow writes a checkpoint's data under a temporary name, renames it, and
 only then rewrites the small `checkpoint` index file atomically, so a kill in
 the middle of a save leaves the previous checkpoint as the latest one.
+`ArrayCheckpoint`, for the other backends, keeps the same promise with its own
+files: the data is written under a temporary name and renamed, and only then
+is the small index rewritten (also by a rename).
 """
 
 import json
@@ -15,6 +18,7 @@ import math
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ema_keras.training.config import SettingsError
@@ -63,6 +67,81 @@ class TrainingCheckpoint:
         return path
 
 
+class ArrayCheckpoint:
+    """The model's and optimizer's variables in one `.npz` per checkpoint, on any backend.
+
+    Same interface as `TrainingCheckpoint` (`latest`, `restore_latest`,
+    `save`), for backends where `tf.train.Checkpoint` cannot see the
+    variables (JAX, PyTorch); single process, so every save is the chief's.
+    Variables are stored in their order in `model.variables` and
+    `optimizer.variables` (with their paths, for people reading the file); a
+    restore checks their shapes.
+    """
+
+    INDEX_FILE = "checkpoint.json"
+
+    def __init__(self, model, directory, *, max_to_keep=3):
+        self.model = model
+        self.directory = directory
+        self.max_to_keep = max_to_keep
+
+    def _variables(self):
+        return list(self.model.variables) + list(self.model.optimizer.variables)
+
+    def _index(self):
+        path = os.path.join(self.directory, self.INDEX_FILE)
+        if not os.path.isfile(path):
+            return []
+        with open(path) as file:
+            return json.load(file)["checkpoints"]
+
+    @property
+    def latest(self):
+        names = self._index()
+        return os.path.join(self.directory, names[-1]) if names else None
+
+    def restore_latest(self):
+        """Restores the newest complete checkpoint; returns its step (0 if none)."""
+        self.model.optimizer.build(self.model.trainable_variables)
+        latest = self.latest
+        if latest is None:
+            return 0
+        variables = self._variables()
+        with np.load(latest) as stored:
+            arrays = [stored[f"v{index}"] for index in range(len(stored["paths"]))]
+        # Shapes, not paths, tell another model: paths of auto-named objects
+        # (`seed_generator_1`) depend on what the process built before.
+        shapes = [tuple(array.shape) for array in arrays]
+        if shapes != [tuple(variable.shape) for variable in variables]:
+            raise SettingsError(
+                f"{latest} holds another model's variables ({len(arrays)} variables, this model "
+                f"has {len(variables)}, or other shapes): was --preset or --num_classes changed? "
+                "Use a new --model_dir."
+            )
+        for variable, array in zip(variables, arrays):
+            variable.assign(array)
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def save(self):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"ckpt-{step}.npz"
+        variables = self._variables()
+        arrays = {f"v{i}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(variables)}
+        temporary = os.path.join(self.directory, name + ".partial")
+        with open(temporary, "wb") as file:
+            np.savez(file, paths=np.array([variable.path for variable in variables]), **arrays)
+        os.replace(temporary, os.path.join(self.directory, name))
+        names = [kept for kept in self._index() if kept != name] + [name]
+        index = os.path.join(self.directory, self.INDEX_FILE)
+        with open(index + ".partial", "w") as file:
+            json.dump({"checkpoints": names[-self.max_to_keep :]}, file)
+        os.replace(index + ".partial", index)
+        for old in names[: -self.max_to_keep]:
+            os.remove(os.path.join(self.directory, old))
+        return os.path.join(self.directory, name)
+
+
 def chunk_plan(total_steps, steps_per_checkpoint):
     """(epochs, steps_per_epoch) for fit, each epoch ending on a checkpoint."""
     if total_steps < 1:
@@ -94,7 +173,7 @@ class CheckpointAndGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.diverged_at = int(self.model.optimizer.iterations.numpy())
+            self.diverged_at = _step(self.model)
             self.diverged_loss = float(loss)
             self.model.stop_training = True
 
@@ -142,6 +221,11 @@ class BestModelExport(keras.callbacks.Callback):
         if self.enabled and value is not None and float(value) > self.best:
             self.best = float(value)
             save_model_atomically(self.model, self.path)
-            step = int(self.model.optimizer.iterations.numpy())
+            step = _step(self.model)
             with open(self.record_path, "w") as record:
                 json.dump({"monitor": self.monitor, "value": self.best, "step": step}, record)
+
+
+def _step(model):
+    """The optimizer's step count, as a Python int on any backend."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))

@@ -1,10 +1,12 @@
-"""Training EMANet with `model.fit` under any tf.distribute strategy.
+"""Training EMANet with `model.fit` under any tf.distribute strategy, or on JAX / PyTorch.
 
 One image's path: files on disk -> `ema_keras.data.pipeline.train_dataset`
 (decode, scale, pad, crop, flip, normalise) -> per-replica batches from
-`strategy.distribute_datasets_from_function` -> `EMANet` -> masked
-cross-entropy -> `ParameterGroupSGD` with the poly schedule. The EMA bases are
-updated inside the model's forward pass, identically on every replica.
+`strategy.distribute_datasets_from_function` (on JAX, global batches that
+`keras.distribution.DataParallel` splits) -> `EMANet` -> masked cross-entropy
+-> `ParameterGroupSGD` with the poly schedule. The EMA bases are updated
+inside the model's forward pass, identically on every replica. What differs
+between backends is decided in `backends.py`.
 """
 
 import dataclasses
@@ -23,7 +25,7 @@ from ema_keras.training.metrics import SegmentationMeanIoU
 from ema_keras.models import build_preset
 from ema_keras.training.optimizers import ParameterGroupSGD, parameter_groups
 from ema_keras.training.schedules import PolyDecay
-from ema_keras.training import checkpointing, curves, strategy as strategies, tensorboard
+from ema_keras.training import backends, checkpointing, curves, tensorboard
 from ema_keras.training.config import SettingsError
 from ema_keras.training.first_step import FirstStepTimer
 
@@ -98,7 +100,7 @@ def build_model(config):
     return model
 
 
-def compile_model(model, config):
+def compile_model(model, config, jit_compile=None):
     schedule = PolyDecay(
         config.learning_rate,
         config.steps,
@@ -128,7 +130,8 @@ def compile_model(model, config):
         loss=loss,
         loss_weights=loss_weights,
         metrics=metrics,
-        jit_compile=config.jit_compile,
+        # The execution's choice when given (JAX: always XLA), else the setting.
+        jit_compile=config.jit_compile if jit_compile is None else jit_compile,
     )
 
 
@@ -185,11 +188,13 @@ def train(config, model_dir):
     what it recorded.
     """
     first_step = FirstStepTimer()
-    strategy = strategies.make_strategy(config.strategy, tpu_address=config.tpu_address)
-    strategies.check_jit_compile(strategy, config.jit_compile, config.strategy)
-    chief = strategies.is_chief(strategy)
-    resolver = getattr(strategy, "cluster_resolver", None)
-    worker_id = resolver.task_id if resolver is not None and resolver.task_id is not None else 0
+    execution = backends.make_execution(config)
+    with execution.active():
+        return _train(config, model_dir, execution, first_step)
+
+
+def _train(config, model_dir, execution, first_step):
+    chief = execution.chief
     epochs, steps_per_epoch = checkpointing.chunk_plan(config.steps, config.steps_per_checkpoint)
     voc_root = resolve_data_dir(config, model_dir)
     train_source = training_examples(config, voc_root, model_dir)
@@ -201,12 +206,10 @@ def train(config, model_dir):
 
     keras.mixed_precision.set_dtype_policy(config.mixed_precision)
 
-    with strategy.scope():
+    with execution.scope():
         model = build_model(config)
-        compile_model(model, config)
-        checkpoint = checkpointing.TrainingCheckpoint(
-            model, os.path.join(model_dir, "checkpoints"), chief=chief, worker_id=worker_id
-        )
+        compile_model(model, config, jit_compile=execution.jit_compile)
+        checkpoint = execution.make_checkpoint(model, os.path.join(model_dir, "checkpoints"))
         initial_step = checkpoint.restore_latest()
     initial_epoch = initial_step // steps_per_epoch
     if initial_step:
@@ -230,21 +233,23 @@ def train(config, model_dir):
         )
         return dataset.map(targets) if targets else dataset
 
-    train_data = strategy.distribute_datasets_from_function(dataset_fn)
+    train_data = execution.distribute(dataset_fn)
     validation_data = None
     if config.validate:
         validation_data = pipeline.eval_dataset(
             val_examples,
-            batch_size=strategy.num_replicas_in_sync,
+            batch_size=execution.num_replicas,
             pad_to=config.eval_pad_size,
             cache=config.cache_dataset,
             num_classes=config.num_classes,
         )
+        if execution.strategy is None:
+            validation_data = backends.whole_batches(validation_data, execution.num_replicas)
         if targets:
             validation_data = validation_data.map(targets)
 
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _work_around_keras_multi_worker_fit(model, config, strategy)
+    if isinstance(execution.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _work_around_keras_multi_worker_fit(model, config, execution.strategy)
 
     guard = checkpointing.CheckpointAndGuard(checkpoint)
     callbacks = [first_step, guard]

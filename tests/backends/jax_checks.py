@@ -30,6 +30,7 @@ TENSORFLOW_ONLY_AT_IMPORT = sorted(
 )
 from ema_keras.layers import EMALayer
 from ema_keras.models import EMANet
+from tests.backends.optimizer_checks import check_parameter_groups_follow_the_official_rules
 from tests.layers.em_reference import reference_em, reference_update
 
 
@@ -124,6 +125,7 @@ def main(work_dir):
     inputs = np.load(os.path.join(work_dir, "inputs.npy"))
     check_em_layer_matches_reference()
     check_tiny_preset(work_dir, inputs)
+    check_parameter_groups_follow_the_official_rules()
     check_data_parallel_bases()
     check_tensorflow_file(work_dir, inputs)
 

@@ -135,11 +135,14 @@ def test_xla_across_replicas_is_refused_before_anything_is_written(
     "policy, min_argmax_agreement", [("mixed_float16", 0.97), ("mixed_bfloat16", 0.8)]
 )
 def test_mixed_precision_forward_close_to_float32(policy, min_argmax_agreement):
+    from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
     from ema_keras.training.losses import MaskedSparseCrossEntropy
     from ema_keras.models import EMANet
 
     rng = np.random.default_rng(5)
-    images = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    # Raw pixels (what the models take) that normalise to a standard normal.
+    normalized = rng.normal(size=(2, 64, 64, 3))
+    images = (normalized * IMAGENET_STD + IMAGENET_MEAN).astype("float32")
     labels = rng.integers(0, 21, size=(2, 64, 64)).astype("int32")
     logits = {}
     for name in ("float32", policy):
