@@ -6,15 +6,16 @@ The file takes raw RGB pixels like the TFLite files: input `image`, float32
 `image_size` (pad or scale images as `preprocessing.fit_to_canvas` does) or
 dynamic with `image_size=None`.
 
-Why not `model.export(format="onnx")` as it is: on the TensorFlow backend Keras
-hands tf2onnx a concrete function and names every non-resource tensor it
-captures as a graph input. The EMANet layers (EM unit, SyncBatchNormalization,
-resize) convert cleanly that way, but a captured constant such as
-`keras.layers.Normalization`'s mean and variance becomes a second and third
-input that onnxruntime then demands (`.../Sub/y:0`). Here the function is
-frozen first (variables and captured constants become graph constants), so
-the only input is `image`, whatever the normalisation is made of; the
-conversion itself is still tf2onnx's.
+How: the raw-pixel model's call is traced on TensorFlow, frozen (variables
+and captured constants become graph constants) and converted by tf2onnx,
+which is what Keras' `model.export(format="onnx")` does on TensorFlow, with
+two differences that make it work for every model here. Keras names every
+captured non-variable tensor a graph input, so a captured constant (as
+`keras.layers.Normalization`'s mean and variance were) becomes an input that
+onnxruntime then demands; freezing first leaves `image` the only input. And
+MobileNetV3's hard-swish adds a scalar, on which tf2onnx's transpose
+optimizer fails (see `_scalar_addends_as_vectors`). The EMANet layers (EM
+unit, SyncBatchNormalization, resize) need nothing special.
 """
 
 import importlib.util
@@ -84,7 +85,7 @@ def export_onnx(model, path, *, image_size=(513, 513), opset=None):
     frozen = convert_variables_to_constants_v2(logits_fn.get_concrete_function(spec))
     (graph_input,), (graph_output,) = frozen.inputs, frozen.outputs
     tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(),
+        _scalar_addends_as_vectors(frozen.graph.as_graph_def(add_shapes=True)),
         name=model.name,
         input_names=[graph_input.name],
         output_names=[graph_output.name],
@@ -93,6 +94,36 @@ def export_onnx(model, path, *, image_size=(513, 513), opset=None):
         output_path=path,
     )
     return path
+
+
+def _scalar_addends_as_vectors(graph_def):
+    """Gives each `x + scalar constant` (x of rank >= 1) a constant of shape (1,) instead.
+
+    The result is the same tensor, but tf2onnx 1.17's transpose optimizer
+    fails on a scalar added after a bias-free Conv (`max()` of an empty shape
+    in `_add_handler`): hard-swish's `x + 3` in MobileNetV3. It then logs the
+    traceback and skips the whole optimisation, leaving a pair of Transposes
+    around every convolution of the mobile model.
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    for node in list(graph_def.node):
+        if node.op not in ("Add", "AddV2"):
+            continue
+        tensor_name, addend_name = (name.split(":")[0] for name in node.input[:2])
+        addend, tensor = nodes.get(addend_name), nodes.get(tensor_name)
+        if addend is None or addend.op != "Const" or tensor is None:
+            continue
+        value = tf.make_ndarray(addend.attr["value"].tensor)
+        shapes = tensor.attr["_output_shapes"].list.shape
+        if value.shape != () or not shapes or len(shapes[0].dim) < 1:
+            continue
+        vector = graph_def.node.add()
+        vector.CopyFrom(addend)
+        vector.name = f"{node.name}/addend_vector"
+        vector.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value.reshape(1)))
+        del vector.attr["_output_shapes"]
+        node.input[1] = vector.name
+    return graph_def
 
 
 def onnx_session(path, num_threads=None):
@@ -129,7 +160,8 @@ def verify_onnx(path, model, images, *, threshold=FLOAT_THRESHOLD, num_threads=N
         if fixed:
             canvas, (content_height, content_width) = canvas_numpy(image, (height, width))
         else:
-            canvas, (content_height, content_width) = image[None].astype(np.float32), image.shape[:2]
+            canvas = image[None].astype(np.float32)
+            content_height, content_width = image.shape[:2]
         feed = {INPUT_NAME: canvas}
         if index == 0:
             session.run([OUTPUT_NAME], feed)  # warm-up: allocation, kernel selection

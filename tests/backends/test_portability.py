@@ -66,9 +66,11 @@ def work_dir(tmp_path_factory):
     report = run_checks("torch", work_dir) + run_checks("jax", work_dir)
     report += run_checks("torch", work_dir)
     portability_checks.main(work_dir)
+    # Each backend checked, before saving, that training moved every EMA base and
+    # BatchNorm statistic away from its initial value (here: an AssertionError above).
     for backend in ("jax", "torch"):
         for name in portability_checks.MODELS:
-            assert f"{backend} wrote {name}" in report, report
+            assert f"{backend} wrote {name}: " in report, report
     return work_dir
 
 
@@ -81,7 +83,8 @@ def load_weights(path):
 @pytest.mark.parametrize("source,target", list(itertools.permutations(BACKENDS, 2)))
 def test_file_saved_on_one_backend_loads_on_another(work_dir, source, target, name):
     stem = os.path.join(work_dir, f"{source}_{name}")
-    saved, loaded = load_weights(f"{stem}_weights.npz"), load_weights(f"{stem}_weights_on_{target}.npz")
+    saved = load_weights(f"{stem}_weights.npz")
+    loaded = load_weights(f"{stem}_weights_on_{target}.npz")
     assert len(saved) == len(loaded) > 0
     for saved_weight, loaded_weight in zip(saved, loaded):
         np.testing.assert_array_equal(loaded_weight, saved_weight)
@@ -90,22 +93,9 @@ def test_file_saved_on_one_backend_loads_on_another(work_dir, source, target, na
     assert relative_error(outputs, np.load(f"{stem}.npy")) <= 1e-5
 
 
-def test_the_files_hold_trained_bases_and_batch_norm_statistics(work_dir):
-    import keras
-
-    for backend in BACKENDS:
-        for name in portability_checks.MODELS:
-            model = keras.models.load_model(os.path.join(work_dir, f"{backend}_{name}.keras"))
-            fresh = portability_checks.build(name)
-            state, initial = portability_checks.moving_state(model), portability_checks.moving_state(fresh)
-            assert any(path.endswith("bases") for path in state)
-            assert any(path.endswith("moving_variance") for path in state)
-            for path, value in state.items():
-                assert not np.array_equal(value, initial[path]), (backend, name, path)
-
-
 def test_model_trained_on_jax_exports_through_tensorflow_and_verifies(work_dir, tmp_path):
-    images = [np.random.default_rng(seed).integers(0, 256, (64, 64, 3)).astype("uint8") for seed in (1, 2)]
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (64, 64, 3)).astype("uint8") for _ in range(2)]
     formats = ["saved_model", "tflite_fp32"] + ([] if export.onnx.missing_packages() else ["onnx"])
     reports = export.export_and_verify(
         os.path.join(work_dir, "jax_emanet.keras"),

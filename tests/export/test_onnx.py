@@ -1,5 +1,6 @@
-"""ONNX export: raw pixels in, checked with onnxruntime against Keras, published only if it passes."""
+"""ONNX export: raw pixels in, checked with onnxruntime against Keras, published if it passes."""
 
+import collections
 import json
 import os
 
@@ -119,6 +120,25 @@ def test_cli_rejects_unknown_formats_and_the_wrong_file_name(trained_model, tmp_
         f"--images={tmp_path}/*.jpg",
         "--formats=onnx,coreml",
     )
-    assert status == 2 and "--formats coreml unknown; use 'all' or some of" in capsys.readouterr().err
+    assert status == 2
+    assert "--formats coreml unknown; use 'all' or some of" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"\.onnx"):
         export.export_onnx(trained_model, tmp_path / "emanet.pb")
+
+
+def test_mobile_model_converts_cleanly_and_matches_keras(tmp_path):
+    import onnx
+
+    from ema_keras.models import MobileEMANet
+
+    model = MobileEMANet.from_preset("emanet_mobilenetv3_small_voc", num_classes=3, seed=0)
+    path = export.export_onnx(model, tmp_path / "mobile.onnx", image_size=(64, 64))
+    # Hard-swish's `x + 3` reaches tf2onnx as a (1,) constant, so its transpose
+    # optimizer runs: a scalar makes it fail and leave two Transposes per conv
+    # (120 for 57 convs; 11 remain when it runs).
+    op_types = collections.Counter(node.op_type for node in onnx.load(path).graph.node)
+    assert op_types["Conv"] > 50 and op_types["Transpose"] < 20, op_types
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (64, 64, 3)).astype("uint8") for _ in range(2)]
+    report = export.verify_onnx(path, model, images)
+    assert report.passed and report.max_abs_logit_diff < 1e-4
