@@ -1,7 +1,7 @@
 """The size policy shared by the serving graphs, the TFLite inputs and their checks.
 
-Exported models take raw RGB pixels (0..255) and normalise them in the graph,
-so clients send images as they come. A model exported for a fixed size gets
+Exported models take raw RGB pixels (0..255) and normalise them in the graph
+(see `ema_keras.models.model_inputs`), so clients send images as they come. A model exported for a fixed size gets
 every image on a canvas of that size the way the official evaluation does it:
 an image that fits is padded bottom/right with the ImageNet mean (0 after
 normalisation, the value the network saw around its training crops); a larger
@@ -13,10 +13,9 @@ resized back to its original size.
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.data.pipeline import normalize_image
 from ema_keras.imagenet import IMAGENET_MEAN
 
-__all__ = ["IMAGENET_MEAN", "fit_to_canvas", "normalize_image", "restore_size"]
+__all__ = ["IMAGENET_MEAN", "fit_to_canvas", "restore_size"]
 
 
 def fit_to_canvas(images, image_size):

@@ -1,7 +1,9 @@
 """SavedModel export with serving signatures for TF Serving and `tf.saved_model.load`.
 
-Signatures (inputs are raw RGB pixels or encoded images; normalisation, the
-size policy of `ema_keras.export.preprocessing` and the argmax are in the graph):
+Signatures (inputs are raw RGB pixels or encoded images; the size policy of
+`ema_keras.export.preprocessing`, the model's own normalisation, or for a
+model that expects normalised input `model_inputs`' one, and the argmax are
+in the graph):
 
 - `serving_bytes` (also `serving_default`): `image_bytes`, string (B,), JPEG
   or PNG files as they are on disk. Each image is decoded as the training
@@ -20,7 +22,8 @@ import keras
 import tensorflow as tf
 
 from ema_keras.data.decode import decode_image
-from ema_keras.export.preprocessing import fit_to_canvas, normalize_image, restore_size
+from ema_keras.export.preprocessing import fit_to_canvas, restore_size
+from ema_keras.models.input_contract import model_inputs
 from ema_keras.models.outputs import main_logits
 
 BYTES_SIGNATURE = "serving_bytes"
@@ -40,9 +43,9 @@ def make_logits_fn(model, image_size=None):
     def logits_fn(images):
         images = tf.cast(images, tf.float32)
         if image_size is None:
-            return main_logits(model(normalize_image(images), training=False))
+            return main_logits(model(model_inputs(model, images), training=False))
         canvas, content_size = fit_to_canvas(images, image_size)
-        logits = main_logits(model(normalize_image(canvas), training=False))
+        logits = main_logits(model(model_inputs(model, canvas), training=False))
         return restore_size(logits, content_size, tf.shape(images)[1:3])
 
     return logits_fn
@@ -122,8 +125,9 @@ def export_saved_model(model, path, *, image_size=None, with_probabilities=True,
     """Writes `model` as a SavedModel with the serving signatures above.
 
     Args:
-        model: an EMANet (or any Keras model mapping normalised images to
-            logits, or to a dict with "logits").
+        model: an EMANet (or any Keras model mapping images, raw pixels or
+            ImageNet-normalised as `expects_raw_pixels` says, to logits, or to
+            a dict with "logits").
         path: the SavedModel folder to write.
         image_size: None to segment every image at its own size, or
             (height, width) to run on a canvas of that size (pad, or scale

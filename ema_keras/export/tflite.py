@@ -12,7 +12,9 @@ DIV and SQRT, the upsampling RESIZE_BILINEAR.
 Every file takes raw RGB pixels (`image`, (1, H, W, 3), 0..255; float32, or
 uint8 for full-integer int8) and returns `logits` (1, H, W, classes): float32,
 or int8 for full-integer int8 (dequantize with the tensor's scale and zero
-point). ImageNet normalisation is in the graph. With `image_size=(H, W)` the
+point). ImageNet normalisation is in the graph: the model's own, or for a
+model that expects normalised input one put in front of it (`model_inputs`),
+never both. With `image_size=(H, W)` the
 input size is fixed (pad or scale images as `preprocessing.fit_to_canvas`
 does); with `image_size=None` height and width are dynamic and the
 interpreter's input is resized per image.
@@ -22,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.export.preprocessing import canvas_numpy
+from ema_keras.models.input_contract import model_inputs
 from ema_keras.models.outputs import main_logits
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
@@ -32,17 +34,11 @@ OUTPUT_NAME = "logits"
 
 
 def pixel_model(model, image_size=None):
-    """`model` behind an ImageNet normalisation: raw pixels in, {"logits": ...} out."""
+    """`model` with raw pixels in and {"logits": ...} out (normalised in front if it needs)."""
     height, width = (None, None) if image_size is None else (int(v) for v in image_size)
     pixels = keras.Input((height, width, 3), batch_size=1, name=INPUT_NAME)
-    normalized = keras.layers.Normalization(
-        mean=list(IMAGENET_MEAN),
-        variance=[std**2 for std in IMAGENET_STD],
-        name="imagenet_normalization",
-    )(pixels)
-    return keras.Model(
-        pixels, {OUTPUT_NAME: main_logits(model(normalized))}, name=f"{model.name}_pixels"
-    )
+    logits = main_logits(model(model_inputs(model, pixels)))
+    return keras.Model(pixels, {OUTPUT_NAME: logits}, name=f"{model.name}_pixels")
 
 
 def calibration_inputs(images, image_size=None):
@@ -107,7 +103,8 @@ def export_tflite(
     """Writes `model` as a builtin-ops-only TFLite file.
 
     Args:
-        model: an EMANet (or a Keras model from normalised images to logits).
+        model: an EMANet (or a Keras model from images, raw or normalised
+            as `expects_raw_pixels` says, to logits).
         path: the `.tflite` file to write.
         quantization: "float32", "float16" (float16 weights), "dynamic_int8"
             (int8 weights, float activations) or "int8" (full-integer, uint8

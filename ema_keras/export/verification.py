@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.export.preprocessing import canvas_numpy, normalize_image
+from ema_keras.export.preprocessing import canvas_numpy
+from ema_keras.models.input_contract import model_inputs
 from ema_keras.models.outputs import main_logits
 from ema_keras.export.saved_model import BYTES_SIGNATURE, IMAGES_SIGNATURE, make_logits_fn
 
@@ -101,7 +102,7 @@ class _Comparison:
 
 def keras_logits(model, pixels):
     """The Keras model's logits for float pixels (B, H, W, 3), as numpy."""
-    return np.asarray(main_logits(model(normalize_image(pixels), training=False)))
+    return np.asarray(main_logits(model(model_inputs(model, pixels), training=False)))
 
 
 def _timed(fn, *args, **kwargs):

@@ -13,14 +13,14 @@ from ema_keras import export
 from ema_keras.data.decode import decode_image
 from ema_keras.data.pipeline import IMAGENET_MEAN, normalize_image
 from ema_keras.export import workflow
-from ema_keras.models import EMANet
+from ema_keras.models import EMANet, expects_raw_pixels, model_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CANVAS = (72, 72)
 
 
 def keras_labels(model, image):
-    logits = model(normalize_image(tf.cast(image[None], tf.float32)), training=False)
+    logits = model(model_inputs(model, tf.cast(image[None], tf.float32)), training=False)
     return np.argmax(logits.numpy()[0], axis=-1)
 
 
@@ -129,7 +129,8 @@ def test_serving_bytes_decodes_jpegs_to_label_maps_of_the_original_size(
     as_float = loaded.signatures["serving_images"](images=tf.constant(image, tf.float32))
     as_uint8 = loaded.signatures["serving_images_uint8"](images=tf.constant(image))
     np.testing.assert_allclose(as_uint8["logits"].numpy(), as_float["logits"].numpy(), atol=1e-5)
-    reference = trained_model(normalize_image(tf.constant(image, tf.float32))).numpy()
+    assert expects_raw_pixels(trained_model)  # raw pixels: fed the decoded image as it is
+    reference = trained_model(tf.constant(image, tf.float32)).numpy()
     np.testing.assert_allclose(as_float["logits"].numpy(), reference, atol=1e-4)
 
 
@@ -157,7 +158,29 @@ def test_dynamic_size_tflite_runs_on_two_sizes(trained_model, tmp_path):
         pixels = rng.integers(0, 256, (1, height, width, 3)).astype("float32")
         logits = runner(image=pixels)["logits"]
         assert logits.shape == (1, height, width, 21)
-        reference = trained_model(normalize_image(pixels)).numpy()
+        reference = trained_model(pixels).numpy()
+        np.testing.assert_allclose(logits, reference, atol=1e-4)
+
+
+def test_tflite_normalises_once_whichever_input_the_model_takes(trained_model, tmp_path):
+    normalised_input = EMANet.from_preset("emanet_tiny_demo", include_preprocessing=False)
+    plain = EMANet.from_config(
+        {**trained_model.get_config(), "backbone": normalised_input.backbone, "name": "plain"}
+    )
+    plain.set_weights(trained_model.get_weights())  # the same weights, normalised input
+    image = np.random.default_rng(2).integers(0, 256, (40, 48, 3)).astype("uint8")
+    for model in (trained_model, plain):
+        wrapped = export.pixel_model(model, (40, 48))
+        normalisations = [
+            layer for layer in wrapped._flatten_layers(recursive=True)
+            if type(layer).__name__ == "ImageNormalization"
+        ]
+        assert len(normalisations) == 1
+        path = export.export_tflite(model, tmp_path / f"{model.name}.tflite", image_size=(40, 48))
+        logits = export.tflite_interpreter(path).get_signature_runner()(
+            image=image[None].astype("float32")
+        )["logits"]
+        reference = trained_model(image[None].astype("float32")).numpy()
         np.testing.assert_allclose(logits, reference, atol=1e-4)
 
 
