@@ -1,11 +1,12 @@
 """The size policy shared by the serving graphs, the TFLite inputs and their checks.
 
 Exported models take raw RGB pixels (0..255) and normalise them in the graph
-(see `ema_keras.models.model_inputs`), so clients send images as they come. A model exported for a fixed size gets
-every image on a canvas of that size the way the official evaluation does it:
-an image that fits is padded bottom/right with the ImageNet mean (0 after
-normalisation, the value the network saw around its training crops); a larger
-image is first scaled down, aspect ratio kept, until it fits. The logits of
+(see `ema_keras.models.model_inputs`), so clients send images as they come.
+A model exported for a fixed size gets every image on a canvas of that size
+the way the official evaluation does it: an image that fits is padded
+bottom/right with the ImageNet mean (0 after normalisation, the value the
+network saw around its training crops); a larger image is first scaled down,
+aspect ratio kept, until it fits. The logits of
 the image's part of the canvas are cut out and, when the image was scaled,
 resized back to its original size.
 """
