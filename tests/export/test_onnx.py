@@ -63,19 +63,22 @@ def test_verification_fails_for_a_file_of_other_weights(trained_model, val_image
     assert report.max_abs_logit_diff > 0.1
 
 
-def test_export_and_verify_publishes_the_onnx_file(trained_model_path, val_images, tmp_path):
-    (report,) = export.export_and_verify(
-        trained_model_path,
-        tmp_path,
-        images=val_images[:2],
-        formats=["onnx"],
-        image_size=CANVAS,
-        print_table=False,
+def test_cli_exports_verifies_and_publishes_the_onnx_file(
+    trained_model_path, demo_root, tmp_path, capsys
+):
+    status = run_program(
+        "export_model.py",
+        f"--model={trained_model_path}",
+        f"--data_dir={demo_root}",
+        f"--output_dir={tmp_path}",
+        "--formats=onnx",
+        "--num_images=2",
+        f"--image_size={CANVAS[0]},{CANVAS[1]}",
     )
-    assert report.passed and report.path == str(tmp_path / "emanet.onnx")
+    assert status == 0 and "| onnx |" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path)) == ["emanet.onnx", "verification.json"]
     (saved,) = json.loads((tmp_path / "verification.json").read_text())["reports"]
-    assert saved["format"] == "onnx" and saved["passed"] is True
+    assert saved["format"] == "onnx" and saved["passed"] is True and saved["num_images"] == 2
     assert "onnx" not in export.DEFAULT_FORMATS and "onnx" in export.FORMATS
 
 
