@@ -6,8 +6,8 @@
 
 --formats defaults to the SavedModel and the four TFLite files; `onnx` (or
 `all`) adds the ONNX file, which needs the onnx extra (pip install
-'ema-keras[onnx]'). Verification images come from --split of --data_dir (or --images); full-integer
-int8 is calibrated on --calibration_split. Exits non-zero when a variant's
+'ema-keras[onnx]'). Verification images come from --split of --data_dir (or
+--images); full-integer int8 is calibrated on --calibration_split. Exits non-zero when a variant's
 pixel agreement with Keras falls below its threshold (that variant's file is
 then left as <name>.FAILED.<ext>, not under its final name).
 """
