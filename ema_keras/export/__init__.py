@@ -3,8 +3,9 @@
 `export_and_verify` is the one call (and `export/export_model.py` its CLI):
 it writes a SavedModel with serving signatures and TFLite files (float32,
 float16, dynamic-range int8, full-integer int8) and, on request, an ONNX file,
-runs each of them on real images against the Keras model (onnxruntime for ONNX), prints size, latency and agreement per
-variant, and publishes only the files that pass.
+runs each of them on real images against the Keras model (onnxruntime for
+ONNX), prints size, latency and agreement per variant, and publishes only the
+files that pass.
 """
 
 from ema_keras.export.onnx import export_onnx, onnx_session, verify_onnx
