@@ -67,7 +67,7 @@ def estimate_batch_norm_statistics(model, images, size):
     import numpy as np
 
     from ema_keras import export
-    from ema_keras.data import normalize_image
+    from ema_keras.models import model_inputs
 
     layers = [
         layer
@@ -78,7 +78,7 @@ def estimate_batch_norm_statistics(model, images, size):
     for layer in layers:
         layer.momentum = 0.0  # the moving statistics become this batch's
     canvases = [export.fit_to_canvas(image[None], size)[0].numpy() for image in images]
-    model(normalize_image(np.concatenate(canvases)), training=True)
+    model(model_inputs(model, np.concatenate(canvases)), training=True)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
 

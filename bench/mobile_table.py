@@ -53,11 +53,10 @@ def build(preset, size, images):
     """The preset at size x size, BatchNorm statistics from `images`."""
     import numpy as np
 
-    from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
-    from ema_keras.models import build_preset
+    from ema_keras.models import build_preset, model_inputs
 
     model = build_preset(preset, image_shape=(size, size, 3), seed=0)
-    batch = ((np.stack(images) - IMAGENET_MEAN) / IMAGENET_STD).astype("float32")
+    batch = model_inputs(model, np.stack(images).astype("float32"))
     for _ in range(10):
         for image in batch:
             model(image[None], training=True)

@@ -1,7 +1,7 @@
 """Training EMANet with `model.fit` under any tf.distribute strategy, or on JAX / PyTorch.
 
 One image's path: files on disk -> `ema_keras.data.pipeline.train_dataset`
-(decode, scale, pad, crop, flip, normalise) -> per-replica batches from
+(decode, scale, pad, crop, flip; raw pixels, the model normalises) -> per-replica batches from
 `strategy.distribute_datasets_from_function` (on JAX, global batches that
 `keras.distribution.DataParallel` splits) -> `EMANet` -> masked cross-entropy
 -> `ParameterGroupSGD` with the poly schedule. The EMA bases are updated
