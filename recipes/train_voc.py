@@ -80,6 +80,11 @@ def with_data(config):
     """
     if config.data_dir is None and FLAGS.recipe in DEMO_RECIPES:
         return config
+    if config.dataset != "voc":
+        root, found_in = discovery.find_data_root(config.dataset, config.data_dir)
+        if found_in != "--data_dir":
+            logging.info("Using the %s data in %s (from %s).", config.dataset, root, found_in)
+        return dataclasses.replace(config, data_dir=root)
     found = discovery.find_voc_data(config.data_dir)
     updates = {"data_dir": found.voc_root}
     if found.found_in != "--data_dir":

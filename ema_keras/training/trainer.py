@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from ema_keras import data, weights
-from ema_keras.data import demo, image_io, pipeline, voc
+from ema_keras.data import datasets, demo, image_io, pipeline
 from ema_keras.training.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 from ema_keras.training.metrics import SegmentationMeanIoU
 from ema_keras.models import build_preset
@@ -45,9 +45,9 @@ class TrainResult:
 
 
 def resolve_data_dir(config, model_dir):
-    """The VOC2012 folder to read: the user's, or the demo set generated once."""
+    """The dataset's folder to read: the user's, or the demo set generated once."""
     if config.data_dir is not None:
-        return voc.find_voc_root(config.data_dir)
+        return datasets.get_dataset(config.dataset).find_root(config.data_dir)
     return demo.write_demo_dataset(os.path.join(model_dir, "demo_data"))
 
 
@@ -60,24 +60,30 @@ def training_examples(config, voc_root, model_dir):
     """
     if config.train_tfrecords:
         source = config.train_tfrecords
-    elif config.train_split == "trainaug":
-        source = voc.trainaug_examples(voc_root, sbd_root=config.sbd_dir, aug_dir=config.aug_dir)
     else:
-        source = voc.read_voc_split(voc_root, config.train_split)
+        source = datasets.read_examples(
+            config.dataset, voc_root, config.train_split,
+            sbd_root=config.sbd_dir, aug_dir=config.aug_dir,
+        )
     data.preflight_check(
         source, num_classes=config.num_classes, cache_dir=model_dir, what="training data"
     )
-    if config.train_split == "trainaug" and not config.train_tfrecords:
-        # `.mat` labels cannot be decoded in the tf.data graph: PNGs, once.
-        return image_io.convert_sbd_to_png(
-            source, os.path.join(model_dir, "sbd_labels"), num_classes=config.num_classes
-        )
-    return source
+    if config.train_tfrecords:
+        return source
+    return _readable_in_graph(source, config, model_dir)
+
+
+def _readable_in_graph(examples, config, model_dir):
+    """`.mat` labels (SBD, COCO-Stuff-10k) as PNGs of training ids, converted once; others as
+    they are (the tf.data graph decodes no `.mat`)."""
+    return image_io.convert_sbd_to_png(
+        examples, os.path.join(model_dir, "sbd_labels"), num_classes=config.num_classes
+    )
 
 
 def validation_examples(config, voc_root, model_dir):
     """The validation split, checked like the training data; refuses a too small `eval_pad_size`."""
-    examples = voc.read_voc_split(voc_root, config.val_split)
+    examples = datasets.read_examples(config.dataset, voc_root, config.val_split)
     checked = data.preflight_check(
         examples, num_classes=config.num_classes, cache_dir=model_dir, what="validation data"
     )
@@ -87,7 +93,7 @@ def validation_examples(config, voc_root, model_dir):
             f"--eval_pad_size={config.eval_pad_size} is smaller than the largest validation image "
             f"({height}x{width}); use --eval_pad_size={max(height, width)} or more."
         )
-    return examples
+    return _readable_in_graph(examples, config, model_dir)
 
 
 def build_model(config):
