@@ -1,4 +1,4 @@
-"""EMANet for Keras 3: layers and models on any backend; training, data and export on TensorFlow.
+"""EMANet for Keras 3: layers, models and training on TensorFlow, JAX and PyTorch; export through TF.
 
 Importing the package registers every custom class for serialization, so
 `keras.models.load_model` can read our `.keras` files once `ema_keras` is
@@ -7,11 +7,12 @@ with TensorFlow the default when nothing says otherwise (see
 `ema_keras.backend`).
 
 The layers and models (`ema_keras.layers`, `ema_keras.models`, `ema_keras.cost`)
-run on every backend. The data pipeline, training, inference and export
-subpackages are built on tf.data / tf.distribute / SavedModel and need the
-TensorFlow backend: they are imported with the package on TensorFlow, and on
-other backends only when first used (`ema_keras.training`), so that importing
-the package does not start TensorFlow.
+run on every backend without TensorFlow. The data pipeline (tf.data), training
+(tf.distribute on TensorFlow; `keras.distribution` on JAX; one device on
+PyTorch), inference and export (SavedModel, LiteRT) need TensorFlow installed:
+they are imported with the package on TensorFlow, and on other backends only
+when first used (`ema_keras.training`), so that importing the package does not
+start TensorFlow.
 """
 
 import importlib
