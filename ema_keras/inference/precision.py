@@ -73,7 +73,7 @@ def cpu_flags(cpuinfo="/proc/cpuinfo"):
 
 
 def onednn_enabled(environ=None):
-    """Whether TensorFlow runs its oneDNN kernels (x86 default; TF_ENABLE_ONEDNN_OPTS=0 turns off)."""
+    """Whether TensorFlow runs its oneDNN kernels (x86 default; TF_ENABLE_ONEDNN_OPTS=0: off)."""
     value = (os.environ if environ is None else environ).get("TF_ENABLE_ONEDNN_OPTS", "1")
     return value.strip().lower() not in ("0", "false", "no", "off")
 
