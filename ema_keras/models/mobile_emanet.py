@@ -33,8 +33,10 @@ class MobileEMANet(FunctionalModel):
     Head (`head_*`, `ema_unit`, `classifier_*`):
 
     - a 1x1 conv-BN-ReLU projects the backbone's P5 (960 / 576 channels at
-      1/16) to `head_channels` (128): a 3x3 conv there would cost more than
-      the whole Small trunk, and 128 channels is LR-ASPP's width;
+      its output stride: 1/16 in the Large preset, 1/32 in the Small one,
+      where 1/16 missed the 40 ms int8 goal) to `head_channels` (128): a 3x3
+      conv there would cost more than the whole Small trunk, and 128
+      channels is LR-ASPP's width;
     - the EMA unit with few bases and one iteration (K=16, T=1 by default).
       Measured alone on the 33x33x128 map of a 513x513 image (Keras,
       float32, one thread, AMD EPYC): K=16/T=1 1.3 ms, K=32/T=2 1.7 ms,

@@ -137,7 +137,7 @@ def test_preset_builds_calls_saves_and_loads(preset, tmp_path):
     model = build_preset(preset, num_classes=5, seed=0)
     assert isinstance(model, MobileEMANet)
     assert isinstance(model.backbone, MobileNetV3Backbone)
-    assert model.backbone.output_stride == 16
+    assert model.backbone.output_stride == {"large": 16, "small": 32}[preset.split("_")[2]]
     assert (model.ema_num_bases, model.ema_num_iterations, model.head_channels) == (16, 1, 128)
     images = np.random.RandomState(1).normal(size=(2, 80, 64, 3)).astype("float32")
     logits = model(images).numpy()
@@ -212,7 +212,9 @@ def test_mobile_recipes_name_the_mobile_presets(recipe, preset):
 
     config = check_settings(get_recipe(recipe))
     assert config.preset == preset
-    if recipe == "demo_mobile":  # the demo recipe, only the preset changed
-        assert config == get_recipe("demo", preset=preset) and config != RECIPES["demo"]
+    if recipe == "demo_mobile":  # the demo recipe on the preset, twice the steps
+        assert config == get_recipe(
+            "demo", preset=preset, steps=600, steps_per_checkpoint=100
+        ) and config != RECIPES["demo"]
     model = build_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
     assert isinstance(model, MobileEMANet)
