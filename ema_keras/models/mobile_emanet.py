@@ -166,7 +166,8 @@ class MobileEMANet(FunctionalModel):
         As `EMANet.from_preset`: unknown keywords raise a `TypeError`;
         `variant`, `output_stride` and `include_preprocessing` go to the
         backbone; BatchNorm momentum and synchronisation, `image_shape`,
-        `seed` and `dtype` to both; the rest to the head. `load_weights` as there (whole-model weights).
+        `seed` and `dtype` to both; the rest to the head. `load_weights` as
+        there (whole-model weights).
         """
         backbone_args = MobileNetV3Backbone.config_arguments()
         accepted = set(cls.config_arguments() + backbone_args + list(BASE_ARGUMENTS))
