@@ -30,6 +30,7 @@ from ema_keras.export.workflow import (
     export_and_verify,
     load_images,
     load_model,
+    serving_model,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "fit_to_canvas",
     "format_table",
     "keras_latency_ms",
+    "serving_model",
     "load_images",
     "load_model",
     "make_logits_fn",

@@ -19,12 +19,14 @@ from ema_keras.data.voc import read_voc_split
 from ema_keras.export.onnx import export_onnx, require_onnx, verify_onnx
 from ema_keras.export.saved_model import export_saved_model
 from ema_keras.export.tflite import export_tflite
+from ema_keras.inference.precision import AGREEMENT_THRESHOLD, InferenceChoice, inference_model
 from ema_keras.export.verification import (
     FLOAT_THRESHOLD,
     INT8_THRESHOLD,
     VerificationReport,
     format_table,
     keras_latency_ms,
+    keras_logits,
     size_on_disk,
     verify_saved_model,
     verify_tflite,
@@ -91,6 +93,25 @@ def load_images(*, data_dir=None, split="val", image_paths=None, limit=None):
     return [decode_image(tf.io.read_file(path), path).numpy() for path in paths[:limit]]
 
 
+def serving_model(model, precision, images, num_check_images=2, threshold=AGREEMENT_THRESHOLD):
+    """The model the SavedModel serves in `precision` ("float32", "bfloat16" or "auto").
+
+    "float32" serves `model` itself, as trained. Otherwise `inference_model` folds the
+    BatchNorms and, for "bfloat16" (or "auto" on a CPU with bf16 support),
+    checks argmax agreement with float32 on the first `num_check_images`;
+    an explicit "bfloat16" below the threshold raises `PrecisionRefusedError`.
+    Returns an `InferenceChoice` (`.model`, `.precision`, `.describe()`).
+    """
+
+    def check(candidate):
+        return [keras_logits(candidate, image[None].astype("float32"))[0].argmax(-1)
+                for image in images[:num_check_images]]
+
+    if precision == "float32":
+        return InferenceChoice(model, "float32", reason="the model as trained")
+    return inference_model(model, precision, check=check, threshold=threshold)
+
+
 def _staging_paths(final_path):
     root, ext = os.path.splitext(final_path)
     return f"{root}.partial{ext}", f"{root}.FAILED{ext}"
@@ -152,6 +173,7 @@ def export_and_verify(
     with_probabilities=True,
     thresholds=None,
     num_threads=None,
+    saved_model_precision="float32",
     print_table=True,
     raise_on_failure=True,
 ):
@@ -172,6 +194,12 @@ def export_and_verify(
         thresholds: {format: minimum pixel agreement}; defaults 99.9% for
             float variants, 99% for int8 ones.
         num_threads: TFLite interpreter and onnxruntime threads (default: all cores).
+        saved_model_precision: "float32" (the model as it is), "bfloat16" or
+            "auto" (see `serving_model`): the SavedModel then serves the folded
+            model in the chosen precision, verified against float32 Keras at
+            the bfloat16 agreement threshold (99.5%); raises
+            `PrecisionRefusedError` before anything is written when bfloat16
+            falls below it on the check images.
         raise_on_failure: raise `ExportVerificationError` when a variant
             fails; otherwise only return the reports.
 
@@ -187,7 +215,12 @@ def export_and_verify(
         )
     if "onnx" in formats:
         require_onnx()  # before anything is written
+    served = serving_model(model, saved_model_precision, images)  # refusal: before writing
+    if print_table and served.precision != "float32":
+        print(f"SavedModel: {served.describe()}")
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    if served.precision == "bfloat16":
+        thresholds["saved_model"] = min(thresholds["saved_model"], AGREEMENT_THRESHOLD)
     representative_images = images if representative_images is None else representative_images
     os.makedirs(output_dir, exist_ok=True)
 
@@ -209,7 +242,10 @@ def export_and_verify(
 
             def write(path):
                 export_saved_model(
-                    model, path, image_size=serving_size, with_probabilities=with_probabilities
+                    served.model,
+                    path,
+                    image_size=serving_size,
+                    with_probabilities=with_probabilities,
                 )
 
             def verify(path):
@@ -244,6 +280,8 @@ def export_and_verify(
             {
                 "image_size": None if image_size is None else list(image_size),
                 "serving_size": None if serving_size is None else list(serving_size),
+                # A bfloat16 SavedModel is fast only on CPUs with bf16 (and oneDNN).
+                "saved_model_precision": served.precision,
                 "keras_latency_ms": reference_latency,
                 "reports": [report.as_dict() for report in reports],
             },

@@ -3,25 +3,38 @@
 `multi_scale` predicts class probabilities (single scale, multi-scale + flip,
 sliding window), `evaluation` scores them against a split, `prediction` turns
 images on disk into label PNGs and overlays, and `attention_maps` shows what
-the EMA unit's bases attend to.
+the EMA unit's bases attend to; `folding` and `precision` build the fastest
+inference copy of a model (BatchNorm folded, bfloat16 where it agrees).
 """
 
 from ema_keras.inference.attention_maps import AttentionMaps, attention_grid, attention_maps
 from ema_keras.inference.evaluation import EvaluationResult, evaluate
+from ema_keras.inference.folding import fold_batch_norm
 from ema_keras.inference.multi_scale import (
     MULTI_SCALES,
     predict_probabilities,
     sliding_window_logits,
 )
+from ema_keras.inference.precision import (
+    PRECISIONS,
+    InferenceChoice,
+    PrecisionRefusedError,
+    inference_model,
+)
 from ema_keras.inference.prediction import predict_files, predict_label_map
 
 __all__ = [
     "MULTI_SCALES",
+    "PRECISIONS",
     "AttentionMaps",
     "EvaluationResult",
+    "InferenceChoice",
+    "PrecisionRefusedError",
     "attention_grid",
     "attention_maps",
     "evaluate",
+    "fold_batch_norm",
+    "inference_model",
     "predict_files",
     "predict_label_map",
     "predict_probabilities",
