@@ -212,9 +212,9 @@ def test_mobile_recipes_name_the_mobile_presets(recipe, preset):
 
     config = check_settings(get_recipe(recipe))
     assert config.preset == preset
-    if recipe == "demo_mobile":  # the demo recipe on the preset, twice the steps
+    if recipe == "demo_mobile":  # the demo recipe on the preset, three times the steps
         assert config == get_recipe(
-            "demo", preset=preset, steps=600, steps_per_checkpoint=100
+            "demo", preset=preset, steps=900, steps_per_checkpoint=100
         ) and config != RECIPES["demo"]
     model = build_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
     assert isinstance(model, MobileEMANet)
