@@ -1,8 +1,13 @@
-"""Evaluates an EMANet on a VOC split: single scale, multi-scale + flip, sliding window.
+"""Evaluates an EMANet on a split of any dataset: single scale, multi-scale + flip, sliding window.
 
     python recipes/eval_voc.py --model_dir runs/demo                 # best.keras, its data
     python recipes/eval_voc.py --model runs/voc/best.keras --data_dir /data/VOCdevkit \\
         --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip --output_json runs/voc/ms_flip.json
+    python recipes/eval_voc.py --model_dir runs/cityscapes          # 769x769 windows
+
+--dataset defaults to the training run's (train_config.json), else voc; Cityscapes
+is scored by sliding window (--window, default the dataset's 769) and every table
+names the dataset's classes.
 
 Prints the per-class IoU table (markdown) and the mean IoU. The model runs with its
 BatchNorms folded into its convolutions, in --precision: float32 (the default: the
@@ -13,11 +18,12 @@ of the first --precision_check_images images; see docs/evaluation.md).
 
 import json
 import os
+import tempfile
 
 from absl import app, flags
 
 from ema_keras import cli
-from ema_keras.data import pipeline, preflight_check, voc
+from ema_keras.data import datasets, image_io, pipeline, preflight_check
 from ema_keras.inference.evaluation import evaluate
 from ema_keras.inference.multi_scale import predict_probabilities
 from ema_keras.inference.precision import PRECISIONS, PrecisionRefusedError, inference_model
@@ -28,12 +34,27 @@ flags.DEFINE_string(
     "model", None, "A .keras model file (default: best.keras or last.keras of --model_dir)."
 )
 flags.DEFINE_string("model_dir", None, "A training folder (its model and its dataset).")
-flags.DEFINE_string("data_dir", None, "VOCdevkit or VOC2012 folder (default: the training's).")
-flags.DEFINE_string("split", "val", "Split to score.")
+flags.DEFINE_string(
+    "dataset",
+    None,
+    f"Dataset of --data_dir: one of {', '.join(datasets.DATASETS)} (default: the training's, "
+    "else voc).",
+)
+flags.DEFINE_string(
+    "data_dir", None, "The dataset's folder, e.g. VOCdevkit (default: the training's)."
+)
+flags.DEFINE_string(
+    "split", None, "Split to score (default: the training's validation split, else val)."
+)
 flags.DEFINE_integer("num_classes", None, "Classes (default: the training's, else 21).")
 flags.DEFINE_list("scales", ["1.0"], "Inference scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75.")
 flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
-flags.DEFINE_integer("window", None, "Sliding-window size in pixels (default: whole image).")
+flags.DEFINE_integer(
+    "window",
+    None,
+    "Sliding-window size in pixels (default: the dataset's published protocol: 769 for "
+    "cityscapes, whole images otherwise).",
+)
 flags.DEFINE_integer("stride", None, "Sliding-window stride (default: 2/3 of the window).")
 flags.DEFINE_integer(
     "pad_to",
@@ -72,15 +93,35 @@ def resolve_model_path(model, model_dir):
     raise FileNotFoundError(f"No best.keras or last.keras in {model_dir!r}.")
 
 
-def resolve_data(data_dir, model_dir, num_classes):
+def resolve_data(dataset_name, data_dir, model_dir, num_classes, split):
+    """(Dataset, its root folder, number of classes, split), from the flags or the training run."""
     config = load_config(model_dir) if model_dir else None
+    if split is None:
+        split = config.val_split if config else "val"
+    if dataset_name is None:
+        dataset_name = config.dataset if config else "voc"
+    try:
+        dataset = datasets.get_dataset(dataset_name)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     if data_dir is None:
         if config is None:
             raise app.UsageError("Give --data_dir (or --model_dir of a training run).")
         data_dir = config.data_dir or os.path.join(model_dir, "demo_data")
     if num_classes is None:
-        num_classes = config.num_classes if config else voc.NUM_CLASSES
-    return voc.find_voc_root(data_dir), num_classes
+        num_classes = config.num_classes if config else dataset.num_classes
+    return dataset, dataset.find_root(data_dir), num_classes, split
+
+
+def graph_readable(examples, num_classes, model_dir):
+    """`.mat` labels (SBD, COCO-Stuff-10k) as PNGs the tf.data graph decodes; others as they are.
+
+    The PNGs go under --model_dir (kept, like training's), else a temporary folder.
+    """
+    if not any(example.label_path.endswith(".mat") for example in examples):
+        return examples
+    folder = os.path.join(model_dir, "sbd_labels") if model_dir else tempfile.mkdtemp()
+    return image_io.convert_sbd_to_png(examples, folder, num_classes=num_classes)
 
 
 def choose_precision(model, precision, check_examples, num_classes):
@@ -119,12 +160,15 @@ def main(argv):
         if not os.path.isdir(folder):
             raise app.UsageError(f"--{flag}: the folder {folder} does not exist; create it first.")
     model_path = resolve_model_path(FLAGS.model, FLAGS.model_dir)
-    voc_root, num_classes = resolve_data(FLAGS.data_dir, FLAGS.model_dir, FLAGS.num_classes)
-    examples = voc.read_voc_split(voc_root, FLAGS.split)
+    dataset, root, num_classes, split = resolve_data(
+        FLAGS.dataset, FLAGS.data_dir, FLAGS.model_dir, FLAGS.num_classes, FLAGS.split
+    )
+    examples = datasets.read_examples(dataset.name, root, split)
     # Every file checked (or its pass remembered in the run's folder) before the model loads.
     preflight_check(
-        examples, num_classes=num_classes, cache_dir=FLAGS.model_dir, what=f"{FLAGS.split} split"
+        examples, num_classes=num_classes, cache_dir=FLAGS.model_dir, what=f"{split} split"
     )
+    examples = graph_readable(examples, num_classes, FLAGS.model_dir)
     model = choose_precision(
         load_keras_model(model_path), FLAGS.precision, examples[: FLAGS.precision_check_images],
         num_classes,
@@ -135,12 +179,14 @@ def main(argv):
         num_classes=num_classes,
         scales=scales,
         flip=FLAGS.flip,
-        window=FLAGS.window,
+        window=FLAGS.window or dataset.eval_window,
         stride=FLAGS.stride,
         pad_to=FLAGS.pad_to,
+        # A VOC-format folder of one's own may hold other classes than VOC's names.
+        class_names=dataset.class_names if dataset.num_classes == num_classes else None,
     )
     table = result.to_markdown()
-    print(f"{model_path} on {FLAGS.split} ({result.num_images} images), {result.settings}:")
+    print(f"{model_path} on {split} ({result.num_images} images), {result.settings}:")
     print(table)
     print(f"mIoU: {100 * result.mean_iou:.2f}")
     if FLAGS.output_json:

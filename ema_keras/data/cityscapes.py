@@ -112,5 +112,6 @@ DATASET = Dataset(
     splits=("train", "val"),
     label_map=LABEL_MAP,
     folder="cityscapes",
+    eval_window=769,  # 1024x2048 images by 769x769 windows, as the anchors evaluate
     where_to_get=f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from {URL}",
 )

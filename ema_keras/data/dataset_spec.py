@@ -129,6 +129,8 @@ class Dataset:
     full_colormap: Optional[Callable[[], np.ndarray]] = None
     where_to_get: str = ""
     folder: str = ""  # its usual name under ./data/ (mmsegmentation's layout)
+    # Sliding-window size of its published evaluation (None: whole images).
+    eval_window: Optional[int] = None
 
     @property
     def num_classes(self):

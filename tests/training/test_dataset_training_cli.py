@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from ema_keras.data.datasets import get_dataset
 from tests.cli_testing import run_program
 from tests.data.benchmark_fixtures import (
     write_cityscapes,
@@ -30,7 +31,7 @@ FIXTURES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FIXTURES))
-def test_train_recipe_of_each_dataset_trains_and_validates(tmp_path, name):
+def test_train_recipe_of_each_dataset_trains_validates_and_evaluates(tmp_path, name, capsys):
     root = str(tmp_path / name)
     FIXTURES[name](root)
     model_dir = str(tmp_path / "run")
@@ -44,3 +45,18 @@ def test_train_recipe_of_each_dataset_trains_and_validates(tmp_path, name):
         summary = json.load(handle)
     assert summary["step"] == 2 and 0.0 <= summary["val_mean_iou"] <= 1.0, summary
     assert os.path.isfile(os.path.join(model_dir, "best.keras"))
+
+    # eval_voc.py takes the dataset from the run: its split, its class names, its protocol.
+    capsys.readouterr()
+    assert run_program("eval_voc.py", f"--model_dir={model_dir}") == 0
+    printed = capsys.readouterr().out
+    dataset = get_dataset(name)
+    assert f"| {dataset.class_names[0]} |" in printed and f"| {dataset.class_names[-1]} |" in printed
+    assert ("'window': 769" in printed) == (name == "cityscapes"), printed.splitlines()[0]
+
+
+def test_eval_refuses_an_unknown_dataset(tmp_path, capsys):
+    status = run_program("eval_voc.py", f"--model={tmp_path / 'm.keras'}", "--dataset=kitti",
+                         f"--data_dir={tmp_path}")
+    assert status == 2
+    assert "--dataset 'kitti' is unknown" in capsys.readouterr().err
