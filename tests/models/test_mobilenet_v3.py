@@ -172,8 +172,9 @@ def test_one_training_step():
 
 
 @pytest.mark.slow
-def test_small_preset_exports_to_full_integer_int8(tmp_path):
-    """Builtin-ops-only int8 TFLite at 96x96, verified against Keras (~40 s)."""
+@pytest.mark.parametrize("preset", MOBILE_PRESETS)
+def test_preset_exports_to_full_integer_int8(preset, tmp_path):
+    """Builtin-ops-only int8 TFLite at 96x96, verified against Keras (~40 s each)."""
     rng = np.random.RandomState(0)
     # Smooth images (upsampled 6x6 noise) and BatchNorm statistics from them,
     # so that the untrained network's activations have realistic ranges.
@@ -183,7 +184,7 @@ def test_small_preset_exports_to_full_integer_int8(tmp_path):
         ).astype("uint8")
         for _ in range(8)
     ]
-    model = build_preset("emanet_mobilenetv3_small_voc", seed=0)
+    model = build_preset(preset, seed=0)
     batch = np.stack(images).astype("float32")  # raw pixels, what the model takes
     for _ in range(30):
         model(batch, training=True)
