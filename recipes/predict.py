@@ -23,13 +23,17 @@ checked before anything is written. Exit status: 0 done; 1 a missing or
 unreadable model or image; 2 outputs refused (nothing written).
 """
 
+import os
+
 from absl import app, flags
 
 from ema_keras import cli
 from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
+from ema_keras.data.datasets import get_dataset
 from ema_keras.data.image_io import load_image
 from ema_keras.model_files import load_keras_model
 from ema_keras.inference.precision import PRECISIONS, PrecisionRefusedError, inference_model
+from ema_keras.training import load_config
 from ema_keras.inference.prediction import (
     OutputConflictError,
     plan_predictions,
@@ -44,6 +48,12 @@ flags.DEFINE_string(
     None,
     "Folder (holding no input) for <stem>.png label maps and <stem>_overlay.jpg JPEG overlays.",
     required=True,
+)
+flags.DEFINE_string(
+    "dataset",
+    None,
+    "Whose class colours the label maps and overlays use (voc, cityscapes, ...; default: the "
+    "dataset of the training run the model file sits in, else voc).",
 )
 flags.DEFINE_list("scales", ["1.0"], "Inference scales.")
 flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
@@ -79,6 +89,21 @@ FLAGS = flags.FLAGS
 ERRORS = dict(usage_errors=(OutputConflictError,), data_errors=(MissingAttentionUnitError,))
 
 
+def palette_dataset(name, model_path):
+    """--dataset, else the dataset of the training run the model file sits in, else voc."""
+    if name is None:
+        run_folder = os.path.dirname(os.path.abspath(model_path))
+        try:
+            name = load_config(run_folder).dataset
+        except FileNotFoundError:
+            name = "voc"
+    try:
+        get_dataset(name)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    return name
+
+
 def main(argv):
     del argv
     try:
@@ -103,6 +128,7 @@ def main(argv):
     written = write_predictions(
         model,
         plan,
+        dataset=palette_dataset(FLAGS.dataset, FLAGS.model),
         scales=scales,
         flip=FLAGS.flip,
         window=FLAGS.window,

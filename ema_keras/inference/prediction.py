@@ -25,7 +25,7 @@ from PIL import Image, PngImagePlugin
 from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, AttentionMapper, attention_grid
 from ema_keras.data.errors import DataError, MissingFileError
 from ema_keras.data.image_io import load_image
-from ema_keras.data.voc import voc_colormap
+from ema_keras.data.datasets import get_dataset
 from ema_keras.inference.multi_scale import predict_probabilities
 from ema_keras.visualize import overlay
 
@@ -196,8 +196,13 @@ def predict_label_map(model, image, **inference_options):
     return np.argmax(probabilities[0], axis=-1).astype(np.uint8)
 
 
-def write_predictions(model, plan, *, attention_bases=DEFAULT_NUM_BASES, **inference_options):
+def write_predictions(
+    model, plan, *, attention_bases=DEFAULT_NUM_BASES, dataset="voc", **inference_options
+):
     """Writes the outputs of every image of `plan` (`plan_predictions`).
+
+    Label maps and overlays are coloured in `dataset`'s palette (VOC's, or
+    e.g. Cityscapes' official colours).
 
     Attention grids (where planned) show the `attention_bases` bases of largest
     mass, computed on the whole image at scale 1 whatever the inference options.
@@ -217,8 +222,8 @@ def write_predictions(model, plan, *, attention_bases=DEFAULT_NUM_BASES, **infer
     for item in plan:
         image = load_image(item.image_path)
         label = predict_label_map(model, image, **inference_options)
-        _save_label_map(label, item.label_path)
-        Image.fromarray(overlay(image, label)).save(
+        _save_label_map(label, item.label_path, get_dataset(dataset).colormap())
+        Image.fromarray(overlay(image, label, dataset=dataset)).save(
             item.overlay_path, format="JPEG", quality=90, comment=OUTPUT_MARKER
         )
         if item.attention_path:
@@ -228,7 +233,7 @@ def write_predictions(model, plan, *, attention_bases=DEFAULT_NUM_BASES, **infer
 
 
 def predict_files(model, inputs, output_dir, *, attention_maps=False, **options):
-    """Writes `<name>.png` (VOC palette label map) and `<name>_overlay.jpg` per image.
+    """Writes `<name>.png` (label map in the dataset's palette) and `<name>_overlay.jpg` per image.
 
     With `attention_maps`, also `<name>_attention.png` (`attention_bases=` says
     how many bases; see `write_predictions`).
@@ -245,11 +250,11 @@ def _file_key(path):
     return os.path.normcase(os.path.realpath(path))
 
 
-def _save_label_map(label, path):
+def _save_label_map(label, path, colormap):
     # As `image_io.save_palette_png`, with the marker that lets a re-run replace the file.
     label = np.ascontiguousarray(label, dtype=np.uint8)
     image = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
-    image.putpalette(voc_colormap().tobytes())
+    image.putpalette(np.asarray(colormap, np.uint8).tobytes())
     _save_png(image, path)
 
 

@@ -149,3 +149,17 @@ def test_cli_says_a_truncated_model_is_not_a_valid_keras_file(model, tmp_path):
         f"predict.py: {path} is not a valid .keras file: "
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dataset", ["voc", "cityscapes"])
+def test_label_maps_carry_the_datasets_palette(model, tmp_path, dataset):
+    from ema_keras.data.datasets import get_dataset
+
+    write_images(tmp_path / "images", "a.jpg")
+    (written,) = predict_files(model, [str(tmp_path / "images")], str(tmp_path / "out"),
+                               dataset=dataset)
+    with Image.open(written) as image:
+        palette = np.asarray(image.getpalette(), np.uint8).reshape(-1, 3)[:NUM_CLASSES]
+    np.testing.assert_array_equal(palette, get_dataset(dataset).colormap()[:NUM_CLASSES])
+    if dataset == "cityscapes":
+        assert tuple(palette[0]) == (128, 64, 128)  # road, in cityscapesScripts' colours
