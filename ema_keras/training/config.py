@@ -104,7 +104,9 @@ class TrainConfig:
     # Execution.
     strategy: str = _setting(
         "mirrored",
-        "Distribution: one_device, mirrored (all local GPUs), multi_worker (TF_CONFIG) or tpu.",
+        "Distribution: one_device, mirrored (all local GPUs; on JAX keras.distribution."
+        "DataParallel over all local devices), multi_worker (TF_CONFIG, TensorFlow) or tpu "
+        "(TensorFlow).",
     )
     tpu_address: Optional[str] = _setting(
         None, "TPU name or grpc:// address for --strategy tpu (unset: the TPU VM's own)."
@@ -112,7 +114,9 @@ class TrainConfig:
     mixed_precision: str = _setting(
         "float32", "Keras dtype policy: float32, mixed_float16 (GPUs) or mixed_bfloat16 (TPUs)."
     )
-    jit_compile: bool = _setting(False, "Compile the train step with XLA.")
+    jit_compile: bool = _setting(
+        False, "Compile the train step with XLA (TensorFlow; always on with JAX; refused on torch)."
+    )
     steps_per_checkpoint: int = _setting(
         1_000, "Steps between checkpoints and validations; must divide --steps."
     )
