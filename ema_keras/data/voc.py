@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from ema_keras.data.dataset_spec import Dataset, Example
+from ema_keras.data.dataset_spec import Dataset, Example, checked_examples
 from ema_keras.data.errors import EmptySplitError, MissingFileError
 
 VOC_CLASSES = (
@@ -113,22 +113,7 @@ def read_id_list(list_path):
 
 def _checked_examples(list_path, ids, image_path_of, label_path_of, check_files=True):
     examples = [VOCExample(i, image_path_of(i), label_path_of(i)) for i in ids]
-    if not check_files:
-        return examples
-    missing = [
-        path
-        for example in examples
-        for path in (example.image_path, example.label_path)
-        if not os.path.isfile(path)
-    ]
-    if missing:
-        shown = ", ".join(missing[:3]) + (
-            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        )
-        raise MissingFileError(
-            list_path, f"{len(missing)} file(s) named by this split are missing: {shown}"
-        )
-    return examples
+    return checked_examples(list_path, examples, check_files)
 
 
 def read_voc_split(voc_root, split, *, check_files=True):
