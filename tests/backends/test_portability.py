@@ -22,6 +22,9 @@ import pytest
 from ema_keras import export
 from tests.backends import portability_checks
 
+# Three backends train and save (JAX compiles each model once): about 2-4 minutes.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("jax", reason="JAX is not installed (pip install 'jax[cpu]')")
 pytest.importorskip("torch", reason="PyTorch is not installed")
 

@@ -72,6 +72,7 @@ def test_tensorboard_scalars_per_step_and_validation_images(tiny_config, tmp_pat
     assert len(np.unique(truth.reshape(-1, 3), axis=0)) >= 3
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_step_numbers(tiny_config, tmp_path):
     model_dir = str(tmp_path / "run")
     train(tiny_config(steps=2, steps_per_checkpoint=2, log_every_steps=1), model_dir)

@@ -105,6 +105,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config,
     assert not os.path.exists(os.path.join(model_dir, "last.keras"))
 
 
+@pytest.mark.slow
 def test_xla_and_mixed_precision_recipes_train(tiny_config, tmp_path):
     for name, overrides in {
         "xla": {"jit_compile": True},
@@ -301,6 +302,7 @@ def test_training_curve_is_drawn_without_matplotlib(tmp_path):
     assert not (column == curves.MIOU_COLOR).all(axis=-1).any()
 
 
+@pytest.mark.slow
 def test_mobile_recipe_trains_through_the_trainer(tiny_config, tmp_path):
     from ema_keras.models import MobileEMANet
 
