@@ -24,16 +24,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.export.preprocessing import canvas_numpy
 from ema_keras.export.tflite import pixel_model
 from ema_keras.export.verification import (
     FLOAT_THRESHOLD,
-    VerificationReport,
-    _checked_images,
-    _Comparison,
-    _timed,
+    Comparison,
+    canvas_or_image,
+    checked_images,
     keras_logits,
-    size_on_disk,
 )
 
 # The packages of the `onnx` extra, by import name, and how to install them.
@@ -145,7 +142,7 @@ def verify_onnx(path, model, images, *, threshold=FLOAT_THRESHOLD, num_threads=N
     dynamic one gets the image as it is. Keras runs on the same pixels; the
     comparison covers the image's part of the canvas.
     """
-    images = _checked_images(images)
+    images = checked_images(images)
     session = onnx_session(path, num_threads)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
@@ -155,28 +152,15 @@ def verify_onnx(path, model, images, *, threshold=FLOAT_THRESHOLD, num_threads=N
         )
     height, width = inputs[0].shape[1:3]
     fixed = isinstance(height, int) and isinstance(width, int)
-    comparison, latencies = _Comparison(), []
+    image_size = (height, width) if fixed else None
+    comparison = Comparison()
     for index, image in enumerate(images):
-        if fixed:
-            canvas, (content_height, content_width) = canvas_numpy(image, (height, width))
-        else:
-            canvas = image[None].astype(np.float32)
-            content_height, content_width = image.shape[:2]
+        canvas, (content_height, content_width) = canvas_or_image(image, image_size)
         feed = {INPUT_NAME: canvas}
         if index == 0:
             session.run([OUTPUT_NAME], feed)  # warm-up: allocation, kernel selection
-        (logits,), latency = _timed(session.run, [OUTPUT_NAME], feed)
-        latencies.append(latency)
+        (logits,) = comparison.timed(session.run, [OUTPUT_NAME], feed)
         reference = keras_logits(model, canvas)
         region = np.s_[:, :content_height, :content_width]
         comparison.add_logits(logits[region], reference[region])
-    return VerificationReport(
-        format="onnx",
-        path=os.fspath(path),
-        size_bytes=size_on_disk(path),
-        max_abs_logit_diff=comparison.max_abs_diff,
-        pixel_agreement=comparison.agreement,
-        latency_ms=float(np.median(latencies)),
-        threshold=threshold,
-        num_images=len(images),
-    )
+    return comparison.report("onnx", path, threshold=threshold, num_images=len(images))

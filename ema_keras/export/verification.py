@@ -58,7 +58,8 @@ def size_on_disk(path):
     )
 
 
-def _checked_images(images):
+def checked_images(images):
+    """`images` as a list of uint8 (H, W, 3) arrays; a ValueError naming what is wrong otherwise."""
     images = [np.asarray(image) for image in images]
     if not images:
         raise ValueError("Verification needs at least one image; `images` is empty.")
@@ -71,13 +72,23 @@ def _checked_images(images):
     return images
 
 
-class _Comparison:
-    """Accumulates the logit difference and argmax agreement over images."""
+class Comparison:
+    """Accumulates an exported file's logit difference, argmax agreement and latency over images.
+
+    Every verifier (SavedModel, TFLite, ONNX) feeds it and ends with `report`.
+    """
 
     def __init__(self):
         self.max_abs_diff = 0.0
         self.agreeing = 0
         self.pixels = 0
+        self.latencies_ms = []
+
+    def timed(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)`, its wall time recorded for the report's median latency."""
+        result, milliseconds = _timed(fn, *args, **kwargs)
+        self.latencies_ms.append(milliseconds)
+        return result
 
     def add_logits(self, logits, reference):
         if logits.shape != reference.shape:
@@ -99,16 +110,37 @@ class _Comparison:
     def agreement(self):
         return self.agreeing / max(self.pixels, 1)
 
-
-def keras_logits(model, pixels):
-    """The Keras model's logits for float pixels (B, H, W, 3), as numpy."""
-    return np.asarray(main_logits(model(model_inputs(model, pixels), training=False)))
+    def report(self, format_name, path, *, threshold, num_images):
+        return VerificationReport(
+            format=format_name,
+            path=os.fspath(path),
+            size_bytes=size_on_disk(path),
+            max_abs_logit_diff=self.max_abs_diff,
+            pixel_agreement=self.agreement,
+            latency_ms=float(np.median(self.latencies_ms)),
+            threshold=threshold,
+            num_images=num_images,
+        )
 
 
 def _timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, (time.perf_counter() - start) * 1000.0
+
+
+def canvas_or_image(image, image_size):
+    """(1, H, W, 3) float32 input for a file of fixed `image_size` (the image on its canvas,
+    `fit_to_canvas`) or of dynamic size (None: the image as it is), and the image's
+    (height, width) within it."""
+    if image_size is None:
+        return image[None].astype(np.float32), image.shape[:2]
+    return canvas_numpy(image, image_size)
+
+
+def keras_logits(model, pixels):
+    """The Keras model's logits for float pixels (B, H, W, 3), as numpy."""
+    return np.asarray(main_logits(model(model_inputs(model, pixels), training=False)))
 
 
 def verify_saved_model(path, model, images, *, image_size=None, threshold=FLOAT_THRESHOLD):
@@ -120,17 +152,16 @@ def verify_saved_model(path, model, images, *, image_size=None, threshold=FLOAT_
     its label map is compared with Keras' argmax at the original size. The
     agreement reported is over both. Latency: `serving_images`, one image.
     """
-    images = _checked_images(images)
+    images = checked_images(images)
     loaded = tf.saved_model.load(os.fspath(path))
     serve_images = loaded.signatures[IMAGES_SIGNATURE]
     serve_bytes = loaded.signatures[BYTES_SIGNATURE]
     reference_fn = make_logits_fn(model, image_size)
-    comparison, latencies = _Comparison(), []
+    comparison = Comparison()
     serve_images(images=tf.constant(images[0][None], tf.float32))  # warm-up: tracing, allocation
     for image in images:
         pixels = tf.constant(image[None], tf.float32)
-        outputs, latency = _timed(serve_images, images=pixels)
-        latencies.append(latency)
+        outputs = comparison.timed(serve_images, images=pixels)
         reference = np.asarray(reference_fn(pixels))
         comparison.add_logits(outputs["logits"].numpy(), reference)
         encoded = tf.io.encode_png(image)
@@ -142,16 +173,7 @@ def verify_saved_model(path, model, images, *, image_size=None, threshold=FLOAT_
                 f"the image is {(height, width)}."
             )
         comparison.add_labels(served["labels"].numpy()[0], np.argmax(reference[0], axis=-1))
-    return VerificationReport(
-        format="saved_model",
-        path=os.fspath(path),
-        size_bytes=size_on_disk(path),
-        max_abs_logit_diff=comparison.max_abs_diff,
-        pixel_agreement=comparison.agreement,
-        latency_ms=float(np.median(latencies)),
-        threshold=threshold,
-        num_images=len(images),
-    )
+    return comparison.report("saved_model", path, threshold=threshold, num_images=len(images))
 
 
 def tflite_interpreter(path, num_threads=None):
@@ -187,7 +209,7 @@ def verify_tflite(
     interpreter got (after its uint8 quantization for full-integer files);
     the comparison covers the image's part of the canvas.
     """
-    images = _checked_images(images)
+    images = checked_images(images)
     runner = tflite_interpreter(path, num_threads).get_signature_runner()
     input_details = runner.get_input_details()
     output_details = runner.get_output_details()
@@ -199,40 +221,26 @@ def verify_tflite(
     input_details, output_details = input_details["image"], output_details["logits"]
     height, width = input_details["shape_signature"][1:3]
     image_size = None if min(height, width) < 0 else (int(height), int(width))
-    comparison, latencies = _Comparison(), []
+    comparison = Comparison()
     for index, image in enumerate(images):
-        if image_size is None:
-            canvas, (content_height, content_width) = (
-                image[None].astype(np.float32),
-                image.shape[:2],
-            )
-        else:
-            canvas, (content_height, content_width) = canvas_numpy(image, image_size)
+        canvas, (content_height, content_width) = canvas_or_image(image, image_size)
         fed = _quantize(canvas, input_details)
         if index == 0:
             runner(image=fed)  # warm-up: allocation, XNNPACK packing
-        outputs, latency = _timed(runner, image=fed)
-        latencies.append(latency)
+        outputs = comparison.timed(runner, image=fed)
         logits = _dequantize(outputs["logits"], output_details)
         reference = keras_logits(model, _dequantize(fed, input_details).astype(np.float32))
         region = np.s_[:, :content_height, :content_width]
         comparison.add_logits(logits[region], reference[region])
     quantization = "int8" if input_details["dtype"] != np.float32 else "float"
-    return VerificationReport(
-        format=format_name or f"tflite_{quantization}",
-        path=os.fspath(path),
-        size_bytes=size_on_disk(path),
-        max_abs_logit_diff=comparison.max_abs_diff,
-        pixel_agreement=comparison.agreement,
-        latency_ms=float(np.median(latencies)),
-        threshold=threshold,
-        num_images=len(images),
+    return comparison.report(
+        format_name or f"tflite_{quantization}", path, threshold=threshold, num_images=len(images)
     )
 
 
 def keras_latency_ms(model, images, image_size=None):
     """Median milliseconds per image of the Keras model in a tf.function, under a size policy."""
-    images = _checked_images(images)
+    images = checked_images(images)
     logits_fn = tf.function(
         make_logits_fn(model, image_size),
         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)],
