@@ -31,28 +31,8 @@ TENSORFLOW_ONLY_AT_IMPORT = sorted(
 from ema_keras.layers import EMALayer
 from ema_keras.models import EMANet
 from tests.backends.optimizer_checks import check_parameter_groups_follow_the_official_rules
+from tests.backends.layer_checks import check_em_layer_matches_reference
 from tests.layers.em_reference import reference_em, reference_update
-
-
-def check_em_layer_matches_reference():
-    inputs = np.random.default_rng(0).normal(size=(4, 6, 5, 16)).astype("float32")
-    for normalize_average in (False, True):
-        layer = EMALayer(num_bases=8, normalize_average=normalize_average, seed=3)
-        layer.build(inputs.shape)
-        initial_bases = keras.ops.convert_to_numpy(layer.bases).copy()
-        expected_output, per_image_bases = reference_em(inputs, initial_bases)
-        output = keras.ops.convert_to_numpy(layer(inputs, training=True))
-        np.testing.assert_allclose(output, expected_output, atol=1e-5)
-        bases = keras.ops.convert_to_numpy(layer.bases)
-        expected_bases = reference_update(
-            initial_bases, per_image_bases, normalize=normalize_average
-        )
-        np.testing.assert_allclose(bases, expected_bases, atol=1e-5)
-        assert np.abs(bases - initial_bases).max() > 1e-3  # the update did move them
-        # Inference leaves the bases alone.
-        layer(inputs, training=False)
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.bases), bases)
-    print("em layer equals the NumPy reference")
 
 
 def check_tiny_preset(work_dir, inputs):

@@ -9,26 +9,19 @@ and the bases after one data-parallel step; this module then checks that the
 """
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from ema_keras.models import EMANet
+from tests.backends.backend_testing import backend_environment, relative_error, run_checks_program
 
 pytest.importorskip("jax", reason="JAX is not installed (pip install 'jax[cpu]'); JAX checks skipped")
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Optimisation level 0 halves XLA's compile time, most of these checks' run time
 # (every seeded initializer compiles a random-normal program per kernel shape).
 XLA_FLAGS = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
-
-
-def relative_error(actual, expected):
-    """Largest absolute difference over the largest magnitude of `expected`."""
-    return np.abs(actual - expected).max() / np.abs(expected).max()
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +33,9 @@ def jax_run(tmp_path_factory):
     model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, seed=1)
     model.save(os.path.join(work_dir, "tensorflow.keras"))
     tensorflow_outputs = model.predict(inputs, verbose=0)
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        XLA_FLAGS=XLA_FLAGS,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])),
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.backends.jax_checks", work_dir],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"JAX checks failed:\n{result.stdout}\n{result.stderr[-6000:]}"
-    return work_dir, inputs, tensorflow_outputs, result.stdout
+    env = backend_environment("jax", XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu")
+    report = run_checks_program("tests.backends.jax_checks", work_dir, env)
+    return work_dir, inputs, tensorflow_outputs, report
 
 
 def test_import_does_not_start_tensorflow_on_jax(jax_run):

@@ -18,7 +18,8 @@ import time
 import pytest
 
 from ema_keras.data import write_demo_dataset
-from tests.backends.test_jax import REPO_ROOT, XLA_FLAGS
+from tests.backends.backend_testing import REPO_ROOT, backend_environment, run_checks_program
+from tests.backends.test_jax import XLA_FLAGS
 
 pytest.importorskip("jax", reason="JAX is not installed (pip install 'jax[cpu]'); JAX checks skipped")
 
@@ -26,28 +27,15 @@ TRAIN_SCRIPT = os.path.join(REPO_ROOT, "recipes", "train_voc.py")
 
 
 def _jax_environment():
-    return dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        XLA_FLAGS=XLA_FLAGS,
-        JAX_PLATFORMS="cpu",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])),
+    return backend_environment(
+        "jax", XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2"
     )
 
 
 @pytest.fixture(scope="module")
 def recipe_checks(tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp("jax_recipe"))
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.backends.jax_recipe_checks", work_dir],
-        cwd=REPO_ROOT,
-        env=_jax_environment(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-6000:]}"
+    run_checks_program("tests.backends.jax_recipe_checks", work_dir, _jax_environment(), 900)
     with open(os.path.join(work_dir, "checks.json")) as file:
         return work_dir, json.load(file)
 

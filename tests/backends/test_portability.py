@@ -13,14 +13,13 @@ backend read every other one's files: TF, torch, JAX, torch again, TF again.
 
 import itertools
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from ema_keras import export
 from tests.backends import portability_checks
+from tests.backends.backend_testing import backend_environment, relative_error, run_checks_program
 
 # Three backends train and save (JAX compiles each model once): about 2-4 minutes.
 pytestmark = pytest.mark.slow
@@ -28,35 +27,14 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("jax", reason="JAX is not installed (pip install 'jax[cpu]')")
 pytest.importorskip("torch", reason="PyTorch is not installed")
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKENDS = ("tensorflow", "jax", "torch")
 # One host device and XLA's optimisation level 0: compile time is most of JAX's run time.
 XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 
-def relative_error(actual, expected):
-    """Largest absolute difference over the largest magnitude of `expected`."""
-    return np.abs(actual - expected).max() / np.abs(expected).max()
-
-
 def run_checks(backend, work_dir):
-    env = dict(
-        os.environ,
-        KERAS_BACKEND=backend,
-        XLA_FLAGS=XLA_FLAGS,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])),
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.backends.portability_checks", work_dir],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"{backend} checks failed:\n{result.stderr[-6000:]}"
-    return result.stdout
+    env = backend_environment(backend, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu")
+    return run_checks_program("tests.backends.portability_checks", work_dir, env)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,12 @@ import numpy as np
 import pytest
 
 from ema_keras.models import EMANet
-from tests.backends.test_jax import REPO_ROOT, relative_error
+from tests.backends.backend_testing import (
+    REPO_ROOT,
+    backend_environment,
+    relative_error,
+    run_checks_program,
+)
 
 pytest.importorskip("torch", reason="PyTorch is not installed; torch checks skipped")
 
@@ -30,21 +35,8 @@ def torch_run(tmp_path_factory):
     model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, seed=1)
     model.save(os.path.join(work_dir, "tensorflow.keras"))
     tensorflow_outputs = model.predict(inputs, verbose=0)
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="torch",
-        PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])),
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.backends.torch_checks", work_dir],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"torch checks failed:\n{result.stdout}\n{result.stderr[-6000:]}"
-    return work_dir, inputs, tensorflow_outputs, result.stdout
+    report = run_checks_program("tests.backends.torch_checks", work_dir, backend_environment("torch"))
+    return work_dir, inputs, tensorflow_outputs, report
 
 
 def test_import_does_not_start_tensorflow_on_torch(torch_run):
@@ -82,12 +74,7 @@ def test_training_recipe_runs_on_torch(tmp_path):
         str(tmp_path / "voc"), num_train=16, num_val=5, image_size=(64, 80), seed=3
     )
     model_dir = str(tmp_path / "run")
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="torch",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])),
-    )
+    env = backend_environment("torch", TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "recipes", "train_voc.py"), "--recipe=demo",
          f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--strategy=one_device",

@@ -20,30 +20,11 @@ import ema_keras
 
 # Checked first thing: `import ema_keras` on torch must not start TensorFlow.
 TENSORFLOW_AT_IMPORT = "tensorflow" in sys.modules
-from ema_keras.layers import EMALayer  # noqa: E402
 from ema_keras.models import EMANet  # noqa: E402
 from tests.backends.optimizer_checks import (  # noqa: E402
     check_parameter_groups_follow_the_official_rules,
 )
-from tests.layers.em_reference import reference_em, reference_update  # noqa: E402
-
-
-def check_em_layer_matches_reference():
-    inputs = np.random.default_rng(0).normal(size=(4, 6, 5, 16)).astype("float32")
-    for normalize_average in (False, True):
-        layer = EMALayer(num_bases=8, normalize_average=normalize_average, seed=3)
-        layer.build(inputs.shape)
-        initial_bases = keras.ops.convert_to_numpy(layer.bases).copy()
-        expected_output, per_image_bases = reference_em(inputs, initial_bases)
-        output = keras.ops.convert_to_numpy(layer(inputs, training=True))
-        np.testing.assert_allclose(output, expected_output, atol=1e-5)
-        bases = keras.ops.convert_to_numpy(layer.bases)
-        expected = reference_update(initial_bases, per_image_bases, normalize=normalize_average)
-        np.testing.assert_allclose(bases, expected, atol=1e-5)
-        assert np.abs(bases - initial_bases).max() > 1e-3  # the update did move them
-        layer(inputs, training=False)  # inference leaves the bases alone
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.bases), bases)
-    print("em layer equals the NumPy reference")
+from tests.backends.layer_checks import check_em_layer_matches_reference  # noqa: E402
 
 
 def check_tiny_preset_trains_and_saves(work_dir, inputs):
