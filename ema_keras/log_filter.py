@@ -110,7 +110,10 @@ class NativeStderrFilter:
 
 
 def hide_library_chatter():
-    """Installs both filters; returns the native one (call `.stop()` when the program ends)."""
+    """Installs both filters; returns the native one (call `.stop()` when the program ends).
+
+    (TensorFlow's own Python logger is kept at WARNING by `cli.call_main`, for
+    every program, `--tf_logs` or not.)
+    """
     logging.getLogger("absl").addFilter(LibraryInfoFilter())
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     return NativeStderrFilter().start()

@@ -15,7 +15,7 @@ then left as <name>.FAILED.<ext>, not under its final name).
 from absl import app, flags, logging
 
 from ema_keras import cli, export
-from ema_keras.inference.precision import PrecisionRefusedError
+from ema_keras.inference.precision import PRECISIONS, PrecisionRefusedError
 
 flags.DEFINE_string(
     "model", None, "The .keras file to export (e.g. <model_dir>/best.keras).", required=True
@@ -58,7 +58,7 @@ flags.DEFINE_float(
 flags.DEFINE_enum(
     "precision",
     "float32",
-    ["auto", "float32", "bfloat16"],
+    PRECISIONS,
     "SavedModel precision: float32 (the model as trained), bfloat16 (BatchNorm folded, "
     "bfloat16 compute; refused when it labels under 99.5% of the check pixels as float32 "
     "does), or auto (bfloat16 where the CPU has bf16 instructions and it agrees, else "
