@@ -9,10 +9,10 @@ met is not the load the next one met. Here every runtime runs once per
 round, round after round, in the same process (TensorFlow and PyTorch both
 capped at `--threads`), so each ratio compares calls made seconds apart. The
 runtimes: a 2048^3 float32 matmul (the peak), the Keras model as built, with
-its BatchNorms folded (`ema_keras.inference.folding`), folded with native
-dilated convolutions (`inference_profile.native_dilated_convolutions`: an
-experiment, not what the library runs), folded in bfloat16, and the PyTorch
-reference. Times are the fastest call of the rounds (the median is printed
+its BatchNorms folded (`ema_keras.inference.folding`; what the programs run),
+folded with Keras' SpaceToBatchND lowering of the dilated convolutions
+(`inference_profile.keras_dilation_lowering`: what ema-keras ran before
+`DilatedConv2D`), folded in bfloat16, and the PyTorch reference. Times are the fastest call of the rounds (the median is printed
 too); FLOPs per image from `ema_keras.cost.model_cost`.
 """
 
@@ -53,9 +53,9 @@ def runners(preset, size):
         function = tf.function(lambda v: built(v, training=False))
         return lambda: function(x).numpy()
 
-    native = tf.function(lambda v: folded(v, training=False))
-    with inference_profile.native_dilated_convolutions():
-        native(x)  # traced here, with the native form
+    space_to_batch = tf.function(lambda v: folded(v, training=False))
+    with inference_profile.keras_dilation_lowering():
+        space_to_batch(x)  # traced here, with Keras' lowering
     torch_whole, _, _ = model_inference.torch_runners(
         *model_inference.preset_architecture(preset), image, breakdown=False
     )
@@ -63,7 +63,7 @@ def runners(preset, size):
         MATMUL: matmul_peak.MATMULS["tensorflow"](2048),
         "Keras as built": graph(model),
         "Keras, BatchNorm folded": graph(folded),
-        "Keras, folded + native dilated convs (experiment)": lambda: native(x).numpy(),
+        "Keras, folded, SpaceToBatchND dilated convs (before)": lambda: space_to_batch(x).numpy(),
         "Keras, folded, bfloat16": graph(fold_batch_norm(model, dtype="mixed_bfloat16")),
         "PyTorch reference": torch_whole,
     }

@@ -24,6 +24,17 @@ else:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
+def onednn_enabled(environ=None):
+    """Whether TensorFlow runs its oneDNN CPU kernels (the x86 default; TF_ENABLE_ONEDNN_OPTS=0: off).
+
+    TensorFlow reads the variable once, when it is imported; this reads the
+    same variable, so it answers for the process as long as nothing changed
+    it after the import.
+    """
+    value = (os.environ if environ is None else environ).get("TF_ENABLE_ONEDNN_OPTS", "1")
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
 def _is_startup_notice(line):
     """An INFO line TensorFlow's C++ prints while loading, before any log setting applies."""
     return line.startswith("I0000 ") or "before absl::InitializeLog() is called" in line

@@ -104,7 +104,9 @@ def test_profile_census_counts_every_layer_once_with_its_flops():
     assert [row[5] for row in dilated] == [2]
     head = next(row for row in rows if row[1].startswith("3x3 conv 256->16"))
     assert head[4] == 2 * 5 * 5 * 9 * 256 * 16  # 33 -> 17 -> 9 -> 5 at output stride 8
-    assert "Conv2D" in inference_profile.dilated_conv_ops()
+    traced = inference_profile.dilated_conv_ops()
+    assert traced["Conv2D"] == ["BatchToSpaceND", "Conv2D", "SpaceToBatchND"]
+    assert traced["DilatedConv2D"] == ["Conv2D"]
 
 
 def test_inference_bench_agreement_and_runtimes():
@@ -131,17 +133,19 @@ def test_inference_bench_agreement_and_runtimes():
     assert runners["keras_bfloat16"]().shape == (1, 24, 24, 3)
 
 
-def test_native_dilated_convolutions_compute_the_same_without_space_to_batch():
+def test_keras_dilation_lowering_traces_space_to_batch_and_is_restored():
     import inference_profile
-    import keras
     import tensorflow as tf
 
-    conv = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2)
+    from ema_keras.layers import DilatedConv2D
+
+    conv = DilatedConv2D(4, 3, padding="same", dilation_rate=2)
     x = tf.random.stateless_normal((1, 11, 9, 3), seed=(0, 1))
-    expected = conv(x).numpy()
-    with inference_profile.native_dilated_convolutions():
-        graph = tf.function(conv).get_concrete_function(tf.TensorSpec(x.shape))
-    ops = {op.type for op in graph.graph.get_operations()}
-    assert "Conv2D" in ops and "SpaceToBatchND" not in ops
+    expected = conv(x, training=False).numpy()
+    with inference_profile.keras_dilation_lowering():
+        graph = tf.function(lambda v: conv(v, training=False)).get_concrete_function(
+            tf.TensorSpec(x.shape)
+        )
+    assert "SpaceToBatchND" in {op.type for op in graph.graph.get_operations()}
     np.testing.assert_allclose(graph(x).numpy(), expected, atol=1e-5)
-    assert tf.nn.convolution.__name__ == "convolution_v2"  # restored
+    assert conv._runs_native_dilation()  # restored

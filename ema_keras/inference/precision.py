@@ -25,11 +25,10 @@ agreement check in `bench/export_table.py`.
 """
 
 import dataclasses
-import os
 
 import numpy as np
 
-from ema_keras.backend import BACKEND
+from ema_keras.backend import BACKEND, onednn_enabled
 from ema_keras.inference.folding import fold_batch_norm
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -70,12 +69,6 @@ def cpu_flags(cpuinfo="/proc/cpuinfo"):
     except OSError:
         pass
     return frozenset()
-
-
-def onednn_enabled(environ=None):
-    """Whether TensorFlow runs its oneDNN kernels (x86 default; TF_ENABLE_ONEDNN_OPTS=0: off)."""
-    value = (os.environ if environ is None else environ).get("TF_ENABLE_ONEDNN_OPTS", "1")
-    return value.strip().lower() not in ("0", "false", "no", "off")
 
 
 def fastest_precision(flags=None, *, environ=None, backend=None, gpu=None):

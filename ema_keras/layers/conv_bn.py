@@ -12,6 +12,7 @@ import keras
 
 from ema_keras.layers import tensorflow_ops
 from ema_keras.layers.batch_norm import SyncBatchNormalization
+from ema_keras.layers.dilated_conv import DilatedConv2D
 from ema_keras.layers.initializers import conv_kernel_initializer
 
 
@@ -68,7 +69,9 @@ def apply_conv_bn(
     "valid" padding: PyTorch's `padding=k // 2`. Keras' "same" pads
     asymmetrically for stride 2, which would shift every feature map by half a
     pixel against converted PyTorch weights. Stride-1 convolutions use "same",
-    which is symmetric there (also when dilated).
+    which is symmetric there (also when dilated). A dilated convolution is a
+    `DilatedConv2D`: a Conv2D whose inference on TensorFlow runs one dilated
+    Conv2D op instead of Keras' SpaceToBatchND lowering.
 
     Args:
         x: (B, H, W, C) symbolic tensor.
@@ -88,7 +91,8 @@ def apply_conv_bn(
         if pad > 0:
             x = keras.layers.ZeroPadding2D(pad, dtype=dtype, name=f"{name}_pad")(x)
         padding = "valid"
-    x = keras.layers.Conv2D(
+    convolution = DilatedConv2D if dilation_rate > 1 else keras.layers.Conv2D
+    x = convolution(
         filters,
         kernel_size,
         strides=strides,

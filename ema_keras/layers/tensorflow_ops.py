@@ -10,7 +10,11 @@ exist because, on TensorFlow, they earn their place:
   tf.distribute replica context, where each replica holds only its own slice
   of the batch. On JAX, under `keras.distribution.DataParallel`, arrays are
   global, so a plain `keras.ops` mean over the batch already is the
-  global-batch mean and nothing here is needed.
+  global-batch mean and nothing here is needed;
+- `dilated_conv2d` runs a dilated convolution as one Conv2D op with
+  `dilations`, TensorFlow's own dilated kernel, where Keras' `tf.nn.convolution`
+  would trace SpaceToBatchND + Conv2D + BatchToSpaceND (see
+  `ema_keras.layers.dilated_conv`).
 
 `ENABLED` says whether these may be called; TensorFlow is imported only then.
 """
@@ -39,6 +43,26 @@ def resize_bilinear(images, size, align_corners):
         align_corners=align_corners,
         half_pixel_centers=not align_corners,
     )
+
+
+def dilated_conv2d(inputs, kernel, dilation_rate, padding):
+    """A stride-1 NHWC 2-D convolution at `dilation_rate`, as one Conv2D op.
+
+    `padding` is Keras' ("same" or "valid"). "same" becomes an explicit Pad
+    (TensorFlow's "same" split: the odd pixel after) and a "valid" conv, the
+    same numbers: ONNX Runtime refuses a dilated Conv with automatic "same"
+    padding, and TensorFlow has no oneDNN gradient for a conv with explicit
+    pads inside, while oneDNN fuses Pad + Conv2D (no slower than "SAME").
+    TensorFlow's CPU kernels run the dilated op forward with oneDNN and with
+    Eigen; its gradient only with oneDNN.
+    """
+    if padding == "same":
+        pads = [[0, 0]]
+        for size, rate in zip(kernel.shape[:2], dilation_rate):
+            total = (size - 1) * rate
+            pads.append([total // 2, total - total // 2])
+        inputs = tf.pad(inputs, pads + [[0, 0]])
+    return tf.nn.conv2d(inputs, kernel, 1, "VALID", dilations=list(dilation_rate))
 
 
 def spatial_size(tensor):
