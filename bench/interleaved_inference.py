@@ -12,8 +12,9 @@ runtimes: a 2048^3 float32 matmul (the peak), the Keras model as built, with
 its BatchNorms folded (`ema_keras.inference.folding`; what the programs run),
 folded with Keras' SpaceToBatchND lowering of the dilated convolutions
 (`inference_profile.keras_dilation_lowering`: what ema-keras ran before
-`DilatedConv2D`), folded in bfloat16, and the PyTorch reference. Times are the fastest call of the rounds (the median is printed
-too); FLOPs per image from `ema_keras.cost.model_cost`.
+`DilatedConv2D`), folded in bfloat16, and the PyTorch reference. Times are
+the fastest call of the rounds (the median is printed too); FLOPs per image
+from `ema_keras.cost.model_cost`.
 """
 
 import os

@@ -17,6 +17,7 @@ LiteRT and the converter print for their own developers (see
 `ema_keras.log_filter`) unless `--tf_logs`.
 """
 
+import contextlib
 import logging as python_logging
 import os
 import sys
@@ -26,6 +27,7 @@ from absl import app, flags
 from ema_keras import log_filter
 from ema_keras.data.discovery import DataNotFoundError
 from ema_keras.data.errors import DataError
+from ema_keras.inference.precision import PRECISIONS, PrecisionRefusedError
 from ema_keras.model_files import InvalidModelFileError
 from ema_keras.training.checkpointing import TrainingDiverged
 from ema_keras.training.config import SettingsError
@@ -56,6 +58,38 @@ TF_LOGS = flags.DEFINE_boolean(
     "(hidden by default; their errors always show).",
 )
 FLAGS = flags.FLAGS
+
+
+def define_precision_flags(check_images_help):
+    """--precision and --precision_check_images, as the programs that run a model take them.
+
+    `check_images_help` says which of the program's images the check uses.
+    The flags are filed under the calling program, as if it had defined them
+    itself (absl's rule: `__main__` is filed as sys.argv[0]), so its --help
+    lists them.
+    """
+    caller = sys._getframe(1).f_globals.get("__name__")
+    module_name = sys.argv[0] if caller == "__main__" else caller
+    flags.DEFINE_enum(
+        "precision",
+        "float32",
+        PRECISIONS,
+        "float32; bfloat16; or auto: the fastest the machine runs natively, if it agrees with "
+        "float32 on >= 99.5% of the check pixels (else float32, said in the output).",
+        module_name=module_name,
+    )
+    flags.DEFINE_integer(
+        "precision_check_images", 2, check_images_help, lower_bound=1, module_name=module_name
+    )
+
+
+@contextlib.contextmanager
+def precision_flag(precision):
+    """Inside, a precision refused below the agreement threshold is a usage error naming the flag."""
+    try:
+        yield
+    except PrecisionRefusedError as error:
+        raise app.UsageError(f"--precision {precision}: {error}") from None
 
 
 def program_name(argv=None):

@@ -15,7 +15,7 @@ then left as <name>.FAILED.<ext>, not under its final name).
 from absl import app, flags, logging
 
 from ema_keras import cli, export
-from ema_keras.inference.precision import PRECISIONS, PrecisionRefusedError
+from ema_keras.inference.precision import PRECISIONS
 
 flags.DEFINE_string(
     "model", None, "The .keras file to export (e.g. <model_dir>/best.keras).", required=True
@@ -128,21 +128,20 @@ def main(argv):
         for name in export.FORMATS
     }
     try:
-        export.export_and_verify(
-            model,
-            FLAGS.output_dir,
-            images=images,
-            formats=formats,
-            representative_images=calibration,
-            image_size=image_size,
-            serving_size=serving_size,
-            with_probabilities=FLAGS.with_probabilities,
-            thresholds=thresholds,
-            num_threads=FLAGS.num_threads,
-            saved_model_precision=FLAGS.precision,
-        )
-    except PrecisionRefusedError as error:  # raised before anything is written
-        raise app.UsageError(f"--precision {FLAGS.precision}: {error}") from None
+        with cli.precision_flag(FLAGS.precision):  # refused before anything is written
+            export.export_and_verify(
+                model,
+                FLAGS.output_dir,
+                images=images,
+                formats=formats,
+                representative_images=calibration,
+                image_size=image_size,
+                serving_size=serving_size,
+                with_probabilities=FLAGS.with_probabilities,
+                thresholds=thresholds,
+                num_threads=FLAGS.num_threads,
+                saved_model_precision=FLAGS.precision,
+            )
     except export.ExportVerificationError as error:
         failed = [report.format for report in error.reports if not report.passed]
         logging.error(

@@ -26,7 +26,7 @@ from ema_keras import cli
 from ema_keras.data import datasets, image_io, pipeline, preflight_check
 from ema_keras.inference.evaluation import evaluate
 from ema_keras.inference.multi_scale import predict_probabilities
-from ema_keras.inference.precision import PRECISIONS, PrecisionRefusedError, inference_model
+from ema_keras.inference.precision import inference_model
 from ema_keras.model_files import load_keras_model
 from ema_keras.training import load_config, trainer
 
@@ -63,18 +63,8 @@ flags.DEFINE_integer(
     "during training does with --eval_pad_size N: reproduces summary.json's val_mean_iou for "
     "last.keras. Default: each image at its own size (the paper's protocol).",
 )
-flags.DEFINE_enum(
-    "precision",
-    "float32",
-    PRECISIONS,
-    "float32; bfloat16; or auto: the fastest the machine runs natively, if it agrees with "
-    "float32 on >= 99.5% of the check pixels (else float32, said in the output).",
-)
-flags.DEFINE_integer(
-    "precision_check_images",
-    2,
-    "For bfloat16/auto: how many of the split's first images to compare with float32 on.",
-    lower_bound=1,
+cli.define_precision_flags(
+    "For bfloat16/auto: how many of the split's first images to compare with float32 on."
 )
 flags.DEFINE_string("output_json", None, "Write the result as JSON here.")
 flags.DEFINE_string("output_markdown", None, "Write the per-class table here.")
@@ -139,10 +129,8 @@ def choose_precision(model, precision, check_examples, num_classes):
         def check(candidate):
             return [predict_probabilities(candidate, image)[0].argmax(-1) for image in images]
 
-    try:
+    with cli.precision_flag(precision):
         choice = inference_model(model, precision, check=check)
-    except PrecisionRefusedError as error:
-        raise app.UsageError(f"--precision {precision}: {error}") from None
     print(choice.describe())
     return choice.model
 

@@ -32,7 +32,7 @@ from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, MissingAttenti
 from ema_keras.data.datasets import get_dataset
 from ema_keras.data.image_io import load_image
 from ema_keras.model_files import load_keras_model
-from ema_keras.inference.precision import PRECISIONS, PrecisionRefusedError, inference_model
+from ema_keras.inference.precision import inference_model
 from ema_keras.training import load_config
 from ema_keras.inference.prediction import (
     OutputConflictError,
@@ -71,19 +71,7 @@ flags.DEFINE_integer(
     "model's number of bases).",
     lower_bound=1,
 )
-flags.DEFINE_enum(
-    "precision",
-    "float32",
-    PRECISIONS,
-    "float32; bfloat16; or auto: the fastest the machine runs natively, if it agrees with "
-    "float32 on >= 99.5% of the check pixels (else float32, said in the output).",
-)
-flags.DEFINE_integer(
-    "precision_check_images",
-    2,
-    "For bfloat16/auto: how many of the inputs to compare with float32 on.",
-    lower_bound=1,
-)
+cli.define_precision_flags("For bfloat16/auto: how many of the inputs to compare with float32 on.")
 FLAGS = flags.FLAGS
 # Outputs refused (nothing written): exit 2; a model without an EMA unit: exit 1.
 ERRORS = dict(usage_errors=(OutputConflictError,), data_errors=(MissingAttentionUnitError,))
@@ -119,10 +107,8 @@ def main(argv):
     def check(candidate):
         return [predict_label_map(candidate, image) for image in check_images]
 
-    try:
+    with cli.precision_flag(FLAGS.precision):
         choice = inference_model(load_keras_model(FLAGS.model), FLAGS.precision, check=check)
-    except PrecisionRefusedError as error:
-        raise app.UsageError(f"--precision {FLAGS.precision}: {error}") from None
     print(choice.describe())
     model = choice.model
     written = write_predictions(

@@ -11,6 +11,10 @@ exist because, on TensorFlow, they earn their place:
   of the batch. On JAX, under `keras.distribution.DataParallel`, arrays are
   global, so a plain `keras.ops` mean over the batch already is the
   global-batch mean and nothing here is needed;
+- `batch_norm_inference` is BatchNormalization with fixed statistics as one
+  FusedBatchNormV3 op, which TensorFlow's graph optimiser fuses into the
+  Conv2D before it (and the ReLU after), where Keras' elementwise form costs
+  passes over the whole map (see `ema_keras.layers.batch_norm`);
 - `dilated_conv2d` runs a dilated convolution as one Conv2D op with
   `dilations`, TensorFlow's own dilated kernel, where Keras' `tf.nn.convolution`
   would trace SpaceToBatchND + Conv2D + BatchToSpaceND (see
@@ -43,6 +47,20 @@ def resize_bilinear(images, size, align_corners):
         align_corners=align_corners,
         half_pixel_centers=not align_corners,
     )
+
+
+def batch_norm_inference(inputs, mean, variance, scale, offset, epsilon):
+    """NHWC `inputs` normalised with fixed statistics (float32), in `inputs`' dtype: one op.
+
+    FusedBatchNormV3 with `is_training=False`: (x - mean) * rsqrt(variance +
+    epsilon) * scale + offset, computed in float32 also for bfloat16 and
+    float16 inputs.
+    """
+    outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        inputs, scale, offset, mean=mean, variance=variance, epsilon=epsilon,
+        data_format="NHWC", is_training=False,
+    )  # fmt: skip
+    return outputs
 
 
 def dilated_conv2d(inputs, kernel, dilation_rate, padding):

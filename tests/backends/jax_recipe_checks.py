@@ -23,22 +23,13 @@ import numpy as np
 from ema_keras.data import write_demo_dataset
 from ema_keras.training import get_recipe, train
 from ema_keras.training.checkpointing import ArrayCheckpoint
+from tests.tiny_recipe import TINY_TRAINING
 
 
 def tiny_config(data_dir, strategy):
     # 5 validation images: the last batch of the mirrored run is padded with a blank one.
     return get_recipe(
-        "demo",
-        data_dir=data_dir,
-        strategy=strategy,
-        crop_size=64,
-        global_batch_size=4,
-        steps=2,
-        steps_per_checkpoint=1,
-        warmup_steps=0,
-        eval_pad_size=80,
-        validate=True,
-        verbose=0,
+        "demo", **TINY_TRAINING, data_dir=data_dir, strategy=strategy, validate=True
     )
 
 

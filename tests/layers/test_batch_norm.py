@@ -92,7 +92,7 @@ def test_tracing_walks_no_graph_per_layer(mirrored_strategy, monkeypatch):
             model = keras.Model(inputs, x)
             model.compile(optimizer="sgd", loss="mse")
         data = tf.data.Dataset.from_tensors((tf.ones((4, 8, 8, 4)),) * 2).repeat()
-        model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+        model.fit(data, steps_per_epoch=1, epochs=1, shuffle=False, verbose=0)
         return sum(walked)
 
     keras_own = [ops_walked(keras.layers.BatchNormalization, depth) for depth in (6, 12)]
@@ -100,3 +100,50 @@ def test_tracing_walks_no_graph_per_layer(mirrored_strategy, monkeypatch):
     assert keras_own[1] > 3 * keras_own[0]  # quadratic in depth
     assert ours[1] == 2 * ours[0]  # linear: a fixed handful of ops per layer
     assert ours[1] < 12 * 2 * 40 and keras_own[1] > 50 * ours[1]
+
+
+def _fixed_statistics_pair(scale=True, center=True, dtype=None):
+    """Keras' BatchNormalization and ours, same weights and non-trivial moving statistics."""
+    arguments = dict(scale=scale, center=center, epsilon=1e-3, dtype=dtype)
+    ours, reference = SyncBatchNormalization(**arguments), keras.layers.BatchNormalization(**arguments)
+    rng = np.random.default_rng(3)
+    for layer in (ours, reference):
+        layer.build((None, 5, 6, 4))
+    weights = [rng.normal(size=w.shape).astype("float32") for w in reference.weights]
+    weights[-1] = np.abs(weights[-1]) + 0.5  # the moving variance
+    for layer in (ours, reference):
+        layer.set_weights(weights)
+    inputs = tf.constant(rng.normal(size=(2, 5, 6, 4)).astype("float32"))
+    return ours, reference, inputs
+
+
+def test_fixed_statistics_equal_keras_as_one_fused_op():
+    for scale, center in ((True, True), (False, True), (True, False)):
+        ours, reference, x = _fixed_statistics_pair(scale, center)
+        expected = reference(x, training=False).numpy()
+        np.testing.assert_allclose(ours(x, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+        ours.trainable = reference.trainable = False  # frozen: moving statistics also in training
+        np.testing.assert_allclose(ours(x, training=True).numpy(), expected, rtol=1e-5, atol=1e-5)
+    ours, _, x = _fixed_statistics_pair()
+    inference = tf.function(lambda v: ours(v, training=False)).get_concrete_function(x)
+    training = tf.function(lambda v: ours(v, training=True)).get_concrete_function(x)
+    assert "FusedBatchNormV3" in {op.type for op in inference.graph.get_operations()}
+    assert "FusedBatchNormV3" not in {op.type for op in training.graph.get_operations()}
+
+
+def test_fixed_statistics_in_bfloat16_and_gradients_equal_keras():
+    ours, reference, x = _fixed_statistics_pair(dtype="mixed_bfloat16")
+    y, expected = ours(x, training=False), reference(x, training=False)
+    assert y.dtype == expected.dtype == tf.bfloat16
+    np.testing.assert_allclose(
+        tf.cast(y, tf.float32).numpy(), tf.cast(expected, tf.float32).numpy(), rtol=1e-2, atol=1e-2
+    )
+    ours, reference, x = _fixed_statistics_pair()
+    gradients = []
+    for layer in (ours, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=False) ** 2)
+        gradients.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+    for actual, expected in zip(*gradients):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)

@@ -2,6 +2,7 @@ import pytest
 
 from ema_keras.data import write_demo_dataset
 from ema_keras.training import get_recipe
+from tests.tiny_recipe import TINY_TRAINING
 
 
 @pytest.fixture(scope="session")
@@ -16,17 +17,7 @@ def tiny_config(small_demo_voc):
     """The demo recipe shrunk to a few steps on the small dataset."""
 
     def make(**overrides):
-        settings = dict(
-            data_dir=small_demo_voc,
-            crop_size=64,
-            global_batch_size=4,
-            steps=2,
-            steps_per_checkpoint=1,
-            warmup_steps=0,
-            eval_pad_size=80,
-            validate=False,
-            verbose=0,
-        )
+        settings = dict(TINY_TRAINING, data_dir=small_demo_voc, validate=False)
         settings.update(overrides)
         return get_recipe("demo", **settings)
 

@@ -60,3 +60,26 @@ def test_eval_refuses_an_unknown_dataset(tmp_path, capsys):
                          f"--data_dir={tmp_path}")
     assert status == 2
     assert "--dataset 'kitti' is unknown" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("split, city", [("train", "aachen"), ("val", "frankfurt")])
+def test_cityscapes_recipe_refuses_a_corrupt_label_before_step_one(tmp_path, capsys, split, city):
+    root = str(tmp_path / "cityscapes")
+    FIXTURES["cityscapes"](root)
+    bad = os.path.join(root, "gtFine", split, city, f"{city}_000000_000001_gtFine_labelIds.png")
+    with open(bad, "rb") as handle:
+        data = handle.read()
+    with open(bad, "wb") as handle:  # a download cut short
+        handle.write(data[: len(data) // 2])
+    model_dir = tmp_path / "run"
+    status = run_program(
+        "train_voc.py", "--recipe=cityscapes", f"--data_dir={root}", f"--model_dir={model_dir}",
+        "--preset=emanet_tiny_demo", "--crop_size=32", "--global_batch_size=2", "--steps=2",
+        "--steps_per_checkpoint=2", "--eval_pad_size=64", "--strategy=mirrored", "--verbose=0",
+    )
+    assert status == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and bad in errors[0], errors
+    # Refused before step 1: at most the verdict on the other split (a cache, not an output).
+    written = sorted(p.name for p in model_dir.iterdir()) if model_dir.exists() else []
+    assert written in ([], ["data_check.json"]), written

@@ -167,7 +167,6 @@ def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
 
     from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-    config = tiny_config()
     rng = np.random.default_rng(5)
     # Raw pixels (what the models take) that normalise to a standard normal.
     images = (rng.normal(size=(2, 64, 64, 3)) * IMAGENET_STD + IMAGENET_MEAN).astype("float32")
