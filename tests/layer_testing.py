@@ -108,3 +108,17 @@ def run_layer_test(
     for policy in ("mixed_float16", "mixed_bfloat16"):
         check_mixed_precision(layer_factory, input_data, policy)
     check_save_and_reload(layer_factory, input_data, tmp_path)
+
+
+def check_inference_gradients_equal(layer, reference, inputs, rtol, atol):
+    """d sum(y^2) / d(inputs, trainable weights) in inference mode: `layer` as `reference` (TF)."""
+    import tensorflow as tf
+
+    gradients = []
+    for candidate in (layer, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(candidate(inputs, training=False) ** 2)
+        gradients.append(tape.gradient(loss, [inputs, *candidate.trainable_weights]))
+    for actual, expected in zip(*gradients):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=rtol, atol=atol)
