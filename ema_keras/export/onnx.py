@@ -74,6 +74,7 @@ def export_onnx(model, path, *, image_size=(513, 513), opset=None):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
+    from tensorflow.python.util import deprecation
 
     wrapped = pixel_model(model, image_size)
     height, width = (None, None) if image_size is None else (int(v) for v in image_size)
@@ -81,15 +82,18 @@ def export_onnx(model, path, *, image_size=(513, 513), opset=None):
     logits_fn = tf.function(lambda image: wrapped(image, training=False)[OUTPUT_NAME])
     frozen = convert_variables_to_constants_v2(logits_fn.get_concrete_function(spec))
     (graph_input,), (graph_output,) = frozen.inputs, frozen.outputs
-    tf2onnx.convert.from_graph_def(
-        _scalar_addends_as_vectors(frozen.graph.as_graph_def(add_shapes=True)),
-        name=model.name,
-        input_names=[graph_input.name],
-        output_names=[graph_output.name],
-        tensors_to_rename={graph_input.name: INPUT_NAME, graph_output.name: OUTPUT_NAME},
-        opset=opset,
-        output_path=path,
-    )
+    # tf2onnx calls TF 1 graph utilities, and TF warns that they are deprecated,
+    # to the user, who can do nothing about it.
+    with deprecation.silence():
+        tf2onnx.convert.from_graph_def(
+            _scalar_addends_as_vectors(frozen.graph.as_graph_def(add_shapes=True)),
+            name=model.name,
+            input_names=[graph_input.name],
+            output_names=[graph_output.name],
+            tensors_to_rename={graph_input.name: INPUT_NAME, graph_output.name: OUTPUT_NAME},
+            opset=opset,
+            output_path=path,
+        )
     return path
 
 
