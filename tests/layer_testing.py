@@ -122,3 +122,15 @@ def check_inference_gradients_equal(layer, reference, inputs, rtol, atol):
         gradients.append(tape.gradient(loss, [inputs, *candidate.trainable_weights]))
     for actual, expected in zip(*gradients):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=rtol, atol=atol)
+
+
+def traced_op_types(layer, shape, training):
+    """The TensorFlow op types `layer(x, training=training)` traces for an input of `shape`.
+
+    autograph=False: traced as written (AutoGraph would re-read the lambda's source file).
+    """
+    import tensorflow as tf
+
+    call = tf.function(lambda v: layer(v, training=training), autograph=False)
+    graph = call.get_concrete_function(tf.TensorSpec(shape)).graph
+    return {op.type for op in graph.get_operations()}

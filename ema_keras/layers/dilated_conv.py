@@ -47,5 +47,4 @@ class DilatedConv2D(keras.layers.Conv2D):
             and max(self.strides) == 1
             and self.groups == 1
             and self.data_format == "channels_last"
-            and self.padding in ("same", "valid")
         )

@@ -13,13 +13,7 @@ import tensorflow as tf
 from ema_keras.inference.folding import fold_batch_norm
 from ema_keras.layers import DilatedConv2D
 from ema_keras.models import DilatedResNet, EMANet
-from tests.layer_testing import check_inference_gradients_equal
-
-
-def _traced_ops(layer, shape, training):
-    call = tf.function(lambda v: layer(v, training=training), autograph=False)
-    graph = call.get_concrete_function(tf.TensorSpec(shape)).graph
-    return {op.type for op in graph.get_operations()}
+from tests.layer_testing import check_inference_gradients_equal, traced_op_types
 
 
 def _pair(dilation_rate, padding, use_bias, activation, kernel_size=3):
@@ -57,9 +51,9 @@ def test_outputs_equal_conv2d_in_inference_and_training(
 
 def test_inference_is_one_conv_op_and_training_keeps_keras_lowering():
     _, dilated, x = _pair(2, "same", True, None)
-    inference = _traced_ops(dilated, x.shape, training=False)
+    inference = traced_op_types(dilated, x.shape, training=False)
     assert "Conv2D" in inference and "SpaceToBatchND" not in inference
-    assert "SpaceToBatchND" in _traced_ops(dilated, x.shape, training=True)
+    assert "SpaceToBatchND" in traced_op_types(dilated, x.shape, training=True)
 
 
 def test_undilated_and_strided_convs_keep_keras_lowering():
@@ -123,6 +117,6 @@ def test_emanet_dilated_blocks_use_it_and_trace_no_space_to_batch():
     assert all(max(layer.dilation_rate) == 1 for layer in plain)
     x = tf.random.stateless_uniform((1, 33, 33, 3), seed=(1, 2), maxval=255.0)
     for built in (model, fold_batch_norm(model)):
-        assert "SpaceToBatchND" not in _traced_ops(built, x.shape, training=False)
+        assert "SpaceToBatchND" not in traced_op_types(built, x.shape, training=False)
     folded = fold_batch_norm(model)
     assert sum(isinstance(layer, DilatedConv2D) for layer in folded.layers) == len(dilated)
