@@ -23,11 +23,12 @@ import tempfile
 from absl import app, flags
 
 from ema_keras import cli
-from ema_keras.data import datasets, image_io, pipeline, preflight_check
+from ema_keras.data import pipeline, preflight_check, training_data
 from ema_keras.inference.evaluation import evaluate
 from ema_keras.inference.multi_scale import predict_probabilities
 from ema_keras.inference.precision import inference_model
 from ema_keras.model_files import load_keras_model
+from ema_keras.models.class_info import class_info
 from ema_keras.training import load_config, trainer
 
 flags.DEFINE_string(
@@ -37,8 +38,8 @@ flags.DEFINE_string("model_dir", None, "A training folder (its model and its dat
 flags.DEFINE_string(
     "dataset",
     None,
-    f"Dataset of --data_dir: one of {', '.join(datasets.DATASETS)} (default: the training's, "
-    "else voc).",
+    f"Dataset of --data_dir: one of {', '.join(training_data.dataset_names())} (default: the "
+    "training's, else voc).",
 )
 flags.DEFINE_string(
     "data_dir", None, "The dataset's folder, e.g. VOCdevkit (default: the training's)."
@@ -84,34 +85,40 @@ def resolve_model_path(model, model_dir):
 
 
 def resolve_data(dataset_name, data_dir, model_dir, num_classes, split):
-    """(Dataset, its root folder, number of classes, split), from the flags or the training run."""
+    """(examples, class table, dataset name, split), from the flags or the training run.
+
+    Conversions (`.mat` labels, your own data's masks) go under --model_dir,
+    kept like training's, else into a temporary folder; a run's seeded split
+    of your own data is the one its splits.json recorded.
+    """
     config = load_config(model_dir) if model_dir else None
     if split is None:
         split = config.val_split if config else "val"
     if dataset_name is None:
         dataset_name = config.dataset if config else "voc"
-    try:
-        dataset = datasets.get_dataset(dataset_name)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    if dataset_name not in training_data.dataset_names():
+        names = ", ".join(training_data.dataset_names())
+        raise app.UsageError(f"--dataset {dataset_name!r} is unknown; use one of: {names}.")
     if data_dir is None:
         if config is None:
             raise app.UsageError("Give --data_dir (or --model_dir of a training run).")
-        data_dir = config.data_dir or os.path.join(model_dir, "demo_data")
-    if num_classes is None:
-        num_classes = config.num_classes if config else dataset.num_classes
-    return dataset, dataset.find_root(data_dir), num_classes, split
+        data_dir = config.data_dir or os.path.join(model_dir, training_data.DEMO_FOLDER)
+    if num_classes is None and config is not None:
+        num_classes = config.num_classes
+    examples, table = training_data.resolve_split(
+        dataset_name, data_dir, split, num_classes=num_classes,
+        cache_dir=model_dir or tempfile.mkdtemp(), run_dir=model_dir,
+        val_fraction=config.val_fraction if config else 0.1, seed=config.seed if config else 0,
+    )
+    return examples, table, dataset_name, split
 
 
-def graph_readable(examples, num_classes, model_dir):
-    """`.mat` labels (SBD, COCO-Stuff-10k) as PNGs the tf.data graph decodes; others as they are.
-
-    The PNGs go under --model_dir (kept, like training's), else a temporary folder.
-    """
-    if not any(example.label_path.endswith(".mat") for example in examples):
-        return examples
-    folder = os.path.join(model_dir, "sbd_labels") if model_dir else tempfile.mkdtemp()
-    return image_io.convert_sbd_to_png(examples, folder, num_classes=num_classes)
+def class_names(model, table):
+    """The names the model file carries (trained on them), else the data's class table's."""
+    info = class_info(model)
+    if info is not None and len(info.names) == table.num_classes:
+        return list(info.names)
+    return list(table.names)
 
 
 def choose_precision(model, precision, check_examples, num_classes):
@@ -148,17 +155,17 @@ def main(argv):
         if not os.path.isdir(folder):
             raise app.UsageError(f"--{flag}: the folder {folder} does not exist; create it first.")
     model_path = resolve_model_path(FLAGS.model, FLAGS.model_dir)
-    dataset, root, num_classes, split = resolve_data(
+    examples, table, dataset_name, split = resolve_data(
         FLAGS.dataset, FLAGS.data_dir, FLAGS.model_dir, FLAGS.num_classes, FLAGS.split
     )
-    examples = datasets.read_examples(dataset.name, root, split)
+    num_classes = table.num_classes
     # Every file checked (or its pass remembered in the run's folder) before the model loads.
     preflight_check(
         examples, num_classes=num_classes, cache_dir=FLAGS.model_dir, what=f"{split} split"
     )
-    examples = graph_readable(examples, num_classes, FLAGS.model_dir)
+    model = load_keras_model(model_path)
     model = choose_precision(
-        load_keras_model(model_path), FLAGS.precision, examples[: FLAGS.precision_check_images],
+        model, FLAGS.precision, examples[: FLAGS.precision_check_images],
         num_classes,
     )
     result = evaluate(
@@ -167,11 +174,10 @@ def main(argv):
         num_classes=num_classes,
         scales=scales,
         flip=FLAGS.flip,
-        window=FLAGS.window or dataset.eval_window,
+        window=FLAGS.window or training_data.eval_window(dataset_name),
         stride=FLAGS.stride,
         pad_to=FLAGS.pad_to,
-        # A VOC-format folder of one's own may hold other classes than VOC's names.
-        class_names=dataset.class_names if dataset.num_classes == num_classes else None,
+        class_names=class_names(model, table),
     )
     table = result.to_markdown()
     print(f"{model_path} on {split} ({result.num_images} images), {result.settings}:")

@@ -1,7 +1,11 @@
-"""Trains EMANet on PASCAL VOC (or the generated demo set) with model.fit.
+"""Trains EMANet on PASCAL VOC, the other benchmarks, your own data or the demo set.
 
   # Minutes on a laptop: the tiny model on the generated demo dataset.
   python recipes/train_voc.py --recipe demo --model_dir runs/demo
+
+  # Your own images and classes (mydata/images, mydata/masks, mydata/classes.txt):
+  python recipes/train_voc.py --recipe demo --dataset folder --data_dir mydata \\
+      --model_dir runs/mine    # also --dataset cvat | labelme | coco (docs/data.md)
 
   # The official recipe on VOCdevkit + SBD, all local GPUs:
   python recipes/train_voc.py --recipe voc_official --strategy mirrored \\
@@ -12,7 +16,7 @@
 
 Without --data_dir the data is looked for in $EMA_KERAS_DATA_DIR, ./data/VOCdevkit,
 then the TFDS manual folder (~/tensorflow_datasets/downloads/manual); SBD next to it.
-Only --recipe demo trains on the generated demo set. Every setting of
+Only the demo recipes (demo, demo_mobile) without --data_dir use the generated demo set. Every setting of
 ema_keras.training.TrainConfig is a flag; a flag left unset takes the recipe's value
 (--print_config shows them). Killing and restarting the same command resumes from the
 last checkpoint in --model_dir.
@@ -25,7 +29,7 @@ import typing
 from absl import flags, logging
 
 from ema_keras import cli, training
-from ema_keras.data import discovery
+from ema_keras.data import discovery, training_data
 from ema_keras.training import backends
 from ema_keras.training.config import DEMO_RECIPES, check_settings
 
@@ -80,6 +84,8 @@ def with_data(config):
     """
     if config.data_dir is None and FLAGS.recipe in DEMO_RECIPES:
         return config
+    if training_data.is_custom(config.dataset):
+        return config  # your own data: its reader checks the folder given
     if config.dataset != "voc":
         root, found_in = discovery.find_data_root(config.dataset, config.data_dir)
         if found_in != "--data_dir":

@@ -26,16 +26,25 @@ import hashlib
 import json
 import os
 import time
+from typing import Tuple
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from ema_keras.data.decode import TFRECORD_FEATURES, list_tfrecord_files
-from ema_keras.data.errors import CorruptFileError, DataError, EmptySplitError, PreflightError
+from ema_keras.data.errors import (
+    CorruptFileError,
+    DataError,
+    EmptySplitError,
+    LabelValueError,
+    PreflightError,
+)
 from ema_keras.data.validate import PairCheck, check_pair
+from ema_keras.data.voc import IGNORE_LABEL
 
-CHECKER_VERSION = 1  # bump whenever a check changes: remembered passes are then redone
+CHECKER_VERSION = 2  # bump whenever a check changes: remembered passes are then redone
 CACHE_FILE = "data_check.json"
 _CACHE_ENTRIES = 16
 
@@ -45,7 +54,14 @@ class PreflightResult:
     num_examples: int
     max_height: int  # of the images, e.g. for the evaluation padding
     max_width: int
+    # Pixels of each training id 0..num_classes-1 over the source, and of the ignore label.
+    pixel_counts: Tuple[int, ...] = ()
+    ignored_pixels: int = 0
     from_cache: bool = False
+
+    def absent_classes(self):
+        """Training ids with no pixel in the source."""
+        return [i for i, count in enumerate(self.pixel_counts) if count == 0]
 
 
 def required_pad_size(result):
@@ -159,6 +175,8 @@ def _remember_pass(cache_dir, fingerprint, result):
         "num_examples": result.num_examples,
         "max_height": result.max_height,
         "max_width": result.max_width,
+        "pixel_counts": list(result.pixel_counts),
+        "ignored_pixels": result.ignored_pixels,
     }
     passed = dict(list(passed.items())[-_CACHE_ENTRIES:])
     os.makedirs(cache_dir, exist_ok=True)
@@ -173,7 +191,28 @@ def _remember_pass(cache_dir, fingerprint, result):
             os.remove(partial)
 
 
-def preflight_check(source, *, num_classes, cache_dir=None, what="data", num_workers=None):
+def _refuse_without_foreground(result, required, first_ignored):
+    """`result`, or a PreflightError when only class 0 and the ignore label occur (see below)."""
+    foreground = sum(result.pixel_counts[1:])
+    if not required or len(result.pixel_counts) < 2 or foreground or not result.ignored_pixels:
+        return result
+    raise PreflightError(
+        [
+            LabelValueError(
+                first_ignored or "the labels",
+                "the labels hold only class 0 and 255, which means ignore: every foreground "
+                "pixel would be ignored. If 255 marks a class, declare it in classes.txt "
+                "(a line like `foreground =255`) and train with --dataset folder",
+            )
+        ],
+        "training data",
+    )
+
+
+def preflight_check(
+    source, *, num_classes, cache_dir=None, what="data", num_workers=None,
+    require_foreground=False,
+):
     """Checks every example of `source`; raises PreflightError naming the bad files.
 
     Args:
@@ -184,9 +223,13 @@ def preflight_check(source, *, num_classes, cache_dir=None, what="data", num_wor
         remembered by the files' fingerprint; None checks every time.
       what: how the message calls the source ("training data", ...).
       num_workers: decoding threads (default: up to 8).
+      require_foreground: refuse a source whose labels hold class 0 and the
+        ignore label only (training data): a binary mask of 0 and 255 would
+        otherwise train with its foreground silently ignored.
 
     Returns:
-      A PreflightResult: the number of examples and the largest image size.
+      A PreflightResult: the number of examples, the largest image size and
+      the pixels of each class.
     """
     items, files = _items(source)
     label_maps = [item[-1] for item in items] if isinstance(items, list) else ()
@@ -195,13 +238,16 @@ def preflight_check(source, *, num_classes, cache_dir=None, what="data", num_wor
         remembered = _read_cache(cache_dir).get(fingerprint)
         if isinstance(remembered, dict):
             try:
-                return PreflightResult(**remembered, from_cache=True)
-            except TypeError:
+                remembered["pixel_counts"] = tuple(remembered["pixel_counts"])
+                return _refuse_without_foreground(
+                    PreflightResult(**remembered, from_cache=True), require_foreground, None
+                )
+            except (TypeError, KeyError):
                 pass  # an entry of another layout: check again
 
     def check(item):
         if isinstance(item, DataError):
-            return PairCheck([item], None)
+            return PairCheck([item], None), None
         image, label, image_name, label_name, image_id, label_map = item
         return check_pair(
             image,
@@ -211,15 +257,20 @@ def preflight_check(source, *, num_classes, cache_dir=None, what="data", num_wor
             label_name=label_name,
             image_id=image_id,
             label_map=label_map,
-        )
+        ), label_name or str(label)
 
     start = time.monotonic()
     problems, count, max_height, max_width = [], 0, 0, 0
+    counts, first_ignored = np.zeros(256, np.int64), None
     workers = num_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for found in _in_order(pool, check, items, window=4 * workers):
+        for found, label_name in _in_order(pool, check, items, window=4 * workers):
             count += 1
             problems.extend(found.problems)
+            if found.label_counts is not None:
+                counts += found.label_counts
+                if first_ignored is None and found.label_counts[IGNORE_LABEL]:
+                    first_ignored = label_name
             if found.image_size is not None:
                 max_height = max(max_height, found.image_size[0])
                 max_width = max(max_width, found.image_size[1])
@@ -227,7 +278,11 @@ def preflight_check(source, *, num_classes, cache_dir=None, what="data", num_wor
         problems.append(EmptySplitError(str(source), "no example to check"))
     if problems:
         raise PreflightError(problems, what)
-    result = PreflightResult(count, max_height, max_width)
+    result = PreflightResult(
+        count, max_height, max_width, tuple(int(c) for c in counts[:num_classes]),
+        int(counts[IGNORE_LABEL]),
+    )
+    _refuse_without_foreground(result, require_foreground, first_ignored)
     seconds = time.monotonic() - start
     logging.info("Checked the %d examples of the %s in %.1f s: no problem.", count, what, seconds)
     if fingerprint is not None:

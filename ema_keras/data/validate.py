@@ -1,6 +1,7 @@
 """Checks a dataset folder before a long run and reports every problem at once.
 
     ema-keras-validate --data_dir /data/VOCdevkit/VOC2012 --splits train,val
+    ema-keras-validate --dataset folder --data_dir mydata       # your own data
     ema-keras-validate --data_dir /data/VOCdevkit --splits trainaug \\
         --aug_dir /data/SegmentationClassAug
     ema-keras-validate --dataset cityscapes --data_dir /data/cityscapes
@@ -25,11 +26,8 @@ arrays, so that the two refuse the same files.
 """
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, NamedTuple, Optional, Tuple
-
-from absl import app, flags
 
 import numpy as np
 
@@ -43,6 +41,7 @@ class PairCheck(NamedTuple):
     problems: List[DataError]  # empty when the pair is fine
     image_size: Optional[Tuple[int, int]]  # (height, width) when the image decodes
     label_ids: Tuple[int, ...] = ()  # the training ids in the label, when it decodes
+    label_counts: Optional[np.ndarray] = None  # (256,) pixels of each training id, when it decodes
 
 
 def check_pair(
@@ -91,8 +90,10 @@ def check_pair(
                 f"{image_name or image} is {size[0]}x{size[1]}",
             )
         )
-    label_ids = () if label_array is None else tuple(int(i) for i in np.unique(label_array))
-    return PairCheck(problems, size, label_ids)
+    if label_array is None:
+        return PairCheck(problems, size)
+    counts = np.bincount(label_array.ravel(), minlength=256)
+    return PairCheck(problems, size, tuple(int(i) for i in np.flatnonzero(counts)), counts)
 
 
 def check_example(example, num_classes=NUM_CLASSES):
@@ -192,70 +193,3 @@ def _summary(split, checks):
         sizes[-1][1] if sizes else None,
         tuple(ids),
     )
-
-
-def define_flags():
-    """The validator's flags (absl, named as the trainer's); defined when it runs, not on import."""
-    flags.DEFINE_string("dataset", "voc", "Layout of --data_dir: voc, cityscapes, ... .")
-    flags.DEFINE_string("data_dir", None, "The dataset's folder (VOCdevkit or VOC2012 for voc).")
-    flags.DEFINE_list("splits", None, "Splits to check, e.g. train,val,trainaug (default: the "
-                      "dataset's own, train,val for voc).")
-    flags.DEFINE_integer(
-        "num_classes", None, "Classes; training ids at or above are problems (default: the "
-        "dataset's)."
-    )
-    flags.DEFINE_string("sbd_dir", None, "SBD benchmark_RELEASE folder (for trainaug).")
-    flags.DEFINE_string("aug_dir", None, "SegmentationClassAug folder (for trainaug).")
-
-
-def main(argv):
-    """Prints every problem; 1 when there is any (the count on stderr), else 0."""
-    FLAGS = flags.FLAGS
-    positional = argv[1:]
-    if len(positional) > 1 or (positional and FLAGS.data_dir):
-        raise app.UsageError(f"give one dataset folder, with --data_dir; got {positional}")
-    try:
-        spec = get_dataset(FLAGS.dataset)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    voc_root = FLAGS.data_dir or (positional[0] if positional else None)
-    if voc_root is None:
-        raise app.UsageError(f"--data_dir is required: the {spec.name} folder to check")
-    splits = [s for s in (FLAGS.splits or spec.splits) if s]
-    if "trainaug" in splits and not (FLAGS.sbd_dir or FLAGS.aug_dir):
-        raise app.UsageError(
-            "--splits trainaug needs SBD's labels: pass --sbd_dir (benchmark_RELEASE) "
-            "or --aug_dir (SegmentationClassAug)"
-        )
-    summaries = []
-    problems = validate_dataset(
-        voc_root,
-        splits,
-        FLAGS.num_classes,
-        dataset=spec.name,
-        sbd_root=FLAGS.sbd_dir,
-        aug_dir=FLAGS.aug_dir,
-        summaries=summaries,
-    )
-    for summary in summaries:
-        print(summary)
-    for problem in problems:
-        print(f"{type(problem).__name__}: {problem}")
-    if problems:
-        files = len({problem.path for problem in problems})
-        print(f"{len(problems)} problem(s) in {files} file(s)", file=sys.stderr)
-        return 1
-    print(f"OK: {voc_root} splits {', '.join(splits)} have no problem")
-    return 0
-
-
-def console_main():
-    """`ema-keras-validate`: the shared program start-up (ema_keras.cli) around `main`."""
-    from ema_keras import cli  # imports the training settings, which import this package
-
-    define_flags()
-    cli.run(main)
-
-
-if __name__ == "__main__":
-    console_main()

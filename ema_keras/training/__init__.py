@@ -3,7 +3,8 @@
 from ema_keras.training.checkpointing import TrainingDiverged
 from ema_keras.training.config import RECIPES, SettingsError, TrainConfig, get_recipe
 from ema_keras.training.strategy import make_strategy
-from ema_keras.training.trainer import TrainResult, load_config, train
+from ema_keras.training.run_record import load_config
+from ema_keras.training.trainer import TrainResult, train
 
 __all__ = [
     "RECIPES",

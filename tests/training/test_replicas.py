@@ -81,5 +81,5 @@ def test_logged_validation_miou_is_the_saved_models(tiny_config, tmp_path):
     examples = voc.read_voc_split(voc.find_voc_root(config.data_dir), config.val_split)
     assert len(examples) == 4
     rescored = evaluate(load_keras_model(str(model_dir / "last.keras")), examples,
-                        num_classes=config.num_classes, pad_to=config.eval_pad_size)
+                        num_classes=voc.NUM_CLASSES, pad_to=config.eval_pad_size)
     np.testing.assert_allclose(rescored.mean_iou, result.val_mean_iou, rtol=1e-5)

@@ -187,6 +187,7 @@ def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
 def test_trainaug_from_a_raw_sbd_folder_trains_on_converted_labels(tmp_path):
     from ema_keras.data.image_io import load_label
     from ema_keras.training import get_recipe, trainer
+    from ema_keras.data.training_data import resolve_training_data
     from tests.data.conftest import write_sbd, write_voc
 
     voc_root, _ = write_voc(str(tmp_path), {"train": ["a1", "a2"], "val": ["v1"]})
@@ -197,7 +198,7 @@ def test_trainaug_from_a_raw_sbd_folder_trains_on_converted_labels(tmp_path):
         strategy="one_device",
     )
     model_dir = str(tmp_path / "run")
-    examples = trainer.training_examples(config, voc_root, model_dir)
+    examples = resolve_training_data(config, model_dir).train
     assert [e.image_id for e in examples] == ["a1", "a2", "s1", "s2"]  # VOC val excluded
     for example in examples[2:]:
         assert example.label_path.endswith(".png")
@@ -205,7 +206,7 @@ def test_trainaug_from_a_raw_sbd_folder_trains_on_converted_labels(tmp_path):
     # VOC's own PNG labels pass through; a resumed run reuses the converted PNGs.
     assert examples[0].label_path.endswith(os.path.join("SegmentationClass", "a1.png"))
     written = {e.label_path: os.stat(e.label_path).st_mtime_ns for e in examples[2:]}
-    again = trainer.training_examples(config, voc_root, model_dir)
+    again = resolve_training_data(config, model_dir).train
     assert again == examples
     assert {p: os.stat(p).st_mtime_ns for p in written} == written
     assert train(config, model_dir).step == 1
