@@ -212,8 +212,6 @@ def parse_class_lines(lines, path):
             f"some classes have a colour r,g,b and {missing!r} has none: give every class a "
             "colour (colour masks) or none (index masks)",
         )
-    if any(has_colour) and any(value is not None for value in values):
-        raise ClassTableError(path, "mixes colours r,g,b and mask values =N; use one kind")
     if any(has_colour):
         _check_unique(colours + ignore_colours, "colour", path)
         return ClassTable(

@@ -40,6 +40,9 @@ def test_benchmark_recipes_carry_the_published_settings(name):
 
 def test_settings_that_do_not_fit_the_dataset_are_refused():
     with pytest.raises(SettingsError, match="--num_classes 21 does not fit --dataset cityscapes"):
+        check_settings(get_recipe("voc_official", dataset="cityscapes", num_classes=21))
+    # Left unset, the count is the dataset's: only the VOC split is then refused.
+    with pytest.raises(SettingsError, match="--train_split trainaug is VOC's"):
         check_settings(get_recipe("voc_official", dataset="cityscapes"))
     with pytest.raises(SettingsError, match="--train_split trainaug is VOC's"):
         check_settings(get_recipe("pascal_context", train_split="trainaug"))
