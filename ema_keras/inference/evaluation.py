@@ -1,4 +1,11 @@
-"""Scoring a segmenter on a split: mIoU and per-class IoU at the original size."""
+"""Scoring a segmenter on a split: mIoU and per-class IoU at the original size.
+
+A class with no pixel in the split's labels that the model never predicts
+either is absent: it has no IoU (0/0), the reports say "absent" (markdown) or
+null and list it in `absent_classes` (JSON), and the mean runs over the other
+classes. A class in no label but predicted somewhere keeps IoU 0: those
+pixels are false positives.
+"""
 
 import dataclasses
 import math
@@ -15,10 +22,16 @@ from ema_keras.training.metrics import SegmentationMeanIoU
 @dataclasses.dataclass
 class EvaluationResult:
     mean_iou: float
-    per_class_iou: Sequence[float]  # NaN for classes absent from labels and predictions
+    mean_iou: float  # over the classes that are not absent
+    per_class_iou: Sequence[float]  # NaN for absent classes (in no label and no prediction)
     class_names: Sequence[str]
     num_images: int
     settings: dict
+
+    @property
+    def absent_classes(self):
+        """Names of the classes in no label of the split and never predicted."""
+        return [name for name, iou in zip(self.class_names, self.per_class_iou) if math.isnan(iou)]
 
     def to_json(self):
         return {
@@ -29,13 +42,21 @@ class EvaluationResult:
                 name: (None if math.isnan(iou) else iou)
                 for name, iou in zip(self.class_names, self.per_class_iou)
             },
+            "absent_classes": self.absent_classes,
         }
 
     def to_markdown(self):
         lines = ["| class | IoU (%) |", "|---|---|"]
         for name, iou in zip(self.class_names, self.per_class_iou):
-            lines.append(f"| {name} | {'n/a' if math.isnan(iou) else f'{100 * iou:.2f}'} |")
+            lines.append(f"| {name} | {'absent' if math.isnan(iou) else f'{100 * iou:.2f}'} |")
         lines.append(f"| **mean** | **{100 * self.mean_iou:.2f}** |")
+        absent = self.absent_classes
+        if absent:
+            lines += [
+                "",
+                f"Absent (in no label of the split, never predicted; not in the mean): "
+                f"{', '.join(absent)}.",
+            ]
         return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ import keras
 from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
 from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.layers.resize import BilinearResize
+from ema_keras.models.class_info import checked_class_info
 from ema_keras.models.functional_model import BASE_ARGUMENTS, FunctionalModel, check_keywords
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
 from ema_keras.models.presets import build_backbone, get_preset, weights_to_load
@@ -70,6 +71,9 @@ class MobileEMANet(FunctionalModel):
         image_shape: (H, W, 3); H and W may be None.
         seed: seed of the initializers and dropout.
         dtype: dtype policy of the head's layers (logits stay float32).
+        class_names, palette: the classes' names and display colours ([r, g, b]
+            0..255), one per class, or None; saved with the model for the tools
+            that read it (`ema_keras.models.class_info`).
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class MobileEMANet(FunctionalModel):
         image_shape=(None, None, 3),
         seed=None,
         dtype=None,
+        class_names=None,
+        palette=None,
         **kwargs,
     ):
         pyramid = getattr(backbone, "pyramid_outputs", None)
@@ -104,6 +110,7 @@ class MobileEMANet(FunctionalModel):
                 raise ValueError(f"`{arg}` must be >= 1, got {value}.")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+        class_names, palette = checked_class_info(class_names, palette, num_classes)
         batch_norm = batch_norm_settings(
             batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized
         )
@@ -158,6 +165,8 @@ class MobileEMANet(FunctionalModel):
         self.batch_norm_synchronized = batch_norm["synchronized"]
         self.image_shape = tuple(image_shape)
         self.seed = seed
+        self.class_names = class_names
+        self.palette = palette
 
     @classmethod
     def from_preset(cls, preset, /, *, load_weights=None, **overrides):

@@ -31,12 +31,22 @@ class TrainConfig:
         "emanet_resnet101_os8_voc",
         "EMANet architecture to train, a name from ema_keras.models.PRESETS.",
     )
-    num_classes: int = _setting(21, "Classes the head predicts, background included (VOC: 21).")
+    num_classes: Optional[int] = _setting(
+        None,
+        "Classes the head predicts, background included; unset: the dataset's (VOC 21; a folder "
+        "dataset's classes.txt). A VOC-format folder of one's own may set another count.",
+    )
     aux_loss_weight: float = _setting(
         0.4, "Weight of the auxiliary head's loss, for presets that have that head."
     )
     ohem: bool = _setting(
         False, "Train on the hardest pixels only (online hard example mining) instead of all."
+    )
+    class_weights: str = _setting(
+        "none",
+        "Weights of the classes in the cross-entropy: none, inverse_frequency or "
+        "inverse_sqrt_frequency (of the training labels' pixel counts), or a file of one "
+        "weight per class (one a line, or a JSON list).",
     )
     backbone_weights: Optional[str] = _setting(
         None,
@@ -46,13 +56,19 @@ class TrainConfig:
         None,
         "A whole EMANet's weights to start from (.keras, .weights.h5 or converted checkpoint).",
     )
+    freeze_backbone: bool = _setting(
+        False,
+        "Train only the head and classifier: the image encoder keeps the weights it starts from "
+        "(set --weights or --backbone_weights), its BatchNorms their moving statistics.",
+    )
     # Data. `data_dir` is a folder of `dataset` (VOCdevkit or VOC2012 for voc);
     # None trains on the generated demo dataset. `train_tfrecords` (a glob)
     # replaces the folder.
     dataset: str = _setting(
         "voc",
         "Layout and classes of --data_dir: voc, cityscapes, pascal_context (59 classes), "
-        "pascal_context_60, coco_stuff164k or coco_stuff10k.",
+        "pascal_context_60, coco_stuff164k, coco_stuff10k; or your own data: folder (images/, "
+        "masks/, classes.txt), cvat, labelme or coco (docs/data.md).",
     )
     data_dir: Optional[str] = _setting(
         None,
@@ -68,7 +84,12 @@ class TrainConfig:
     train_split: str = _setting(
         "trainaug", "Split to train on: trainaug (VOC train + SBD, 10,582 images) or a VOC split."
     )
-    val_split: str = _setting("val", "VOC split to validate on after every checkpoint.")
+    val_split: str = _setting("val", "Split to validate on after every checkpoint.")
+    val_fraction: float = _setting(
+        0.1,
+        "Your own data without split files: the share of images drawn (with --seed) for "
+        "validation, recorded in model_dir/splits.json and reused on resume.",
+    )
     train_tfrecords: Optional[str] = _setting(
         None, "Glob of TFRecord shards to train from instead of the folder's split."
     )
@@ -145,9 +166,10 @@ def check_settings(config):
     from ema_keras.training.strategy import STRATEGIES
 
     from ema_keras.data.datasets import DATASETS
+    from ema_keras.data.training_data import dataset_names, is_custom
 
     for flag, value, known in (
-        ("dataset", config.dataset, DATASETS),
+        ("dataset", config.dataset, dataset_names()),
         ("preset", config.preset, PRESETS),
         ("strategy", config.strategy, STRATEGIES),
         ("mixed_precision", config.mixed_precision, PRECISIONS),
@@ -156,7 +178,20 @@ def check_settings(config):
             raise SettingsError(
                 f"--{flag} {value!r} is unknown; use one of: {', '.join(sorted(known))}."
             )
-    _check_dataset(config, DATASETS[config.dataset])
+    from ema_keras.data.class_weights import CLASS_WEIGHT_MODES, is_class_weights_setting
+
+    if not is_class_weights_setting(config.class_weights):
+        raise SettingsError(
+            f"--class_weights {config.class_weights!r} is neither one of "
+            f"{', '.join(CLASS_WEIGHT_MODES)} nor an existing file of weights."
+        )
+    if not 0.0 < config.val_fraction < 1.0:
+        raise SettingsError(f"--val_fraction must be between 0 and 1, got {config.val_fraction}.")
+    if is_custom(config.dataset):
+        if config.data_dir is None and not config.train_tfrecords:
+            raise SettingsError(f"--dataset {config.dataset} needs --data_dir, your data's folder.")
+    else:
+        _check_dataset(config, DATASETS[config.dataset])
     return config
 
 
@@ -164,7 +199,7 @@ def _check_dataset(config, dataset):
     """Settings that only fit VOC, or a class count other than the dataset's label map gives."""
     if config.dataset == "voc":
         return  # VOC-format folders of one's own may hold any number of classes
-    if config.num_classes != dataset.num_classes:
+    if config.num_classes is not None and config.num_classes != dataset.num_classes:
         raise SettingsError(
             f"--num_classes {config.num_classes} does not fit --dataset {config.dataset} "
             f"({dataset.num_classes} classes); use --recipe {config.dataset} or "

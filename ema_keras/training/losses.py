@@ -5,7 +5,14 @@ of its own batch, and the gradients of the replicas are averaged. This is what
 the official PyTorch code does under DistributedDataParallel
 (`CrossEntropyLoss(ignore_index=255)` per GPU, gradients all-reduced), so a
 replica's images count by their valid pixels, not one vote per image.
+
+Class weights (`class_weights=[w_0, ..., w_{K-1}]`, `--class_weights`) weight
+each pixel's cross-entropy by the weight of its true class and divide by the
+sum of those weights, as `torch.nn.CrossEntropyLoss(weight=w, ignore_index=255)`
+does: sum_i w[y_i] * nll_i / sum_i w[y_i] over the valid (for OHEM: kept) pixels.
 """
+
+import math
 
 import keras
 from keras import ops
@@ -35,23 +42,63 @@ def _per_image_share(pixel_loss, weights):
     """
     batch = ops.cast(ops.shape(pixel_loss)[0], "float32")
     per_image = ops.sum(pixel_loss * weights, axis=(1, 2))
-    return per_image * batch / ops.maximum(ops.sum(weights), 1.0)
+    total = ops.sum(weights)
+    # Not max(total, 1): class-weighted totals may lie below 1. Unweighted ones
+    # are pixel counts, for which both guards give the same value.
+    return per_image * batch / ops.where(total > 0.0, total, ops.ones_like(total))
+
+
+def _checked_class_weights(class_weights):
+    """None, or the weights as a tuple of floats: finite, >= 0, one of them > 0."""
+    if class_weights is None:
+        return None
+    weights = tuple(float(w) for w in class_weights)
+    if not weights or not all(math.isfinite(w) and w >= 0.0 for w in weights):
+        raise ValueError(f"`class_weights` must be finite and >= 0, got {class_weights}.")
+    if not any(weights):
+        raise ValueError("`class_weights` must give at least one class a weight > 0.")
+    return weights
+
+
+def _pixel_weights(valid, labels, logits, class_weights):
+    """`valid`, times the weight of each pixel's true class when there are class weights."""
+    if class_weights is None:
+        return valid
+    num_classes = logits.shape[-1]
+    if num_classes is not None and num_classes != len(class_weights):
+        raise ValueError(
+            f"{len(class_weights)} class weights for logits of {num_classes} classes."
+        )
+    table = ops.convert_to_tensor(class_weights, dtype="float32")
+    return valid * ops.take(table, labels)
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")
 class MaskedSparseCrossEntropy(keras.losses.Loss):
     """Cross-entropy from logits, averaged over pixels whose label != ignore_label."""
 
-    def __init__(self, ignore_label=IGNORE_LABEL, name="masked_cross_entropy", **kwargs):
+    def __init__(
+        self,
+        ignore_label=IGNORE_LABEL,
+        class_weights=None,
+        name="masked_cross_entropy",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self.ignore_label = int(ignore_label)
+        self.class_weights = _checked_class_weights(class_weights)
 
     def call(self, y_true, y_pred):
-        pixel_loss, valid, _, _ = _flatten_valid(y_true, y_pred, self.ignore_label)
-        return _per_image_share(pixel_loss, valid)
+        pixel_loss, valid, logits, labels = _flatten_valid(y_true, y_pred, self.ignore_label)
+        weights = _pixel_weights(valid, labels, logits, self.class_weights)
+        return _per_image_share(pixel_loss, weights)
 
     def get_config(self):
-        return {**super().get_config(), "ignore_label": self.ignore_label}
+        return {
+            **super().get_config(),
+            "ignore_label": self.ignore_label,
+            "class_weights": None if self.class_weights is None else list(self.class_weights),
+        }
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")
@@ -60,7 +107,9 @@ class OHEMCrossEntropy(keras.losses.Loss):
 
     Keeps the valid pixels whose predicted probability of the true class is
     below `threshold`, and at least the `min_kept` hardest ones of the batch,
-    then averages the cross-entropy over the kept pixels.
+    then averages the cross-entropy over the kept pixels. Class weights leave
+    the selection alone (it is by probability) and weight the kept pixels'
+    losses, as for MaskedSparseCrossEntropy.
     """
 
     def __init__(
@@ -68,6 +117,7 @@ class OHEMCrossEntropy(keras.losses.Loss):
         threshold=0.7,
         min_kept=100_000,
         ignore_label=IGNORE_LABEL,
+        class_weights=None,
         name="ohem_cross_entropy",
         **kwargs,
     ):
@@ -79,6 +129,7 @@ class OHEMCrossEntropy(keras.losses.Loss):
         self.threshold = float(threshold)
         self.min_kept = int(min_kept)
         self.ignore_label = int(ignore_label)
+        self.class_weights = _checked_class_weights(class_weights)
 
     def call(self, y_true, y_pred):
         pixel_loss, valid, logits, labels = _flatten_valid(y_true, y_pred, self.ignore_label)
@@ -94,7 +145,8 @@ class OHEMCrossEntropy(keras.losses.Loss):
         kth_probability = ops.take(flat, ops.maximum(kth, 0))
         cutoff = ops.maximum(kth_probability, self.threshold)
         kept = valid * ops.cast(ops.less_equal(true_probability, cutoff), "float32")
-        return _per_image_share(pixel_loss, ops.stop_gradient(kept))
+        weights = _pixel_weights(kept, labels, logits, self.class_weights)
+        return _per_image_share(pixel_loss, ops.stop_gradient(weights))
 
     def get_config(self):
         return {
@@ -102,4 +154,5 @@ class OHEMCrossEntropy(keras.losses.Loss):
             "threshold": self.threshold,
             "min_kept": self.min_kept,
             "ignore_label": self.ignore_label,
+            "class_weights": None if self.class_weights is None else list(self.class_weights),
         }

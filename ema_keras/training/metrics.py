@@ -26,8 +26,10 @@ class SegmentationMeanIoU(keras.metrics.Metric):
     replicas' and workers' counts add up before the result is read.
 
     The mean runs over the classes that occur in the labels or the predictions
-    (union > 0), as the VOC evaluation does; `per_class_iou()` gives every
-    class, NaN where a class never occurred.
+    (union > 0), as the VOC evaluation does. A class in neither is absent
+    (`absent_classes()`): `per_class_iou()` gives it NaN and the mean leaves it
+    out (mmsegmentation's nanmean, the same number); a class predicted but in
+    no label is present, with IoU 0 (its pixels are false positives).
 
     The counts are float64 (exact to 2^53 pixels) except on JAX, which holds
     them in float32 unless `jax_enable_x64` is set: exact to 2^24 pixels per
@@ -86,6 +88,11 @@ class SegmentationMeanIoU(keras.metrics.Metric):
         true_positives, union = (ops.convert_to_numpy(t) for t in self._iou())
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(union > 0, true_positives / union, np.nan)
+
+    def absent_classes(self):
+        """The ids (a list) of the classes in no label and no prediction so far."""
+        _, union = self._iou()
+        return [int(i) for i in np.flatnonzero(ops.convert_to_numpy(union) == 0)]
 
     def reset_state(self):
         matrix = self.confusion_matrix

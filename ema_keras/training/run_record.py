@@ -22,7 +22,7 @@ CLASSES_FILE = "classes.json"
 # learning rate, ...) may change between a run and its resumption.
 IDENTITY = (
     "dataset", "data_dir", "preset", "num_classes", "train_split", "val_split",
-    "train_tfrecords", "val_fraction",
+    "train_tfrecords", "val_fraction", "freeze_backbone",
 )  # fmt: skip
 
 

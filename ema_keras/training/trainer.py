@@ -19,17 +19,19 @@ import tensorflow as tf
 from absl import logging
 
 from ema_keras import data, weights
-from ema_keras.data import datasets, demo, image_io, pipeline
+from ema_keras.data import pipeline, training_data
+from ema_keras.data.class_weights import resolve_class_weights
+from ema_keras.models.class_info import set_class_info
 from ema_keras.training.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 from ema_keras.training.metrics import SegmentationMeanIoU
 from ema_keras.models import build_preset
 from ema_keras.training.optimizers import ParameterGroupSGD, parameter_groups
 from ema_keras.training.schedules import PolyDecay
-from ema_keras.training import backends, checkpointing, curves, tensorboard
+from ema_keras.training import backends, checkpointing, curves, run_record, tensorboard
 from ema_keras.training.config import SettingsError
 from ema_keras.training.first_step import FirstStepTimer
 
-CONFIG_FILE = "train_config.json"
+CONFIG_FILE = run_record.CONFIG_FILE
 LAST_MODEL_FILE = "last.keras"
 BEST_MODEL_FILE = "best.keras"
 SUMMARY_FILE = "summary.json"
@@ -44,69 +46,38 @@ class TrainResult:
     model_dir: str
 
 
-def resolve_data_dir(config, model_dir):
-    """The dataset's folder to read: the user's, or the demo set generated once."""
-    if config.data_dir is not None:
-        return datasets.get_dataset(config.dataset).find_root(config.data_dir)
-    return demo.write_demo_dataset(os.path.join(model_dir, "demo_data"))
-
-
-def training_examples(config, voc_root, model_dir):
-    """The training source, every file checked (see `data.preflight_check`) and readable in-graph.
-
-    The check runs before anything is converted or trained, and its verdict
-    is cached in `model_dir` by the files' fingerprint, so a resumed run does
-    not decode the dataset again.
-    """
-    if config.train_tfrecords:
-        source = config.train_tfrecords
-    else:
-        source = datasets.read_examples(
-            config.dataset, voc_root, config.train_split,
-            sbd_root=config.sbd_dir, aug_dir=config.aug_dir,
-        )
-    data.preflight_check(
-        source, num_classes=config.num_classes, cache_dir=model_dir, what="training data"
-    )
-    if config.train_tfrecords:
-        return source
-    return _readable_in_graph(source, config, model_dir)
-
-
-def _readable_in_graph(examples, config, model_dir):
-    """`.mat` labels (SBD, COCO-Stuff-10k) as PNGs of training ids, converted once; others as
-    they are (the tf.data graph decodes no `.mat`)."""
-    return image_io.convert_sbd_to_png(
-        examples, os.path.join(model_dir, "sbd_labels"), num_classes=config.num_classes
-    )
-
-
-def validation_examples(config, voc_root, model_dir):
-    """The validation split, checked like the training data; refuses a too small `eval_pad_size`."""
-    examples = datasets.read_examples(config.dataset, voc_root, config.val_split)
-    checked = data.preflight_check(
-        examples, num_classes=config.num_classes, cache_dir=model_dir, what="validation data"
-    )
-    height, width = data.required_pad_size(checked)
-    if config.eval_pad_size < max(height, width):
-        raise SettingsError(
-            f"--eval_pad_size={config.eval_pad_size} is smaller than the largest validation image "
-            f"({height}x{width}); use --eval_pad_size={max(height, width)} or more."
-        )
-    return _readable_in_graph(examples, config, model_dir)
-
-
 def build_model(config):
-    """The preset's EMANet in the current strategy scope and dtype policy, weights loaded."""
+    """The preset's model in the current strategy scope and dtype policy, weights loaded.
+
+    `--weights` may hold another class count than the model (fine-tuning a
+    trained model to new classes): its classifiers then keep their fresh
+    initialisation, which one log line says; any other difference is refused
+    (`WeightsMismatchError`). `--freeze_backbone` leaves the image encoder
+    untrained, its BatchNorms on their moving statistics; it needs weights to
+    start from, since a frozen random encoder would only ever feed noise to the head.
+    """
+    if config.freeze_backbone and not (config.weights or config.backbone_weights):
+        raise SettingsError(
+            "--freeze_backbone keeps the backbone as it starts: give it trained weights with "
+            "--weights or --backbone_weights."
+        )
     model = build_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
     if config.weights:
-        weights.load_model_weights(model, config.weights)
+        loaded = weights.load_fine_tuning_weights(model, config.weights)
+        if loaded.reinitialised:
+            logging.info("%s", loaded.message)
     elif config.backbone_weights:
         weights.load_backbone_weights(model.backbone, config.backbone_weights)
+    if config.freeze_backbone:
+        # Before compiling: the optimizer and its parameter groups see only
+        # the head's variables.
+        model.backbone.trainable = False
     return model
 
 
-def compile_model(model, config, jit_compile=None):
+def compile_model(model, config, jit_compile=None, class_weights=None):
+    """Compiles `model` for `config`'s recipe; `class_weights` (one float per class,
+    `ema_keras.data.class_weights.resolve_class_weights`) weight its cross-entropies."""
     schedule = PolyDecay(
         config.learning_rate,
         config.steps,
@@ -122,7 +93,9 @@ def compile_model(model, config, jit_compile=None):
     optimizer.set_parameter_groups(parameter_groups(model))
 
     def make_loss():
-        return OHEMCrossEntropy() if config.ohem else MaskedSparseCrossEntropy()
+        if config.ohem:
+            return OHEMCrossEntropy(class_weights=class_weights)
+        return MaskedSparseCrossEntropy(class_weights=class_weights)
 
     if isinstance(model.output, dict):
         loss = {name: make_loss() for name in model.output}
@@ -202,19 +175,34 @@ def train(config, model_dir):
 def _train(config, model_dir, execution, first_step):
     chief = execution.chief
     epochs, steps_per_epoch = checkpointing.chunk_plan(config.steps, config.steps_per_checkpoint)
-    voc_root = resolve_data_dir(config, model_dir)
-    train_source = training_examples(config, voc_root, model_dir)
-    val_examples = validation_examples(config, voc_root, model_dir) if config.validate else None
-    os.makedirs(model_dir, exist_ok=True)
-    if chief:
-        with open(os.path.join(model_dir, CONFIG_FILE), "w") as file:
-            json.dump(dataclasses.asdict(config), file, indent=2)
+    run_record.refuse_other_run(config, model_dir)
+    run_data = training_data.resolve_training_data(config, model_dir)
+    config = dataclasses.replace(config, num_classes=run_data.num_classes)
+    run_record.refuse_other_classes(run_data.class_table, model_dir)
+    if config.validate:
+        height, width = data.required_pad_size(run_data.val_check)
+        if config.eval_pad_size < max(height, width):
+            raise SettingsError(
+                f"--eval_pad_size={config.eval_pad_size} is smaller than the largest validation "
+                f"image ({height}x{width}); use --eval_pad_size={max(height, width)} or more."
+            )
+    train_source, val_examples = run_data.train, run_data.val
+    class_weights = resolve_class_weights(
+        config.class_weights, run_data.train_check.pixel_counts, config.num_classes
+    )
 
     keras.mixed_precision.set_dtype_policy(config.mixed_precision)
 
     with execution.scope():
+        # Built (and its weights loaded) before anything is written: a refused
+        # --weights leaves the folder as it was.
         model = build_model(config)
-        compile_model(model, config, jit_compile=execution.jit_compile)
+        set_class_info(model, run_data.class_table.names, run_data.class_table.palette)
+        if chief:
+            run_record.record_run(config, run_data.class_table, model_dir)
+        compile_model(
+            model, config, jit_compile=execution.jit_compile, class_weights=class_weights
+        )
         checkpoint = execution.make_checkpoint(model, os.path.join(model_dir, "checkpoints"))
         initial_step = checkpoint.restore_latest()
     initial_epoch = initial_step // steps_per_epoch
@@ -335,16 +323,3 @@ def _finished_run(model, step, model_dir, chief):
         if chief:
             _write_final_outputs(model, model_dir, summary)
     return TrainResult(model, {}, step, summary.get("val_mean_iou"), model_dir)
-
-
-def load_config(model_dir):
-    """The `TrainConfig` a training run in `model_dir` was started with."""
-    from ema_keras.training.config import TrainConfig
-
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist: is {model_dir!r} a training folder?")
-    with open(path) as file:
-        values = json.load(file)
-    values["scales"] = tuple(values["scales"])
-    return TrainConfig(**values)

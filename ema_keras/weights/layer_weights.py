@@ -57,7 +57,9 @@ def model_weights(model):
     }
 
 
-def assign_layer_weights(model, weights, *, source, ignore_layers=(), allow_extra_layers=False):
+def assign_layer_weights(
+    model, weights, *, source, ignore_layers=(), allow_extra_layers=False, keep_layers=()
+):
     """Copies `weights` into `model`'s layers by name, after checking all of them.
 
     Nothing is assigned unless every target variable has a source array of
@@ -74,12 +76,18 @@ def assign_layer_weights(model, weights, *, source, ignore_layers=(), allow_extr
             model does not have).
         allow_extra_layers: skip, rather than report, source layers the
             model does not have (loading a backbone out of a full model).
+        keep_layers: model layers left as they are, whatever the file holds
+            under their names (classifiers trained anew for another class
+            count: their shapes differ, so they are neither checked nor
+            assigned).
 
     Raises:
         WeightsMismatchError: listing every missing, unexpected and
             misshapen weight.
     """
-    targets = named_layers(model)
+    targets = {
+        name: layer for name, layer in named_layers(model).items() if name not in keep_layers
+    }
     missing, unexpected, misshapen, assignments = [], [], [], []
     for layer_name, layer in targets.items():
         source_layer = weights.get(layer_name)
@@ -97,7 +105,7 @@ def assign_layer_weights(model, weights, *, source, ignore_layers=(), allow_extr
                 continue
             assignments.append((variable, value))
     for layer_name, source_layer in weights.items():
-        if layer_name in ignore_layers:
+        if layer_name in ignore_layers or layer_name in keep_layers:
             continue
         if layer_name not in targets:
             if not allow_extra_layers:

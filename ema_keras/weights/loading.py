@@ -1,62 +1,240 @@
-"""Loading pretrained weights into an `EMANet` or its `DilatedResNet` backbone."""
+"""Loading pretrained weights into an `EMANet`, a `MobileEMANet` or their backbones.
 
+A whole model's weights load strictly (`load_model_weights`: the file's
+architecture and class count must be the model's) or for fine-tuning
+(`load_fine_tuning_weights`: a file of another class count gives every
+weight but the classifiers, which keep their fresh initialisation).
+"""
+
+import dataclasses
 import os
 import re
+import tempfile
 
 from ema_keras.models.dilated_resnet import BLOCK_COUNTS, DilatedResNet
 from ema_keras.models.emanet import EMANet
+from ema_keras.models.mobile_emanet import MobileEMANet
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
 from ema_keras.weights import keras_files, torch_files, torch_names
 from ema_keras.weights.layer_weights import (
     WeightsMismatchError,
     assign_layer_weights,
     model_weights,
+    named_layers,
 )
 
 # Classifier layers of ImageNet files, which a segmentation backbone has no use for.
 _IMAGENET_CLASSIFIERS = ("predictions", "probs", "fc1000")
 _BLOCK_NAME = re.compile(r"^conv([2-5])_block(\d+)_")
+# The layers whose outputs are the classes, per model class (the aux head's
+# only when the model has one): all that fine-tuning to new classes
+# re-initialises. MobileEMANet classifies twice, the EMA head's map and P3's
+# low-level features, and sums.
+_MODEL_CLASSES = {"EMANet": EMANet, "MobileEMANet": MobileEMANet}
+_CLASSIFIER_LAYERS = {
+    EMANet: ("classifier_conv", "aux_classifier_conv"),
+    MobileEMANet: ("classifier_high", "classifier_low"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+    """What `load_fine_tuning_weights` did: the file, both class counts, the layers left new.
+
+    `reinitialised` is empty when the class counts agree (everything was
+    loaded); `message` is then None.
+    """
+
+    source: str
+    file_classes: int
+    model_classes: int
+    reinitialised: tuple = ()
+
+    @property
+    def message(self):
+        """The one line that says which layers start anew and why (None: none do)."""
+        if not self.reinitialised:
+            return None
+        return (
+            f"Fine-tuning: {', '.join(self.reinitialised)} re-initialised (the file has "
+            f"{self.file_classes} classes, the model {self.model_classes}); every other weight "
+            f"loaded from {self.source}."
+        )
 
 
 def load_model_weights(model, path):
-    """Loads a whole EMANet's weights (trunk, head, EMA bases, classifier).
+    """Loads a whole model's weights (trunk, head, EMA bases, classifier).
+
+    Strict: the file must hold the model's class count. This is what
+    `from_preset` uses, so a preset built with another `num_classes` is
+    refused rather than silently trained from a half-loaded file; to start
+    new classes from a trained model, use `load_fine_tuning_weights`.
 
     Args:
-        model: an `EMANet` of the same depth, head and class count as the file.
-            The output stride may differ (it does not change the weights).
+        model: an `EMANet` or `MobileEMANet` of the same architecture (depth,
+            head, class count) as the file. The output stride may differ
+            (it does not change the weights).
         path: one of
-            - a `.keras` file, e.g. a converted official checkpoint
-              (`convert_official_checkpoint`) or a model saved by training;
+            - a `.keras` file of the model's class, e.g. a converted official
+              checkpoint (`convert_official_checkpoint`) or a model saved by
+              training;
             - a `.weights.h5` file saved from the same architecture;
-            - the official PyTorch checkpoint itself (`.pth`, needs torch).
+            - the official PyTorch checkpoint itself (`.pth`, needs torch;
+              `EMANet` only: the official models are ResNets).
 
     Returns:
         `model`, for chaining.
 
     Raises:
-        WeightsMismatchError: a different depth, class count, or any
-            missing / unexpected / misshapen weight, all listed.
+        WeightsMismatchError: another model class, depth or class count, or
+            any missing / unexpected / misshapen weight, all listed; nothing
+            is assigned then.
     """
-    if not isinstance(model, EMANet):
-        raise TypeError(
-            f"load_model_weights expects an EMANet, got {type(model).__name__}; for a "
-            "DilatedResNet use load_backbone_weights."
-        )
+    _load(model, path, new_classifier=False)
+    return model
+
+
+def load_fine_tuning_weights(model, path):
+    """Loads a trained model's weights into `model`, whose class count may differ.
+
+    With the same class count this is `load_model_weights`. With another,
+    every weight but the classifiers' (`classifier_conv` and, with an aux
+    head, `aux_classifier_conv`; `classifier_high` and `classifier_low` in a
+    `MobileEMANet`) is loaded and checked as there, and the classifiers keep
+    the initialisation the model was built with. Any other difference is
+    refused, as there.
+
+    Args:
+        model: an `EMANet` or `MobileEMANet`, built with the new class count.
+        path: as in `load_model_weights`.
+
+    Returns:
+        A `LoadedWeights`: `reinitialised` names the layers left as built,
+        `message` says so in one line (for the training log).
+
+    Raises:
+        WeightsMismatchError: as `load_model_weights`, class count aside.
+    """
+    return _load(model, path, new_classifier=True)
+
+
+def classifier_layers(model):
+    """Names of `model`'s layers that output the classes (what fine-tuning re-initialises)."""
+    _check_model(model)
+    present = named_layers(model)
+    names = _CLASSIFIER_LAYERS[EMANet if isinstance(model, EMANet) else MobileEMANet]
+    return tuple(name for name in names if name in present)
+
+
+def _load(model, path, *, new_classifier):
+    _check_model(model)
     path = os.fspath(path)
     if torch_files.is_torch_file(path):
-        load_official_state_dict(model, torch_files.read_state_dict(path), source=path)
-    elif path.endswith(".keras"):
-        _check_keras_file(model, keras_files.read_keras_config(path), path)
+        _refuse_official_into_mobile(model, path)
+        state_dict = torch_files.read_state_dict(path)
+        return _load_official(model, state_dict, path, new_classifier)
+    if path.endswith(".keras"):
+        config = keras_files.read_keras_config(path)
+        file_classes = _check_keras_file(model, config, path, new_classifier)
         source = keras_files.load_keras_model(path)
-        assign_layer_weights(model, model_weights(source), source=path)
-    elif path.endswith(".weights.h5"):
-        _load_native(model, path)
-    else:
-        raise ValueError(
-            f"Unknown weights file type: {path}. Expected `.keras`, `.weights.h5` or a PyTorch "
-            f"checkpoint ({', '.join(torch_files.TORCH_SUFFIXES)})."
+        return _assign(model, model_weights(source), path, file_classes)
+    if path.endswith(".weights.h5"):
+        return _load_weights_h5(model, path, new_classifier)
+    raise ValueError(
+        f"Unknown weights file type: {path}. Expected `.keras`, `.weights.h5` or a PyTorch "
+        f"checkpoint ({', '.join(torch_files.TORCH_SUFFIXES)})."
+    )
+
+
+def _assign(model, weights, source, file_classes):
+    """Assigns every weight, the classifiers' only when the class counts agree."""
+    kept = () if file_classes == model.num_classes else classifier_layers(model)
+    assign_layer_weights(model, weights, source=source, keep_layers=kept)
+    return LoadedWeights(source, int(file_classes), model.num_classes, kept)
+
+
+def _check_model(model):
+    if not isinstance(model, (EMANet, MobileEMANet)):
+        raise TypeError(
+            f"load_model_weights expects an EMANet or a MobileEMANet, got "
+            f"{type(model).__name__}; for a backbone use load_backbone_weights."
         )
-    return model
+
+
+def _refuse_official_into_mobile(model, source):
+    if isinstance(model, MobileEMANet):
+        raise WeightsMismatchError(
+            f"{source}: a PyTorch file can only be an official EMANet checkpoint, a dilated "
+            "ResNet, which a MobileEMANet cannot load; start it from a MobileEMANet `.keras` "
+            "file, or its backbone from keras.applications ImageNet weights "
+            "(load_backbone_weights)."
+        )
+
+
+def _class_count_error(source, file_classes, model_classes):
+    return WeightsMismatchError(
+        f"{source} has {file_classes} classes but the model has {model_classes}: build it with "
+        f"num_classes={file_classes}, or fine-tune (load_fine_tuning_weights, train_voc.py "
+        "--weights) to train a new classifier."
+    )
+
+
+def _load_weights_h5(model, path, new_classifier):
+    """A `.weights.h5` file, keyed by layer order: Keras itself matches it to the model.
+
+    For another class count the file is loaded into a copy of the model
+    built with the file's count, whose weights are then assigned by name.
+    """
+    file_classes = _weights_h5_classes(model, path) if new_classifier else model.num_classes
+    if file_classes == model.num_classes:
+        _load_native(model, path)
+        return LoadedWeights(path, model.num_classes, model.num_classes)
+    source = type(model).from_config({**model.get_config(), "num_classes": file_classes})
+    _load_native(source, path)
+    return _assign(model, model_weights(source), path, file_classes)
+
+
+def _weights_h5_classes(model, path):
+    """The class count of a `.weights.h5` file of `model`'s architecture.
+
+    The file names no layers, so the count is read from how its arrays
+    differ from those `model` itself writes: a file of another class count
+    differs only in the last axis of the classifiers' kernels and biases.
+    Anything else gives `model.num_classes`, and the strict load then says
+    what differs.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such weights file: {path}")
+    with tempfile.TemporaryDirectory() as folder:
+        own = os.path.join(folder, "model.weights.h5")
+        model.save_weights(own)
+        ours = _array_shapes(own)
+    theirs = _array_shapes(path)
+    counts = set()
+    for key, shape in ours.items():
+        other = theirs.get(key)
+        if other is not None and other != shape:
+            if other[:-1] != shape[:-1] or shape[-1] != model.num_classes:
+                return model.num_classes
+            counts.add(other[-1])
+    return counts.pop() if len(counts) == 1 else model.num_classes
+
+
+def _array_shapes(path):
+    import h5py
+
+    shapes = {}
+    try:
+        with h5py.File(path, "r") as file:
+            file.visititems(
+                lambda name, item: shapes.__setitem__(name, tuple(item.shape))
+                if isinstance(item, h5py.Dataset)
+                else None
+            )
+    except OSError as error:
+        message = f"Cannot read {path} as a `.weights.h5` file: {error}"
+        raise WeightsMismatchError(message) from error
+    return shapes
 
 
 def load_backbone_weights(backbone, path):
@@ -97,8 +275,8 @@ def load_backbone_weights(backbone, path):
         # keras.applications MobileNetV3 `.h5` files, by layer name.
         backbone.load_imagenet_weights(path)
         return backbone
-    if isinstance(backbone, EMANet):
-        raise TypeError("load_backbone_weights expects a DilatedResNet: pass `model.backbone`.")
+    if isinstance(backbone, (EMANet, MobileEMANet)):
+        raise TypeError("load_backbone_weights expects a backbone: pass `model.backbone`.")
     if not isinstance(backbone, DilatedResNet):
         raise TypeError(
             f"load_backbone_weights expects a DilatedResNet, got {type(backbone).__name__}."
@@ -137,11 +315,17 @@ def load_backbone_weights(backbone, path):
 
 
 def load_official_state_dict(model, state_dict, *, source="the state dict"):
-    """Loads an official EMANet state dict (`{key: numpy array}`) into `model`.
+    """Loads an official EMANet state dict (`{key: numpy array}`) into an `EMANet`.
 
     Checks the depth and the class count first, for a precise message, then
     every weight (see `assign_layer_weights`).
     """
+    _load_official(model, state_dict, source, new_classifier=False)
+    return model
+
+
+def _load_official(model, state_dict, source, new_classifier):
+    _refuse_official_into_mobile(model, source)
     layout = torch_names.detect_layout(state_dict)
     if layout != "official":
         raise WeightsMismatchError(
@@ -152,14 +336,11 @@ def load_official_state_dict(model, state_dict, *, source="the state dict"):
     raise_for_unknown_keys(unknown, source)
     check_backbone(model.backbone, weights, source)
     classifier = weights.get("classifier_conv", {}).get("bias")
-    if classifier is not None and classifier.shape[0] != model.num_classes:
-        raise WeightsMismatchError(
-            f"{source} has {classifier.shape[0]} classes but the model has {model.num_classes}: "
-            f"build it with num_classes={classifier.shape[0]}, or load only the backbone "
-            "(load_backbone_weights) to fine-tune on another class count."
-        )
-    assign_layer_weights(model, weights, source=source)
-    return model
+    # Without a classifier bias the count is unknown: assigning reports it missing.
+    file_classes = model.num_classes if classifier is None else int(classifier.shape[0])
+    if file_classes != model.num_classes and not new_classifier:
+        raise _class_count_error(source, file_classes, model.num_classes)
+    return _assign(model, weights, source, file_classes)
 
 
 def depth_name(block_counts):
@@ -195,21 +376,30 @@ def check_backbone(backbone, weights, source):
         )
 
 
-def _check_keras_file(model, config, path):
+def _check_keras_file(model, config, path, new_classifier):
+    """Refuses a `.keras` file of another kind of model; returns its class count."""
     class_name = config.get("class_name")
-    if class_name == "DilatedResNet":
+    if class_name in ("DilatedResNet", "MobileNetV3Backbone"):
         raise WeightsMismatchError(
             f"{path} holds a backbone only: load it with "
             "load_backbone_weights(model.backbone, ...)."
         )
-    if class_name != "EMANet":
-        raise WeightsMismatchError(f"{path} holds a {class_name}, not an EMANet.")
-    num_classes = config["config"].get("num_classes")
-    if num_classes != model.num_classes:
+    if class_name not in _MODEL_CLASSES:
+        raise WeightsMismatchError(f"{path} holds a {class_name}, not an EMANet or MobileEMANet.")
+    if not isinstance(model, _MODEL_CLASSES[class_name]):
         raise WeightsMismatchError(
-            f"{path} has {num_classes} classes but the model has {model.num_classes}: build it "
-            f"with num_classes={num_classes}, or load only the backbone (load_backbone_weights)."
+            f"{path} holds {_a(class_name)} but the model is {_a(type(model).__name__)}: build "
+            f"{_a(class_name)} (one of its presets) to load it."
         )
+    num_classes = config["config"].get("num_classes")
+    if num_classes != model.num_classes and not new_classifier:
+        raise _class_count_error(path, num_classes, model.num_classes)
+    return num_classes
+
+
+def _a(class_name):
+    """"an EMANet", "a MobileEMANet"."""
+    return f"{'an' if class_name[0] in 'AEIOU' else 'a'} {class_name}"
 
 
 def _load_native(model, path):
