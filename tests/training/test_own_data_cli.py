@@ -146,3 +146,37 @@ def test_own_data_trains_evaluates_resumes_and_refuses_another_run(tmp_path, cap
     assert sorted(os.listdir(model_dir)) == before
     labels = load_label(os.path.join(model_dir, "converted", "masks", "part0", "img000.png"))
     assert labels.max() <= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["cvat_zip", "cvat", "labelme_embedded", "labelme", "coco_rle",
+                                  "coco_polygons"])
+def test_annotation_tool_exports_validate_train_and_evaluate(tmp_path, capsys, kind):
+    from tests.data import annotation_fixtures as fixtures
+
+    if kind.startswith("cvat"):
+        data = fixtures.write_cvat_export(str(tmp_path), zip=kind == "cvat_zip", num_images=20)
+        dataset = "cvat"
+    elif kind.startswith("labelme"):
+        data = fixtures.write_labelme_folder(
+            str(tmp_path / "labelme"), embed_image_data=kind == "labelme_embedded", num_images=20
+        )
+        dataset = "labelme"
+    else:
+        data, _ = fixtures.write_coco_instances(
+            str(tmp_path / "coco"), rle=kind == "coco_rle", num_images=20
+        )
+        dataset = "coco"
+    # 20 images: the seeded val split (10%) gives each of the 2 replicas one.
+    before = sorted(os.listdir(tmp_path))
+    assert run_program("ema-keras-validate", f"--dataset={dataset}", f"--data_dir={data}") == 0
+    printed = capsys.readouterr().out
+    assert "| 1 | box |" in printed and "| 2 | triangle |" in printed
+    assert sorted(os.listdir(tmp_path)) == before  # the check writes nothing beside the data
+    model_dir = str(tmp_path / "run")
+    assert _train(data, model_dir, dataset=dataset) == 0
+    with open(os.path.join(model_dir, "classes.json")) as handle:
+        assert json.load(handle)["names"] == list(fixtures.CLASS_NAMES)
+    capsys.readouterr()
+    assert run_program("eval_voc.py", f"--model_dir={model_dir}") == 0
+    assert "| triangle |" in capsys.readouterr().out
