@@ -21,7 +21,6 @@ from ema_keras.training.metrics import SegmentationMeanIoU
 
 @dataclasses.dataclass
 class EvaluationResult:
-    mean_iou: float
     mean_iou: float  # over the classes that are not absent
     per_class_iou: Sequence[float]  # NaN for absent classes (in no label and no prediction)
     class_names: Sequence[str]
