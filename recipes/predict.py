@@ -30,6 +30,7 @@ from absl import app, flags
 from ema_keras import cli
 from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
 from ema_keras.data.datasets import get_dataset
+from ema_keras.data.training_data import is_custom
 from ema_keras.data.image_io import load_image
 from ema_keras.model_files import load_keras_model
 from ema_keras.inference.precision import inference_model
@@ -84,6 +85,9 @@ def palette_dataset(name, model_path):
         try:
             name = load_config(run_folder).dataset
         except FileNotFoundError:
+            name = "voc"
+        if is_custom(name):
+            # Your own data's index-mask classes take VOC's colours too (class_table's default).
             name = "voc"
     try:
         get_dataset(name)

@@ -180,3 +180,24 @@ def test_annotation_tool_exports_validate_train_and_evaluate(tmp_path, capsys, k
     capsys.readouterr()
     assert run_program("eval_voc.py", f"--model_dir={model_dir}") == 0
     assert "| triangle |" in capsys.readouterr().out
+
+
+def test_predict_on_a_model_of_a_folder_run_uses_its_folder(tmp_path, capsys):
+    """predict.py beside a run of your own data: the run's dataset is no benchmark name."""
+    from ema_keras.models import build_preset
+    from ema_keras.training.run_record import record_run
+    from ema_keras.training.config import get_recipe
+    from ema_keras.data.class_table import ClassTable
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = get_recipe("demo", dataset="folder", data_dir=str(tmp_path), num_classes=3)
+    record_run(config, ClassTable.from_names(CLASS_NAMES), str(run))
+    model = build_preset("emanet_tiny_demo", num_classes=3, seed=0)
+    model.save(run / "best.keras")
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(photo)
+    out = tmp_path / "out"
+    assert run_program("predict.py", f"--model={run / 'best.keras'}", f"--inputs={photo}",
+                       f"--output_dir={out}") == 0
+    assert load_label(str(out / "photo.png")).shape == (40, 48)
