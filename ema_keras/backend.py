@@ -25,11 +25,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def onednn_enabled(environ=None):
-    """Whether TensorFlow runs its oneDNN CPU kernels (the x86 default; TF_ENABLE_ONEDNN_OPTS=0: off).
+    """Whether TF_ENABLE_ONEDNN_OPTS leaves TensorFlow's oneDNN CPU kernels to its default.
 
-    TensorFlow reads the variable once, when it is imported; this reads the
-    same variable, so it answers for the process as long as nothing changed
-    it after the import.
+    Unset, TensorFlow turns them on for x86 CPUs with AVX-512 VNNI/BF16,
+    AVX-VNNI or AMX (every CPU with native bfloat16 among them) and off
+    elsewhere; 0 turns them off. TensorFlow reads the variable once, when it
+    is imported, so this answers for the process as long as nothing changed it
+    after the import. What a kernel computes is better asked of TensorFlow
+    (`ema_keras.layers.tensorflow_ops.dilated_conv2d_has_gradient`).
     """
     value = (os.environ if environ is None else environ).get("TF_ENABLE_ONEDNN_OPTS", "1")
     return value.strip().lower() not in ("0", "false", "no", "off")

@@ -9,9 +9,11 @@ on the AMD EPYC of docs/benchmarks.md at 1 thread, a 3x3 512->512 conv at
 block of an output-stride-8 ResNet), with oneDNN kernels and with Eigen.
 
 Only inference takes that path. TensorFlow's Eigen CPU kernels have no
-gradient for the dilated op, so it is also only taken when TensorFlow runs
-its oneDNN kernels (the x86 default; `ema_keras.backend.onednn_enabled`),
-where a gradient taken in inference mode still exists. Training keeps
+gradient for the dilated op, so it is also only taken where TensorFlow
+computes that gradient (its oneDNN kernels; asked once,
+`tensorflow_ops.dilated_conv2d_has_gradient`): a gradient taken in inference
+mode (a saliency map, say) must still exist. TensorFlow turns oneDNN on by
+default only on some x86 CPUs, so an AVX2-only AMD EPYC keeps Keras' lowering. Training keeps
 Keras' lowering, and every other backend keeps Keras' own convolution.
 The weights, the config and every output are those of `keras.layers.Conv2D`.
 """
@@ -19,7 +21,6 @@ The weights, the config and every output are those of `keras.layers.Conv2D`.
 import keras
 from keras import ops
 
-from ema_keras.backend import onednn_enabled
 from ema_keras.layers import tensorflow_ops
 
 
@@ -42,9 +43,9 @@ class DilatedConv2D(keras.layers.Conv2D):
     def _runs_native_dilation(self):
         return (
             tensorflow_ops.ENABLED
-            and onednn_enabled()
             and max(self.dilation_rate) > 1
             and max(self.strides) == 1
             and self.groups == 1
             and self.data_format == "channels_last"
+            and tensorflow_ops.dilated_conv2d_has_gradient()
         )

@@ -23,6 +23,8 @@ exist because, on TensorFlow, they earn their place:
 `ENABLED` says whether these may be called; TensorFlow is imported only then.
 """
 
+import functools
+
 import keras
 
 ENABLED = keras.backend.backend() == "tensorflow"
@@ -72,7 +74,7 @@ def dilated_conv2d(inputs, kernel, dilation_rate, padding):
     padding, and TensorFlow has no oneDNN gradient for a conv with explicit
     pads inside, while oneDNN fuses Pad + Conv2D (no slower than "SAME").
     TensorFlow's CPU kernels run the dilated op forward with oneDNN and with
-    Eigen; its gradient only with oneDNN.
+    Eigen; its gradient only with oneDNN (`dilated_conv2d_has_gradient`).
     """
     if padding == "same":
         pads = [[0, 0]]
@@ -81,6 +83,30 @@ def dilated_conv2d(inputs, kernel, dilation_rate, padding):
             pads.append([total // 2, total - total // 2])
         inputs = tf.pad(inputs, pads + [[0, 0]])
     return tf.nn.conv2d(inputs, kernel, 1, "VALID", dilations=list(dilation_rate))
+
+
+@functools.cache
+def dilated_conv2d_has_gradient():
+    """Whether this process's TensorFlow computes the gradient of a dilated Conv2D op.
+
+    Its oneDNN CPU kernels do, its Eigen ones do not ("Current CPU
+    implementations do not yet support dilation rates larger than 1"). Which
+    kernels run is TensorFlow's choice at import: `TF_ENABLE_ONEDNN_OPTS`, and
+    when that is unset the CPU (on by default only where TensorFlow finds
+    AVX-512 VNNI/BF16, AVX-VNNI or AMX; off, for example, on an AVX2-only AMD
+    EPYC). Asked of TensorFlow itself, once, on a 5x5 input, not guessed from
+    flags.
+    """
+    with tf.init_scope():
+        try:
+            tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=[1, 5, 5, 1], filter=tf.ones((3, 3, 1, 1)),
+                out_backprop=tf.ones((1, 1, 1, 1)), strides=[1, 1, 1, 1],
+                padding="VALID", dilations=[1, 2, 2, 1],
+            )  # fmt: skip
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+    return True
 
 
 def spatial_size(tensor):

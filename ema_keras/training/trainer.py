@@ -97,13 +97,17 @@ def compile_model(model, config, jit_compile=None, class_weights=None):
             return OHEMCrossEntropy(class_weights=class_weights)
         return MaskedSparseCrossEntropy(class_weights=class_weights)
 
+    # The classes are the model's logits channels: a config may leave num_classes
+    # to the dataset (None), and the metric must match what the model predicts.
+    logits = model.output["logits"] if isinstance(model.output, dict) else model.output
+    num_classes = int(logits.shape[-1])
     if isinstance(model.output, dict):
         loss = {name: make_loss() for name in model.output}
         loss_weights = {"logits": 1.0, "aux_logits": config.aux_loss_weight}
-        metrics = {"logits": [SegmentationMeanIoU(config.num_classes)]}
+        metrics = {"logits": [SegmentationMeanIoU(num_classes)]}
     else:
         loss, loss_weights = make_loss(), None
-        metrics = [SegmentationMeanIoU(config.num_classes)]
+        metrics = [SegmentationMeanIoU(num_classes)]
     model.compile(
         optimizer=optimizer,
         loss=loss,

@@ -56,15 +56,23 @@ def test_data_parallel_follows_one_device_on_the_same_global_batch(recipe_checks
     the BatchNorm statistics and the EMA bases update see the global batch and
     the loss is the global batch's mean in both runs. What remains is float32
     summation order (sums over the batch are added per device, then across):
-    3.4e-6 relative at most when measured after two steps; 1e-4, the bound of
-    the TensorFlow mirrored test, leaves a margin of 30.
+    4.3e-6 relative at most after two steps on an AVX2 AMD EPYC, where 1e-4,
+    the bound of the TensorFlow mirrored test, leaves a margin of 20. One CI
+    machine (its CPU unrecorded) once put a single variable at 3.6e-3,
+    ema_unit/output_norm/beta, whose values are about 2.6e-3 after two steps
+    (1e-5 absolute; only the worst was reported). So: 99% of the variables
+    within 1e-4 and none beyond 1e-2. Statistics taken over one device's half
+    of the batch would change every variable after the first BatchNorm, far
+    more than 1% of them.
     """
     _, checks = recipe_checks
     differences = checks["relative_difference_to_one_device"]
     assert len(differences) > 100
     assert any(path.endswith("bases") for path in differences)  # the EMA bases are compared
+    beyond = {path: value for path, value in differences.items() if value > 1e-4}
+    assert len(beyond) <= 0.01 * len(differences), beyond
     worst = max(differences, key=differences.get)
-    assert differences[worst] <= 1e-4, (worst, differences[worst])
+    assert differences[worst] <= 1e-2, (worst, differences[worst])
     # The mirrored run validates 5 images as 3 batches of 2 (one blank, ignored).
     assert abs(checks["val_mean_iou"] - checks["one_device_val_mean_iou"]) <= 1e-4
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from ema_keras.inference.folding import fold_batch_norm
-from ema_keras.layers import DilatedConv2D
+from ema_keras.layers import DilatedConv2D, tensorflow_ops
 from ema_keras.models import DilatedResNet, EMANet
 from tests.layer_testing import check_inference_gradients_equal, traced_op_types
 
@@ -30,6 +30,17 @@ def _pair(dilation_rate, padding, use_bias, activation, kernel_size=3):
     return reference, dilated, x
 
 
+@pytest.fixture
+def native_dilation(monkeypatch):
+    """The layer as on a CPU where TensorFlow has the dilated op's gradient (oneDNN).
+
+    Tracing and the forward pass need no gradient, so these checks hold on
+    every machine; the gradient itself is checked as this machine has it.
+    """
+    monkeypatch.setattr(tensorflow_ops, "dilated_conv2d_has_gradient", lambda: True)
+
+
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize(
     "dilation_rate, padding, use_bias, activation, kernel_size",
     [
@@ -41,30 +52,42 @@ def _pair(dilation_rate, padding, use_bias, activation, kernel_size=3):
     ],
 )
 def test_outputs_equal_conv2d_in_inference_and_training(
-    dilation_rate, padding, use_bias, activation, kernel_size
+    dilation_rate, padding, use_bias, activation, kernel_size, native, monkeypatch
 ):
+    monkeypatch.setattr(tensorflow_ops, "dilated_conv2d_has_gradient", lambda: native)
     reference, dilated, x = _pair(dilation_rate, padding, use_bias, activation, kernel_size)
     expected = reference(x).numpy()
     for training in (False, None, True):
         np.testing.assert_allclose(dilated(x, training=training).numpy(), expected, atol=1e-5)
 
 
-def test_inference_is_one_conv_op_and_training_keeps_keras_lowering():
+def test_inference_is_one_conv_op_and_training_keeps_keras_lowering(native_dilation):
     _, dilated, x = _pair(2, "same", True, None)
     inference = traced_op_types(dilated, x.shape, training=False)
     assert "Conv2D" in inference and "SpaceToBatchND" not in inference
     assert "SpaceToBatchND" in traced_op_types(dilated, x.shape, training=True)
 
 
-def test_undilated_and_strided_convs_keep_keras_lowering():
+def test_undilated_and_strided_convs_keep_keras_lowering(native_dilation):
     assert not DilatedConv2D(4, 3, dilation_rate=1)._runs_native_dilation()
     assert not DilatedConv2D(4, 3, strides=2)._runs_native_dilation()
     assert DilatedConv2D(4, 3, dilation_rate=2)._runs_native_dilation()
 
 
 def test_gradients_equal_conv2d_in_inference_mode():
+    # As this machine's TensorFlow runs it: the native op where it has the
+    # gradient, Keras' lowering where it does not (an AVX2-only CPU).
     reference, dilated, x = _pair(2, "same", True, None)
+    native = "SpaceToBatchND" not in traced_op_types(dilated, x.shape, training=False)
+    assert native == tensorflow_ops.dilated_conv2d_has_gradient()
     check_inference_gradients_equal(dilated, reference, x, rtol=1e-4, atol=1e-3)
+
+
+def test_without_the_dilated_gradient_inference_keeps_keras_lowering(monkeypatch):
+    monkeypatch.setattr(tensorflow_ops, "dilated_conv2d_has_gradient", lambda: False)
+    _, dilated, x = _pair(2, "same", True, None)
+    assert not dilated._runs_native_dilation()
+    assert "SpaceToBatchND" in traced_op_types(dilated, x.shape, training=False)
 
 
 def test_without_onednn_keras_lowering_keeps_gradients():
@@ -73,7 +96,7 @@ def test_without_onednn_keras_lowering_keeps_gradients():
     program = textwrap.dedent(
         """
         import tensorflow as tf
-        from ema_keras.layers import DilatedConv2D
+        from ema_keras.layers import DilatedConv2D, tensorflow_ops
         conv = DilatedConv2D(3, 3, padding="same", dilation_rate=2)
         x = tf.random.stateless_normal((1, 9, 9, 2), seed=(0, 1))
         assert not conv._runs_native_dilation()
@@ -104,7 +127,7 @@ def test_serialization_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
-def test_emanet_dilated_blocks_use_it_and_trace_no_space_to_batch():
+def test_emanet_dilated_blocks_use_it_and_trace_no_space_to_batch(native_dilation):
     keras.utils.set_random_seed(0)
     model = EMANet(
         backbone=DilatedResNet(block_counts=[1, 1, 2, 2], width=8, output_stride=8),
