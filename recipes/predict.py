@@ -3,10 +3,21 @@
     python recipes/predict.py --model runs/demo/best.keras \\
         --inputs photo.jpg,more_photos/ --output_dir predictions/ [--attention_maps]
 
-For each image, --output_dir gets <stem>.png (class ids, VOC palette) and
-<stem>_overlay.jpg (the classes blended over the image). Images sharing a stem
-(a.jpg, a.png) keep their extension in the name: a_jpg.png, a_jpg_overlay.jpg;
-the same file name in two folders also gets its folder's name: day1_a_jpg.png.
+For each image, --output_dir gets <stem>.png (class ids in the model's palette)
+and <stem>_overlay.jpg (the classes blended over the image, with a legend of
+the classes it shows; --nolegend: without). The colours and class names are
+those the model was trained with (every model ema-keras trains carries them);
+a model without them takes --dataset's (default: the dataset of the training
+run the model file sits in, else VOC's).
+
+Folders are read recursively; an image in a subfolder has its outputs in the
+same subfolder of --output_dir. JPEG, PNG, WebP, TIFF, BMP and GIF (first
+frame) are read, EXIF orientation applied; alpha is dropped and 16-bit images
+scaled to 8 bits, each with a one-line note. Unreadable files are listed all
+at once, before anything is written, and skipped; the summary counts what was
+written, converted and skipped. Images sharing a stem (a.jpg, a.png) keep their
+extension in the name: a_jpg.png, a_jpg_overlay.jpg; the same file name in two
+folders given also gets its folder's name: day1_a_jpg.png.
 With --attention_maps, <stem>_attention.png too: the EMA unit's
 --attention_bases bases of largest mass, each as a heat map of its
 responsibilities over the image, largest first (whole image, scale 1).
@@ -19,8 +30,9 @@ float32).
 
 Nothing given is overwritten: --output_dir must hold none of the inputs, and a
 file already there is only replaced if predict wrote it. Every output path is
-checked before anything is written. Exit status: 0 done; 1 a missing or
-unreadable model or image; 2 outputs refused (nothing written).
+checked before anything is written. Exit status: 0 done (unreadable images
+skipped, and listed); 1 a missing or unreadable model, a missing input, or no
+readable image at all; 2 outputs refused (nothing written).
 """
 
 import os
@@ -30,15 +42,18 @@ from absl import app, flags
 from ema_keras import cli
 from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
 from ema_keras.data.datasets import get_dataset
-from ema_keras.data.training_data import is_custom
-from ema_keras.data.image_io import load_image
+from ema_keras.data.training_data import colour_dataset
+from ema_keras.data.errors import DataError
+from ema_keras.data.photos import load_photo
 from ema_keras.model_files import load_keras_model
 from ema_keras.inference.precision import inference_model
 from ema_keras.training import load_config
+from ema_keras.visualize import label_colours
 from ema_keras.inference.prediction import (
     OutputConflictError,
     plan_predictions,
     predict_label_map,
+    read_inputs,
     write_predictions,
 )
 
@@ -53,9 +68,11 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "dataset",
     None,
-    "Whose class colours the label maps and overlays use (voc, cityscapes, ...; default: the "
-    "dataset of the training run the model file sits in, else voc).",
+    "Whose class colours and names the label maps and overlays use when the model carries "
+    "none (voc, cityscapes, ...; default: the dataset of the training run the model file "
+    "sits in, else voc).",
 )
+flags.DEFINE_boolean("legend", True, "Name the classes shown beside each overlay.")
 flags.DEFINE_list("scales", ["1.0"], "Inference scales.")
 flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
 flags.DEFINE_integer("window", None, "Sliding-window size (default: whole image).")
@@ -86,9 +103,7 @@ def palette_dataset(name, model_path):
             name = load_config(run_folder).dataset
         except FileNotFoundError:
             name = "voc"
-        if is_custom(name):
-            # Your own data's index-mask classes take VOC's colours too (class_table's default).
-            name = "voc"
+        name = colour_dataset(name)
     try:
         get_dataset(name)
     except ValueError as error:
@@ -104,28 +119,43 @@ def main(argv):
         raise app.UsageError(f"--scales takes numbers, got {FLAGS.scales}") from None
     # Planned and checked first: a refusal costs no model load and writes nothing.
     plan = plan_predictions(FLAGS.inputs, FLAGS.output_dir, attention_maps=FLAGS.attention_maps)
-    for item in plan:
-        load_image(item.image_path)  # a file that is no image: one line naming it, nothing written
-    check_images = [load_image(item.image_path) for item in plan[: FLAGS.precision_check_images]]
+    notes, skipped = read_inputs(plan)  # every unreadable file known before anything is written
+    if skipped:
+        print(f"Skipping {len(skipped)} unreadable of {len(plan)} images:")
+        for path, reason in skipped.items():
+            print(f"  {path}: {reason}")
+    readable = [item for item in plan if item.image_path not in skipped]
+    if not readable:
+        raise DataError(FLAGS.inputs[0], f"none of the {len(plan)} images can be read (listed above)")
+    for path, note in notes.items():
+        print(f"{path}: {note}")
+    check_images = [load_photo(item.image_path)[0] for item in readable[: FLAGS.precision_check_images]]
 
     def check(candidate):
         return [predict_label_map(candidate, image) for image in check_images]
 
+    trained = load_keras_model(FLAGS.model)
+    # Taken before folding: the folded copy is a plain functional model, without them.
+    colours = label_colours(palette_dataset(FLAGS.dataset, FLAGS.model), trained)
     with cli.precision_flag(FLAGS.precision):
-        choice = inference_model(load_keras_model(FLAGS.model), FLAGS.precision, check=check)
+        choice = inference_model(trained, FLAGS.precision, check=check)
     print(choice.describe())
-    model = choice.model
-    written = write_predictions(
-        model,
+    report = write_predictions(
+        choice.model,
         plan,
-        dataset=palette_dataset(FLAGS.dataset, FLAGS.model),
+        colours=colours,
+        legend=FLAGS.legend,
+        skipped=skipped,
         scales=scales,
         flip=FLAGS.flip,
         window=FLAGS.window,
         attention_bases=FLAGS.attention_bases,
     )
     extras = "overlays, attention maps" if FLAGS.attention_maps else "overlays"
-    print(f"Wrote {len(written)} label maps (and {extras}) to {FLAGS.output_dir}")
+    print(f"{report.summary()} (and {extras}) to {FLAGS.output_dir}")
+    for path, reason in report.skipped.items():
+        if path not in skipped:  # unreadable since the first reading
+            print(f"  skipped {path}: {reason}")
     return 0
 
 

@@ -58,6 +58,15 @@ def is_custom(name):
     return name in _READERS
 
 
+def colour_dataset(name):
+    """The benchmark whose colours draw `name`'s ids: itself, or VOC's for your own data.
+
+    A model trained on your own data carries its class table's colours; the
+    benchmark's only colour what lies past them (the ignore label 255).
+    """
+    return "voc" if is_custom(name) else name
+
+
 def read_annotated(kind, data_dir):
     """The AnnotatedDataset of a dataset of one's own (`kind` in CUSTOM_KINDS) at `data_dir`."""
     module, function = _READERS[kind]

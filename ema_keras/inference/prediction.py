@@ -1,13 +1,26 @@
 """Label maps for image files: the library behind `recipes/predict.py`.
 
-Each image gets two files in the output folder: `<stem>.png`, its class ids as
-a VOC-palette PNG, and `<stem>_overlay.jpg`, the classes blended over the image
-(JPEG); with attention maps asked for, also `<stem>_attention.png`, the EMA
-unit's bases of largest mass as heat maps over the image (`attention_maps`).
-Images whose stems another input shares (`a.jpg`, `a.png`, compared
-ignoring case) keep their extension in the name (`a_jpg.png`, `a_png.png`); if
-that is still not enough (the same file name in two folders), the name of the
-parent folder is put first (`day1_a_jpg.png`).
+Each image gets files in the output folder: `<stem>.png`, its class ids as a
+palette PNG, and `<stem>_overlay.jpg`, the classes blended over the image with
+a legend of the classes present (JPEG); with attention maps asked for, also
+`<stem>_attention.png`, the EMA unit's bases of largest mass as heat maps over
+the image (`attention_maps`). The colours and names are the model's own when
+it carries them (every model ema-keras trains does), else a dataset's
+(`ema_keras.visualize.label_colours`).
+
+Inputs are files and folders; folders are read recursively, and an image in a
+subfolder has its outputs in the same subfolder of the output folder. Every
+format photos come in is read (`ema_keras.data.photos`: JPEG, PNG, WebP, TIFF,
+BMP, GIF's first frame; EXIF orientation applied; alpha dropped, 16 bits
+scaled to 8, each with a note). Files that cannot be read are listed all at
+once before anything is written and skipped, the others predicted; the
+`PredictionReport` counts both.
+
+Images whose stems another input in the same output folder shares (`a.jpg`,
+`a.png`, compared ignoring case) keep their extension in the name
+(`a_jpg.png`, `a_png.png`); if that is still not enough (the same file name in
+two folders given), the name of the parent folder is put first
+(`day1_a_jpg.png`).
 
 Nothing a user gave is overwritten. Every output path is decided, and checked,
 before anything is written: the output folder must hold none of the inputs, and
@@ -22,14 +35,12 @@ import os
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, AttentionMapper, attention_grid
 from ema_keras.data.errors import DataError, MissingFileError
-from ema_keras.data.image_io import load_image
-from ema_keras.data.datasets import get_dataset
+from ema_keras.data.photos import PHOTO_EXTENSIONS, load_photo
+from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, AttentionMapper, attention_grid
 from ema_keras.inference.multi_scale import predict_probabilities
-from ema_keras.visualize import overlay
+from ema_keras.visualize import label_colours, overlay, with_legend
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 LABEL_SUFFIX = ".png"
 OVERLAY_SUFFIX = "_overlay.jpg"
 ATTENTION_SUFFIX = "_attention.png"
@@ -58,32 +69,60 @@ class PlannedOutput:
         return tuple(path for path in paths if path is not None)
 
 
-def list_images(inputs):
-    """Image files from a list of files and folders (folders: their images, sorted).
+@dataclasses.dataclass
+class PredictionReport:
+    """What a prediction run did.
 
-    A file given twice (or also through its folder) is listed once.
+    Attributes:
+        written: the label-map paths written, in input order.
+        notes: {image path: what was converted on reading}, e.g. "RGBA: alpha dropped".
+        skipped: {image path: why it could not be read}; nothing was written for them.
     """
-    paths = []
+
+    written: list
+    notes: dict
+    skipped: dict
+
+    def summary(self):
+        """One line: how many label maps were written, converted and skipped."""
+        converted = f", {len(self.notes)} converted on reading" if self.notes else ""
+        skipped = f", {len(self.skipped)} skipped (unreadable)" if self.skipped else ""
+        return f"{len(self.written)} label maps written{converted}{skipped}"
+
+
+def list_images(inputs):
+    """[(image path, output subfolder)] from a list of files and folders.
+
+    A folder gives its photos (`photos.PHOTO_EXTENSIONS`, any case) in every
+    subfolder, sorted, each with its subfolder relative to the folder given
+    (hidden files and folders left out); a file given is taken whatever its
+    extension, with no subfolder. A file given twice (or also through its
+    folder) is listed once.
+    """
+    found = []
     for item in inputs:
         if os.path.isdir(item):
-            paths += sorted(
-                os.path.join(item, name)
-                for name in os.listdir(item)
-                if name.lower().endswith(IMAGE_EXTENSIONS)
-            )
+            for parent, folders, names in os.walk(item):
+                folders[:] = sorted(name for name in folders if not name.startswith("."))
+                subfolder = os.path.relpath(parent, item)
+                found += [
+                    (os.path.join(parent, name), "" if subfolder == "." else subfolder)
+                    for name in sorted(names)
+                    if name.lower().endswith(PHOTO_EXTENSIONS) and not name.startswith(".")
+                ]
         elif os.path.isfile(item):
-            paths.append(item)
+            found.append((item, ""))
         else:
             raise MissingFileError(item, "input is neither an image file nor a folder")
-    if not paths:
+    if not found:
         given = ", ".join(os.fspath(item) for item in inputs)
-        raise DataError(given, f"no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+        raise DataError(given, f"no images ({', '.join(PHOTO_EXTENSIONS)}) found")
     seen = set()
     unique = []
-    for path in paths:
+    for path, subfolder in found:
         if _file_key(path) not in seen:
             seen.add(_file_key(path))
-            unique.append(path)
+            unique.append((path, subfolder))
     return unique
 
 
@@ -133,16 +172,24 @@ def plan_predictions(inputs, output_dir, *, attention_maps=False):
             written by this module, or output_dir holds an input.
         MissingFileError, DataError: an input does not exist, or names no image.
     """
-    image_paths = list_images(inputs)
+    listed = list_images(inputs)
+    image_paths = [path for path, _ in listed]
     output_dir = os.fspath(output_dir)
+    by_subfolder = collections.defaultdict(list)
+    for index, (_, subfolder) in enumerate(listed):
+        by_subfolder[subfolder].append(index)
+    names = [None] * len(listed)
+    for subfolder, indices in by_subfolder.items():  # names are unique within each output folder
+        for index, name in zip(indices, output_names([image_paths[i] for i in indices])):
+            names[index] = os.path.join(output_dir, subfolder, name)
     plan = [
         PlannedOutput(
             path,
-            os.path.join(output_dir, name + LABEL_SUFFIX),
-            os.path.join(output_dir, name + OVERLAY_SUFFIX),
-            os.path.join(output_dir, name + ATTENTION_SUFFIX) if attention_maps else None,
+            stem + LABEL_SUFFIX,
+            stem + OVERLAY_SUFFIX,
+            stem + ATTENTION_SUFFIX if attention_maps else None,
         )
-        for path, name in zip(image_paths, output_names(image_paths))
+        for path, stem in zip(image_paths, names)
     ]
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise OutputConflictError(output_dir, f"output_dir {output_dir} is a file, not a folder")
@@ -196,17 +243,51 @@ def predict_label_map(model, image, **inference_options):
     return np.argmax(probabilities[0], axis=-1).astype(np.uint8)
 
 
-def write_predictions(
-    model, plan, *, attention_bases=DEFAULT_NUM_BASES, dataset="voc", **inference_options
-):
-    """Writes the outputs of every image of `plan` (`plan_predictions`).
+def read_inputs(plan):
+    """({image path: note} of the images converted on reading, {image path: why unreadable}).
 
-    Label maps and overlays are coloured in `dataset`'s palette (VOC's, or
-    e.g. Cityscapes' official colours).
+    Every image of `plan` is decoded once, so that all the unreadable ones are
+    known, and can be listed together, before anything is written.
+    """
+    notes, skipped = {}, {}
+    for item in plan:
+        try:
+            _, note = load_photo(item.image_path)
+        except DataError as error:
+            skipped[item.image_path] = error.reason
+            continue
+        if note:
+            notes[item.image_path] = note
+    return notes, skipped
+
+
+def write_predictions(
+    model,
+    plan,
+    *,
+    attention_bases=DEFAULT_NUM_BASES,
+    dataset="voc",
+    colours=None,
+    legend=True,
+    skipped=(),
+    **inference_options,
+):
+    """Writes the outputs of every image of `plan` (`plan_predictions`) but those in `skipped`.
+
+    Label maps and overlays are coloured in `colours` (a
+    `visualize.LabelColours`; default: the model's palette when it has one,
+    else `dataset`'s, VOC's or e.g. Cityscapes' official colours; pass the
+    trained model's when `model` is a folded copy, which carries none);
+    with `legend`, each overlay gets a strip on its right naming the classes
+    it shows (`ema_keras.visualize.with_legend`).
 
     Attention grids (where planned) show the `attention_bases` bases of largest
     mass, computed on the whole image at scale 1 whatever the inference options.
-    Returns the list of label-map paths written.
+
+    Returns:
+        A `PredictionReport`: the label maps written, the notes on converted
+        images, and `skipped` ({path: reason}, from `read_inputs`) plus any
+        image found unreadable now.
 
     Raises:
         MissingAttentionUnitError, ValueError: attention grids are planned and
@@ -217,33 +298,47 @@ def write_predictions(
     if wants_attention and int(attention_bases) < 1:
         raise ValueError(f"attention_bases must be >= 1, got {attention_bases}")
     mapper = AttentionMapper(model) if wants_attention else None
-    for folder in sorted({os.path.dirname(item.label_path) for item in plan}):
-        os.makedirs(folder or ".", exist_ok=True)
+    colours = colours or label_colours(dataset, model)
+    report = PredictionReport([], {}, dict(skipped))
     for item in plan:
-        image = load_image(item.image_path)
+        if item.image_path in report.skipped:
+            continue
+        try:
+            image, note = load_photo(item.image_path)
+        except DataError as error:  # changed since it was read: skipped like the others
+            report.skipped[item.image_path] = error.reason
+            continue
+        if note:
+            report.notes[item.image_path] = note
+        os.makedirs(os.path.dirname(item.label_path) or ".", exist_ok=True)
         label = predict_label_map(model, image, **inference_options)
-        _save_label_map(label, item.label_path, get_dataset(dataset).colormap())
-        Image.fromarray(overlay(image, label, dataset=dataset)).save(
+        _save_label_map(label, item.label_path, colours.colormap)
+        picture = overlay(image, label, colours=colours)
+        if legend:
+            picture = with_legend(picture, label, colours)
+        Image.fromarray(picture).save(
             item.overlay_path, format="JPEG", quality=90, comment=OUTPUT_MARKER
         )
         if item.attention_path:
             grid = attention_grid(image, mapper(image), attention_bases)
             _save_png(Image.fromarray(grid), item.attention_path)
-    return [item.label_path for item in plan]
+        report.written.append(item.label_path)
+    return report
 
 
 def predict_files(model, inputs, output_dir, *, attention_maps=False, **options):
-    """Writes `<name>.png` (label map in the dataset's palette) and `<name>_overlay.jpg` per image.
+    """Writes `<name>.png` (label map in the model's palette) and `<name>_overlay.jpg` per image.
 
     With `attention_maps`, also `<name>_attention.png` (`attention_bases=` says
     how many bases; see `write_predictions`).
 
     Output names and the checks that refuse to overwrite anything are those of
-    `plan_predictions`; nothing is written when it refuses. Returns the list of
-    label-map paths written.
+    `plan_predictions`; nothing is written when it refuses. Unreadable images
+    are skipped (`read_inputs`). Returns a `PredictionReport`.
     """
     plan = plan_predictions(inputs, output_dir, attention_maps=attention_maps)
-    return write_predictions(model, plan, **options)
+    _, skipped = read_inputs(plan)
+    return write_predictions(model, plan, skipped=skipped, **options)
 
 
 def _file_key(path):

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ema_keras.models.outputs import main_logits
-from ema_keras.visualize import colorize
+from ema_keras.visualize import colorize, label_colours
 
 NUM_VALIDATION_IMAGES = 4
 TRAIN_RUN = "train"  # Keras' subfolders of the log directory
@@ -56,15 +56,18 @@ class LearningRateAndImages(keras.callbacks.Callback):
         batches as `ema_keras.data.pipeline.eval_dataset` makes them (of the
         same size, e.g. with `pad_to`); its first batch is shown, each image
         with its prediction and its ground truth to the right.
+      colours: a `ema_keras.visualize.LabelColours` drawing the masks (default:
+        the model's own classes' colours, VOC's where it has none).
     """
 
-    def __init__(self, log_dir, *, every_steps, validation_images=None):
+    def __init__(self, log_dir, *, every_steps, validation_images=None, colours=None):
         super().__init__()
         if every_steps < 1:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
         self.log_dir = log_dir
         self.every_steps = int(every_steps)
         self.validation_images = validation_images
+        self.colours = colours
         self._batch = None
         self._step = 0
         self._writers = {}
@@ -99,10 +102,12 @@ class LearningRateAndImages(keras.callbacks.Callback):
         with self._writer(VALIDATION_RUN).as_default(), tf.summary.record_if(True):
             tf.summary.image(
                 "image_prediction_truth",
-                validation_panels(images, predictions, labels),
+                validation_panels(
+                    images, predictions, labels, self.colours or label_colours("voc", self.model)
+                ),
                 step=self._step,
                 max_outputs=NUM_VALIDATION_IMAGES,
-                description="Validation images, predicted masks and ground truth (VOC colours).",
+                description="Validation images, predicted masks and ground truth (the classes' colours).",
             )
 
     def on_train_end(self, logs=None):
@@ -111,8 +116,13 @@ class LearningRateAndImages(keras.callbacks.Callback):
         self._writers = {}
 
 
-def validation_panels(images, predictions, labels):
-    """uint8 (B, H, 3 W, 3): each image with its predicted and true masks to the right."""
+def validation_panels(images, predictions, labels, colours=None):
+    """uint8 (B, H, 3 W, 3): each image with its predicted and true masks to the right.
+
+    The masks are drawn in `colours` (a `visualize.LabelColours`; default VOC's).
+    """
     pixels = np.asarray(images)  # raw pixels, as eval_dataset yields them for today's models
     pixels = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-    return np.concatenate([pixels, colorize(predictions), colorize(labels)], axis=2)
+    colours = colours or label_colours("voc")
+    masks = [colorize(np.asarray(m), colours=colours) for m in (predictions, labels)]
+    return np.concatenate([pixels, *masks], axis=2)

@@ -30,6 +30,7 @@ from ema_keras.training.schedules import PolyDecay
 from ema_keras.training import backends, checkpointing, curves, run_record, tensorboard
 from ema_keras.training.config import SettingsError
 from ema_keras.training.first_step import FirstStepTimer
+from ema_keras.visualize import label_colours
 
 CONFIG_FILE = run_record.CONFIG_FILE
 LAST_MODEL_FILE = "last.keras"
@@ -264,6 +265,7 @@ def _train(config, model_dir, execution, first_step):
             tensorboard.LearningRateAndImages(
                 log_dir,
                 every_steps=config.log_every_steps,
+                colours=label_colours(training_data.colour_dataset(config.dataset), model),
                 validation_images=pipeline.eval_dataset(
                     val_examples[: tensorboard.NUM_VALIDATION_IMAGES],
                     batch_size=tensorboard.NUM_VALIDATION_IMAGES,

@@ -71,7 +71,7 @@ def test_predict_files_writes_palette_labels_and_overlays(tmp_path):
     inputs = {"a.jpg": (40, 30), "b.png": (25, 35)}
     for name, size in inputs.items():
         Image.fromarray(rng.integers(0, 255, size=size + (3,), dtype=np.uint8)).save(images / name)
-    written = predict_files(model, [str(images)], str(tmp_path / "out"))
+    written = predict_files(model, [str(images)], str(tmp_path / "out")).written
     assert [os.path.basename(p) for p in written] == ["a.png", "b.png"]
     for path, (name, size) in zip(written, inputs.items()):
         label = load_label(path)

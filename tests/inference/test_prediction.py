@@ -70,7 +70,7 @@ def test_inputs_sharing_a_stem_get_distinct_outputs_and_all_are_written(model, t
     write_images(images, "a.jpg", "a.png", "B.png", "b.bmp", "c.jpg")
     write_images(tmp_path / "day2", "c.jpg", seed=1)
     inputs = [str(images), str(tmp_path / "day2" / "c.jpg"), str(images / "a.jpg")]
-    written = predict_files(model, inputs, str(tmp_path / "out"))
+    written = predict_files(model, inputs, str(tmp_path / "out")).written
     names = [os.path.basename(path) for path in written]
     # The stem alone where it is unique; the extension where stems collide (ignoring
     # case); the folder as well for the same file name in two folders. a.jpg given
@@ -157,7 +157,7 @@ def test_label_maps_carry_the_datasets_palette(model, tmp_path, dataset):
 
     write_images(tmp_path / "images", "a.jpg")
     (written,) = predict_files(model, [str(tmp_path / "images")], str(tmp_path / "out"),
-                               dataset=dataset)
+                               dataset=dataset).written
     with Image.open(written) as image:
         palette = np.asarray(image.getpalette(), np.uint8).reshape(-1, 3)[:NUM_CLASSES]
     np.testing.assert_array_equal(palette, get_dataset(dataset).colormap()[:NUM_CLASSES])

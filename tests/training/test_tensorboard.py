@@ -81,3 +81,23 @@ def test_a_resumed_run_continues_the_step_numbers(tiny_config, tmp_path):
     events = _events(os.path.join(model_dir, "logs", tensorboard.TRAIN_RUN))
     for tag in ("batch_loss", "learning_rate"):
         assert sorted(step for step, _ in events[tag]) == [1, 2, 3, 4], tag
+
+
+def test_validation_images_of_your_own_data_are_in_its_class_colours(tiny_config, tmp_path):
+    from tests.data.folder_fixtures import CLASS_COLOURS, write_folder_dataset
+
+    data_dir = str(tmp_path / "mydata")
+    write_folder_dataset(data_dir, num_images=24, masks="colour", size=(64, 64))
+    config = tiny_config(
+        dataset="folder", data_dir=data_dir, validate=True, steps=2, steps_per_checkpoint=2,
+        val_fraction=0.25,
+    )  # fmt: skip
+    train(config, str(tmp_path / "run"))
+    events = _events(os.path.join(tmp_path, "run", "logs", tensorboard.VALIDATION_RUN))
+    _, _, *pngs = events["image_prediction_truth"][-1][1]
+    panel = np.asarray(Image.open(io.BytesIO(pngs[0])))
+    truth = panel[:, 2 * config.eval_pad_size :].reshape(-1, 3)
+    shown = {tuple(colour) for colour in np.unique(truth, axis=0).tolist()}
+    voc_ignore = (224, 224, 192)  # the padding (255) keeps the VOC colour past the classes
+    assert shown <= set(CLASS_COLOURS) | {voc_ignore}, shown
+    assert len(shown & set(CLASS_COLOURS[1:])) >= 1  # a class other than background is drawn
