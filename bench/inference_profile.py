@@ -102,7 +102,8 @@ def dilated_conv_ops():
     """{layer: op types} TensorFlow traces for a 3x3 conv at dilation 2 ("same", NHWC), inference.
 
     `keras.layers.Conv2D` goes through `tf.nn.convolution` (SpaceToBatchND +
-    Conv2D + BatchToSpaceND); ema-keras' `DilatedConv2D` is one Conv2D op.
+    Conv2D + BatchToSpaceND); ema-keras' `DilatedConv2D` is one Conv2D op where
+    TensorFlow has that op's gradient (oneDNN), the same lowering elsewhere.
     """
     import keras
     import tensorflow as tf

@@ -172,15 +172,22 @@ def test_predict_names_a_missing_model_and_a_non_image_and_writes_nothing(tmp_pa
     (images / "notes.jpg").write_text("not an image")
     out = tmp_path / "out"
     model = tmp_path / "none.keras"
-    status = run_program(
-        "predict.py", f"--model={model}", f"--inputs={images / 'a.png'}", f"--output_dir={out}"
-    )
-    check_refusal(capsys, status, 1, "predict.py: ", str(model))
+    # One unreadable file among photos is skipped (listed); the missing model is the refusal.
     status = run_program(
         "predict.py", f"--model={model}", f"--inputs={images}", f"--output_dir={out}"
     )
-    check_refusal(capsys, status, 1, str(images / "notes.jpg"))
-    assert not out.exists()
+    check_refusal(capsys, status, 1, "predict.py: ", str(model))
+    # Nothing readable at all: refused before the model is even opened, each file listed.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.jpg").write_text("not an image")
+    status = run_program("predict.py", f"--model={model}", f"--inputs={bad}", f"--output_dir={out}")
+    listed = capsys.readouterr()
+    assert status == 1 and str(bad / "notes.jpg") in listed.out, listed
+    assert listed.err.strip().splitlines() == [
+        f"predict.py: {bad}: none of the 1 images can be read (listed above)"
+    ], listed.err
+    assert sorted(os.listdir(tmp_path)) == ["bad", "images"]  # no out/
 
 
 def test_export_and_convert_name_the_missing_file(tmp_path, capsys):
