@@ -12,7 +12,9 @@ run on every backend without TensorFlow. The data pipeline (tf.data), training
 PyTorch), inference and export (SavedModel, LiteRT) need TensorFlow installed:
 they are imported with the package on TensorFlow, and on other backends only
 when first used (`ema_keras.training`), so that importing the package does not
-start TensorFlow.
+start TensorFlow. What a trained file refers to besides its layers (the
+optimizer, schedule, losses and metrics) needs only Keras and is registered on
+every backend.
 """
 
 import importlib
@@ -23,6 +25,10 @@ from ema_keras.version import __version__
 
 # Subpackages that need TensorFlow (tf.data, tf.distribute, SavedModel, LiteRT).
 _TENSORFLOW_SUBPACKAGES = ("data", "inference", "training")
+
+# What a compiled or trained `.keras` file names besides its layers: Keras alone,
+# registered on every backend so that `keras.models.load_model` reads every file we write.
+from ema_keras.training import losses, metrics, optimizers, schedules  # noqa: E402,F401
 
 if _backend.BACKEND == "tensorflow":
     from ema_keras import data, inference, training  # noqa: F401

@@ -13,84 +13,75 @@ normalise them. `tfrecords` and `tfds_builder` offer the same examples from
 TFRecord shards or `tfds.load`, `validate` checks a dataset folder before a
 long run, `preflight` checks any source right before training or evaluation
 (the same checks, remembered per file fingerprint), and `demo` draws a small
-learnable dataset in the VOC format.
+learnable dataset in the VOC format. `folder_writer` writes examples held in
+memory (a list, a generator, a `tf.data.Dataset`) as a folder dataset, and
+`huggingface` a Hugging Face `datasets.Dataset` or `DatasetDict`.
+
+The names below load on first use (PEP 562): the TensorFlow-free modules (the
+dataset descriptions, `voc`'s constants, the class tables and readers of
+one's own data) import on JAX and PyTorch without starting TensorFlow.
 """
 
-from ema_keras.data.dataset_spec import Dataset, Example
-from ema_keras.data.datasets import DATASETS, get_dataset
-from ema_keras.data.decode import examples_dataset
-from ema_keras.data.demo import write_demo_dataset
-from ema_keras.data.errors import (
-    CorruptFileError,
-    DataError,
-    EmptySplitError,
-    LabelValueError,
-    MissingFileError,
-    PreflightError,
-    SizeMismatchError,
-    UnsupportedModeError,
-)
-from ema_keras.data.image_io import convert_sbd_to_png, load_image, load_label
-from ema_keras.data.pipeline import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    OFFICIAL_SCALES,
-    eval_dataset,
-    normalize_image,
-    train_dataset,
-)
-from ema_keras.data.preflight import PreflightResult, preflight_check, required_pad_size
-from ema_keras.data.tfrecords import read_tfrecords, write_tfrecords
-from ema_keras.data.validate import validate_dataset
-from ema_keras.data.voc import (
-    IGNORE_LABEL,
-    NUM_CLASSES,
-    VOC_CLASSES,
-    VOCExample,
-    read_aug_split,
-    read_sbd_split,
-    read_voc_split,
-    trainaug_examples,
-    voc_colormap,
-)
+import importlib
 
-__all__ = [
-    "CorruptFileError",
-    "DATASETS",
-    "DataError",
-    "Dataset",
-    "EmptySplitError",
-    "Example",
-    "IGNORE_LABEL",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "LabelValueError",
-    "MissingFileError",
-    "NUM_CLASSES",
-    "OFFICIAL_SCALES",
-    "PreflightError",
-    "PreflightResult",
-    "SizeMismatchError",
-    "UnsupportedModeError",
-    "VOCExample",
-    "VOC_CLASSES",
-    "convert_sbd_to_png",
-    "eval_dataset",
-    "examples_dataset",
-    "get_dataset",
-    "load_image",
-    "load_label",
-    "normalize_image",
-    "preflight_check",
-    "read_aug_split",
-    "read_sbd_split",
-    "read_tfrecords",
-    "read_voc_split",
-    "required_pad_size",
-    "train_dataset",
-    "trainaug_examples",
-    "validate_dataset",
-    "voc_colormap",
-    "write_demo_dataset",
-    "write_tfrecords",
-]
+# Public name -> the module of this package that defines it.
+_EXPORTS = {
+    "CorruptFileError": "errors",
+    "DATASETS": "datasets",
+    "DataError": "errors",
+    "Dataset": "dataset_spec",
+    "EmptySplitError": "errors",
+    "Example": "dataset_spec",
+    "IGNORE_LABEL": "voc",
+    "IMAGENET_MEAN": "pipeline",
+    "IMAGENET_STD": "pipeline",
+    "LabelValueError": "errors",
+    "MissingFileError": "errors",
+    "NUM_CLASSES": "voc",
+    "OFFICIAL_SCALES": "pipeline",
+    "PreflightError": "errors",
+    "PreflightResult": "preflight",
+    "SizeMismatchError": "errors",
+    "UnsupportedModeError": "errors",
+    "VOCExample": "voc",
+    "VOC_CLASSES": "voc",
+    "convert_sbd_to_png": "image_io",
+    "eval_dataset": "pipeline",
+    "examples_dataset": "decode",
+    "get_dataset": "datasets",
+    "load_image": "image_io",
+    "load_label": "image_io",
+    "normalize_image": "pipeline",
+    "preflight_check": "preflight",
+    "read_aug_split": "voc",
+    "read_sbd_split": "voc",
+    "read_tfrecords": "tfrecords",
+    "read_voc_split": "voc",
+    "required_pad_size": "preflight",
+    "train_dataset": "pipeline",
+    "trainaug_examples": "voc",
+    "validate_dataset": "validate",
+    "voc_colormap": "voc",
+    "write_demo_dataset": "demo",
+    "write_folder_dataset": "folder_writer",
+    "write_huggingface_dataset": "huggingface",
+    "write_tfrecords": "tfrecords",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    try:  # a submodule, as `package.module` reads when the package imported it eagerly
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,7 +1,8 @@
 """Datasets of one's own as their readers find them, before anything is converted.
 
-Every reader of a user's data (`folder`, `cvat`, `labelme`, `coco_instances`,
-`huggingface`) returns an `AnnotatedDataset`: the class table, one
+Every reader of a user's data (`folder`, `cvat`, `labelme`, `coco_instances`;
+in-memory sources such as Hugging Face datasets are written as a folder first,
+`folder_writer`) returns an `AnnotatedDataset`: the class table, one
 `AnnotatedImage` per usable image, the splits the data ships (if any), and the
 images left out with the reason. `converted_masks.materialize` then turns it
 into the `Example`s every consumer reads (the tf.data decoder, the checks
@@ -50,7 +51,7 @@ class AnnotatedImage:
 class AnnotatedDataset:
     """What a reader found (see the module docstring)."""
 
-    kind: str  # "folder", "cvat", "labelme", "coco", "huggingface"
+    kind: str  # "folder", "cvat", "labelme", "coco"
     root: str
     class_table: ClassTable
     images: Tuple[AnnotatedImage, ...]

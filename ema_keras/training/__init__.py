@@ -1,19 +1,40 @@
-"""Training: strategies, checkpoints that resume, named recipes and the fit loop."""
+"""Training: strategies, checkpoints that resume, named recipes and the fit loop.
 
-from ema_keras.training.checkpointing import TrainingDiverged
-from ema_keras.training.config import RECIPES, SettingsError, TrainConfig, get_recipe
-from ema_keras.training.strategy import make_strategy
-from ema_keras.training.run_record import load_config
-from ema_keras.training.trainer import TrainResult, train
+The names below load on first use (PEP 562), so that the pieces a saved model
+refers to — the optimizer, schedule, losses and metrics, which need only Keras —
+can be imported on JAX and PyTorch without the TensorFlow-based trainer
+(`ema_keras/__init__.py` does so, for `keras.models.load_model`).
+"""
 
-__all__ = [
-    "RECIPES",
-    "SettingsError",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingDiverged",
-    "get_recipe",
-    "load_config",
-    "make_strategy",
-    "train",
-]
+import importlib
+
+# Public name -> the module of this package that defines it.
+_EXPORTS = {
+    "RECIPES": "config",
+    "SettingsError": "config",
+    "TrainConfig": "config",
+    "TrainResult": "trainer",
+    "TrainingDiverged": "checkpointing",
+    "get_recipe": "config",
+    "load_config": "run_record",
+    "make_strategy": "strategy",
+    "train": "trainer",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    try:  # a submodule, as `package.module` reads when the package imported it eagerly
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -21,12 +21,19 @@ import ema_keras
 
 # Checked first thing: `import ema_keras` (with its layers and models) on JAX must not start TF.
 TENSORFLOW_AT_IMPORT = "tensorflow" in sys.modules
+# What a trained file names besides its layers, registered on every backend: Keras only.
+KERAS_ONLY = {
+    "ema_keras.data", "ema_keras.data.dataset_spec", "ema_keras.data.errors", "ema_keras.data.voc",
+    "ema_keras.training", "ema_keras.training.losses", "ema_keras.training.metrics",
+    "ema_keras.training.optimizers", "ema_keras.training.schedules",
+}  # fmt: skip
 TENSORFLOW_ONLY_AT_IMPORT = sorted(
     name
     for name in sys.modules
     if name.split(".")[:2]
     in (["ema_keras", "data"], ["ema_keras", "training"], ["ema_keras", "inference"],
         ["ema_keras", "export"])
+    and name not in KERAS_ONLY
 )
 from ema_keras.layers import EMALayer
 from ema_keras.models import EMANet

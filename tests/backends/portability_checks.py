@@ -7,7 +7,9 @@ process and JAX and PyTorch as programs, since Keras picks its backend once per
 process). WORK_DIR holds `inputs.npy`, raw pixels (B, H, W, 3). Each run
 
 - reads every `<backend>_<model>.keras` another backend wrote and has not yet
-  been read here: it writes the weights it loaded, in order
+  been read here, after nothing but `import ema_keras` (the EMANet files are
+  compiled as the trainer compiles: our optimizer, schedule, loss and metric;
+  it says whether TensorFlow got imported): it writes the weights it loaded, in order
   (`<source>_<model>_weights_on_<backend>.npz`), and its outputs on the inputs
   (`<source>_<model>_on_<backend>.npy`);
 - writes its own files once: `<backend>_<model>.keras` after a little
@@ -54,10 +56,13 @@ def labels_for(inputs):
 
 def train_a_little(name, model, inputs):
     if name == "emanet":
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
+        # Compiled as the trainer compiles (our optimizer, schedule, loss and metric), so
+        # the file names those classes too: each must load after a bare `import ema_keras`.
+        from ema_keras.training.compiling import compile_model
+        from ema_keras.training.config import get_recipe
+
+        config = get_recipe("demo", num_classes=NUM_CLASSES, steps=10, learning_rate=1e-3)
+        compile_model(model, config, jit_compile="auto")
         model.fit(inputs, labels_for(inputs), batch_size=len(inputs), epochs=2, verbose=0)
     else:
         model(inputs, training=True)
@@ -98,9 +103,14 @@ def read_other_files(work_dir, backend, inputs):
         model = keras.models.load_model(path)
         expected_class = EMANet if name == "emanet" else MobileEMANet
         assert type(model) is expected_class, type(model)
+        compiled = getattr(model, "optimizer", None)
+        optimizer = type(compiled).__name__ if compiled else "not compiled"
         save_weights(f"{stem}_weights_on_{backend}.npz", model)
         np.save(f"{stem}_on_{backend}.npy", predict(model, inputs))
-        print(f"{backend} read {source}'s {name}")
+        # Nothing here imports TensorFlow before this point on JAX and torch: reading a
+        # file must not need it (a GPU machine may have none).
+        tensorflow = "imported" if "tensorflow" in sys.modules else "not imported"
+        print(f"{backend} read {source}'s {name} ({optimizer}; TensorFlow {tensorflow})")
 
 
 def main(work_dir):

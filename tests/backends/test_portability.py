@@ -52,6 +52,10 @@ def work_dir(tmp_path_factory):
     for backend in ("jax", "torch"):
         for name in portability_checks.MODELS:
             assert f"{backend} wrote {name}: " in report, report
+    # A compiled, trained file loads after a bare `import ema_keras`, TensorFlow untouched.
+    for target, source in [("jax", "tensorflow"), ("jax", "torch"), ("torch", "jax")]:
+        read = f"{target} read {source}'s emanet (ParameterGroupSGD; TensorFlow not imported)"
+        assert read in report, report
     return work_dir
 
 
