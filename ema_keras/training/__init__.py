@@ -6,7 +6,7 @@ can be imported on JAX and PyTorch without the TensorFlow-based trainer
 (`ema_keras/__init__.py` does so, for `keras.models.load_model`).
 """
 
-import importlib
+from ema_keras.lazy_exports import lazy_exports
 
 # Public name -> the module of this package that defines it.
 _EXPORTS = {
@@ -22,19 +22,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    try:  # a submodule, as `package.module` reads when the package imported it eagerly
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = sorted(_EXPORTS)
