@@ -1,35 +1,53 @@
-"""EMANet models: the dilated ResNet backbone, the segmenter and its presets."""
+"""EMANet models: backbones, the segmenters, their presets and preset folders.
+
+    from ema_keras.models import EMANetImageSegmenter
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3)
+    model.save_to_preset("my_preset")                      # config.json, weights, metadata
+    same = EMANetImageSegmenter.from_preset("my_preset")   # or "hf://org/name", "kaggle://..."
+"""
 
 from ema_keras.models.class_info import ClassInfo, class_info, set_class_info
 from ema_keras.models.dilated_resnet import DilatedResNet, dilation_scheme
 from ema_keras.models.emanet import EMANet
+from ema_keras.models.image_segmenter import EMANetImageSegmenter
 from ema_keras.models.input_contract import expects_raw_pixels, model_inputs
 from ema_keras.models.mobile_emanet import MobileEMANet
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
-from ema_keras.models.presets import PRESETS, get_preset, preset_architecture, register_preset
+from ema_keras.models.preset_files import is_preset_location, upload_preset
+from ema_keras.models.presets import (
+    PRESETS,
+    Preset,
+    get_preset,
+    preset_architecture,
+    preset_names,
+    register_preset,
+)
 
-_ARCHITECTURES = {"emanet": EMANet, "mobile_emanet": MobileEMANet}
 
-
-def build_preset(name, /, **overrides):
-    """Any preset, built by its own class (`EMANet` or `MobileEMANet`) `.from_preset`."""
-    return _ARCHITECTURES[preset_architecture(name)].from_preset(name, **overrides)
+def build_preset(preset, /, **overrides):
+    """Any preset (name, folder, hf://, kaggle://): `EMANetImageSegmenter.from_preset`."""
+    return EMANetImageSegmenter.from_preset(preset, **overrides)
 
 
 __all__ = [
     "ClassInfo",
     "DilatedResNet",
     "EMANet",
+    "EMANetImageSegmenter",
     "MobileEMANet",
     "MobileNetV3Backbone",
     "PRESETS",
+    "Preset",
     "build_preset",
     "class_info",
     "dilation_scheme",
     "expects_raw_pixels",
     "get_preset",
+    "is_preset_location",
     "model_inputs",
     "preset_architecture",
+    "preset_names",
     "register_preset",
     "set_class_info",
+    "upload_preset",
 ]

@@ -1,7 +1,5 @@
 """EMANet: a dilated ResNet, the EMA head, logits bilinearly resized to the image."""
 
-import warnings
-
 import keras
 
 from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
@@ -9,33 +7,23 @@ from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.class_info import checked_class_info
 from ema_keras.models.dilated_resnet import DilatedResNet
-from ema_keras.models.functional_model import BASE_ARGUMENTS, FunctionalModel, check_keywords
-from ema_keras.models.presets import build_backbone, get_preset, weights_to_load
-
-# Keyword arguments of `from_preset` that go to both the backbone and the head;
-# the backbone's other arguments go to the backbone only.
-_SHARED_ARGS = (
-    "batch_norm_momentum", "batch_norm_epsilon", "batch_norm_synchronized", "image_shape", "seed",
-    "dtype",
-)  # fmt: skip
+from ema_keras.models.image_segmenter import (
+    EMANetImageSegmenter,
+    apply_classifier,
+    pyramid_features,
+)
 
 
-def apply_classifier(x, num_classes, *, dropout, name, seed=None, dtype=None):
-    """Channel dropout (PyTorch's Dropout2d) and a 1x1 conv with bias."""
+def apply_dropout_classifier(x, num_classes, *, dropout, name, seed=None, dtype=None):
+    """Channel dropout (PyTorch's Dropout2d) and a 1x1 conv with bias: `{name}_dropout`, `_conv`."""
     x = keras.layers.SpatialDropout2D(
         dropout, seed=layer_seed(seed, f"{name}_dropout"), dtype=dtype, name=f"{name}_dropout"
     )(x)
-    return keras.layers.Conv2D(
-        num_classes,
-        1,
-        kernel_initializer=keras.initializers.GlorotUniform(layer_seed(seed, f"{name}_conv")),
-        dtype=dtype,
-        name=f"{name}_conv",
-    )(x)
+    return apply_classifier(x, num_classes, name=f"{name}_conv", seed=seed, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")
-class EMANet(FunctionalModel):
+class EMANet(EMANetImageSegmenter):
     """EMANet semantic segmenter (Li et al., ICCV 2019).
 
     Head, as in the official code: 3x3 conv-BN-ReLU from the backbone's P5 to
@@ -83,6 +71,13 @@ class EMANet(FunctionalModel):
             that read it (`ema_keras.models.class_info`).
     """
 
+    architecture = "emanet"
+    backbone_class = DilatedResNet
+    # `from_preset` keywords that go to both the backbone and the head.
+    shared_arguments = (
+        "batch_norm_momentum", "batch_norm_epsilon", "batch_norm_synchronized", "image_shape",
+        "seed", "dtype",
+    )  # fmt: skip
     _renamed_arguments = {"input_shape": "image_shape"}
 
     def __init__(
@@ -111,16 +106,6 @@ class EMANet(FunctionalModel):
         **kwargs,
     ):
         levels = ("P4", "P5") if aux_head else ("P5",)
-        pyramid = getattr(backbone, "pyramid_outputs", None)
-        if not isinstance(backbone, keras.Model) or not isinstance(pyramid, dict):
-            raise ValueError(
-                "`backbone` must be a DilatedResNet (or a keras.Model with a `pyramid_outputs` "
-                f"dict), got {type(backbone).__name__}."
-            )
-        if any(level not in pyramid for level in levels):
-            raise ValueError(
-                f"The backbone's `pyramid_outputs` ({sorted(pyramid)}) lack {list(levels)}."
-            )
         for arg, value in (
             ("num_classes", num_classes),
             ("head_channels", head_channels),
@@ -139,12 +124,7 @@ class EMANet(FunctionalModel):
         # === Functional model ===
         conv_args = dict(batch_norm=batch_norm, seed=seed, dtype=dtype)
         inputs = keras.Input(shape=tuple(image_shape), name="image")
-        own, wanted = keras.tree.flatten(backbone.output), keras.tree.flatten(pyramid)
-        if len(own) == len(wanted) and all(a is b for a, b in zip(own, wanted)):
-            features = backbone(inputs)  # a DilatedResNet: its outputs are its pyramid
-        else:  # keras-hub's way for a backbone with other outputs
-            pyramid_model = keras.Model(backbone.inputs, pyramid, name=f"{backbone.name}_pyramid")
-            features = pyramid_model(inputs)
+        features = pyramid_features(backbone, inputs, levels, "DilatedResNet")
         x = apply_conv_bn(features["P5"], head_channels, 3, name="pre_ema", **conv_args)
         x = EMAUnit(
             num_bases=ema_num_bases,
@@ -162,7 +142,7 @@ class EMANet(FunctionalModel):
         if concat_input:
             x = keras.layers.Concatenate(dtype=dtype, name="concat_input")([features["P5"], x])
             x = apply_conv_bn(x, classifier_channels, 3, name="concat_input", **conv_args)
-        x = apply_classifier(
+        x = apply_dropout_classifier(
             x, num_classes, dropout=dropout, name="classifier", seed=seed, dtype=dtype
         )
         # float32 logits: the resize runs (and returns) in float32 under mixed precision.
@@ -170,7 +150,7 @@ class EMANet(FunctionalModel):
         outputs = logits
         if aux_head:
             y = apply_conv_bn(features["P4"], classifier_channels, 3, name="aux", **conv_args)
-            y = apply_classifier(
+            y = apply_dropout_classifier(
                 y, num_classes, dropout=dropout, name="aux_classifier", seed=seed, dtype=dtype
             )
             aux_logits = BilinearResize(align_corners, dtype="float32", name="aux_logits")(
@@ -199,53 +179,3 @@ class EMANet(FunctionalModel):
         self.seed = seed
         self.class_names = class_names
         self.palette = palette
-
-    @classmethod
-    def from_preset(cls, preset, /, *, load_weights=None, **overrides):
-        """Builds a preset (see `ema_keras.models.presets.PRESETS`).
-
-        `overrides` replace the preset's arguments; an unknown keyword raises a
-        `TypeError` naming it. Backbone arguments (`depth`, `block_counts`,
-        `stem`, `output_stride`, `multi_grid`, `width`, `use_conv_bias`) go
-        to the backbone, as does `include_preprocessing` (False: ImageNet-normalised
-        input instead of raw pixels); BatchNorm settings, `image_shape`, `seed`
-        and `dtype` go to both; the rest to `EMANet`. `backbone=` may also be a built
-        backbone or a dict of `DilatedResNet` arguments.
-
-        `load_weights`: `None` (default) loads the preset's weights file if it
-        names one and otherwise leaves the model randomly initialised; `True`
-        requires weights; `False` never loads. Weights are loaded with
-        `ema_keras.weights.load_model_weights`, so overrides that change the
-        weights' shapes (e.g. `num_classes`) need `load_weights=False`.
-
-            model = EMANet.from_preset("emanet_resnet101_os8_voc", num_classes=19)
-        """
-        backbone_args = DilatedResNet.config_arguments()
-        renamed = {**cls._renamed_arguments, **DilatedResNet._renamed_arguments}
-        accepted = set(cls.config_arguments() + backbone_args + list(BASE_ARGUMENTS))
-        if "weights" in overrides:
-            raise TypeError(
-                "EMANet.from_preset got an unexpected keyword argument 'weights': use "
-                "load_weights=True with a preset that names a weights file, or "
-                "ema_keras.weights.load_model_weights(model, path)."
-            )
-        given = [key for key in overrides if key not in renamed]
-        check_keywords("EMANet.from_preset", given, sorted(accepted | {"load_weights"}))
-        config = get_preset(preset)
-        weights = weights_to_load(preset, load_weights)
-        for old in set(renamed) & set(overrides):
-            warnings.warn(
-                f"EMANet.from_preset({old}=...) is deprecated; use {renamed[old]}=...",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-        overrides = {renamed.get(key, key): value for key, value in overrides.items()}
-        backbone = build_backbone(DilatedResNet, config["backbone"], overrides, _SHARED_ARGS)
-        config.update(overrides, backbone=backbone)
-        model = cls(**config)
-        if weights is not None:
-            # ema_keras.weights builds on the models; imported here, when used.
-            from ema_keras.weights import load_model_weights
-
-            load_model_weights(model, weights)
-        return model

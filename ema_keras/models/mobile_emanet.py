@@ -6,29 +6,16 @@ from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_s
 from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.class_info import checked_class_info
-from ema_keras.models.functional_model import BASE_ARGUMENTS, FunctionalModel, check_keywords
+from ema_keras.models.image_segmenter import (
+    EMANetImageSegmenter,
+    apply_classifier,
+    pyramid_features,
+)
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
-from ema_keras.models.presets import build_backbone, get_preset, weights_to_load
-
-# `from_preset` arguments that go to both the backbone and the head.
-_SHARED_ARGS = (
-    "batch_norm_momentum", "batch_norm_synchronized", "image_shape", "seed", "dtype",
-)  # fmt: skip
-
-
-def apply_classifier(x, num_classes, *, name, seed=None, dtype=None):
-    """A 1x1 conv with bias to the classes."""
-    return keras.layers.Conv2D(
-        num_classes,
-        1,
-        kernel_initializer=keras.initializers.GlorotUniform(layer_seed(seed, name)),
-        dtype=dtype,
-        name=name,
-    )(x)
 
 
 @keras.saving.register_keras_serializable(package="ema_keras")
-class MobileEMANet(FunctionalModel):
+class MobileEMANet(EMANetImageSegmenter):
     """EMANet for phones: MobileNetV3 and a light EMA head, full-integer int8 friendly.
 
     Head (`head_*`, `ema_unit`, `classifier_*`):
@@ -76,6 +63,14 @@ class MobileEMANet(FunctionalModel):
             that read it (`ema_keras.models.class_info`).
     """
 
+    architecture = "mobile_emanet"
+    backbone_class = MobileNetV3Backbone
+    # `from_preset` keywords that go to both the backbone and the head; not the
+    # epsilon: the backbone's is keras.applications' 1e-3, the head's 1e-5.
+    shared_arguments = (
+        "batch_norm_momentum", "batch_norm_synchronized", "image_shape", "seed", "dtype",
+    )  # fmt: skip
+
     def __init__(
         self,
         *,
@@ -97,14 +92,6 @@ class MobileEMANet(FunctionalModel):
         palette=None,
         **kwargs,
     ):
-        pyramid = getattr(backbone, "pyramid_outputs", None)
-        if not isinstance(backbone, keras.Model) or not isinstance(pyramid, dict):
-            raise ValueError(
-                "`backbone` must be a MobileNetV3Backbone (or a keras.Model with a "
-                f"`pyramid_outputs` dict), got {type(backbone).__name__}."
-            )
-        if any(level not in pyramid for level in ("P3", "P5")):
-            raise ValueError(f"The backbone's `pyramid_outputs` ({sorted(pyramid)}) lack P3, P5.")
         for arg, value in (("num_classes", num_classes), ("head_channels", head_channels)):
             if int(value) < 1:
                 raise ValueError(f"`{arg}` must be >= 1, got {value}.")
@@ -118,12 +105,7 @@ class MobileEMANet(FunctionalModel):
 
         # === Functional model ===
         inputs = keras.Input(shape=tuple(image_shape), name="image")
-        own, wanted = keras.tree.flatten(backbone.output), keras.tree.flatten(pyramid)
-        if len(own) == len(wanted) and all(a is b for a, b in zip(own, wanted)):
-            features = backbone(inputs)
-        else:
-            pyramid_model = keras.Model(backbone.inputs, pyramid, name=f"{backbone.name}_pyramid")
-            features = pyramid_model(inputs)
+        features = pyramid_features(backbone, inputs, ("P3", "P5"), "MobileNetV3Backbone")
         x = apply_conv_bn(
             features["P5"], head_channels, 1, name="head", batch_norm=batch_norm, seed=seed,
             dtype=dtype,
@@ -167,27 +149,3 @@ class MobileEMANet(FunctionalModel):
         self.seed = seed
         self.class_names = class_names
         self.palette = palette
-
-    @classmethod
-    def from_preset(cls, preset, /, *, load_weights=None, **overrides):
-        """Builds a mobile preset (`emanet_mobilenetv3_{large,small}_voc`).
-
-        As `EMANet.from_preset`: unknown keywords raise a `TypeError`;
-        `variant`, `output_stride` and `include_preprocessing` go to the
-        backbone; BatchNorm momentum and synchronisation, `image_shape`,
-        `seed` and `dtype` to both; the rest to the head. `load_weights` as
-        there (whole-model weights).
-        """
-        backbone_args = MobileNetV3Backbone.config_arguments()
-        accepted = set(cls.config_arguments() + backbone_args + list(BASE_ARGUMENTS))
-        check_keywords(
-            "MobileEMANet.from_preset", overrides, sorted(accepted | {"load_weights"})
-        )
-        config = get_preset(preset)
-        weights = weights_to_load(preset, load_weights)
-        backbone = build_backbone(MobileNetV3Backbone, config["backbone"], overrides, _SHARED_ARGS)
-        config.update(overrides, backbone=backbone)
-        model = cls(**config)
-        if weights is not None:
-            model.load_weights(weights)
-        return model

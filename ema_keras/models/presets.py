@@ -1,17 +1,27 @@
-"""Named EMANet configurations: preset name -> description, `EMANet` arguments, weights.
+"""The built-in presets: named EMANet configurations, as read-only data.
 
-`"config"` holds the `EMANet` keyword arguments, its `"backbone"` the
-`DilatedResNet` ones. `"weights"`, when a preset has them, names a file that
-`EMANet.from_preset` loads (`ema_keras.weights.load_model_weights`): a local
-path, a `file://` URL, or an `http(s)://` URL downloaded once into the Keras
-cache. The built-in presets carry no weights yet.
+Each `Preset` names the segmenter class that builds it (`architecture`:
+"emanet" for `EMANet`, "mobile_emanet" for `MobileEMANet`), its keyword
+arguments (`config`; `config["backbone"]` holds the backbone's: a
+`DilatedResNet`'s or a `MobileNetV3Backbone`'s) and, when it has them, the
+location of its weights (a local path, `file://` or `http(s)://`, downloaded
+once into the Keras cache). The built-in presets carry no weights yet.
+
+`EMANetImageSegmenter.from_preset(name)` builds any of them; a model of your
+own becomes a preset with `model.save_to_preset(folder)`, and
+`from_preset(folder | "hf://..." | "kaggle://...")` builds it back
+(`ema_keras.models.preset_files`).
 """
 
 import copy
+import dataclasses
 import difflib
 import os
+import types
 import urllib.parse
 import urllib.request
+import warnings
+from typing import Any, Mapping, Optional
 
 import keras
 
@@ -20,6 +30,20 @@ _VOC_CLASSES = 21  # background + 20 objects
 # convention) is 0.9997 in Keras': running statistics over ~3,000 steps.
 _OFFICIAL_BN_MOMENTUM = 0.9997
 _NO_WEIGHTS = "Configuration only: no weights yet (random initialisation)."
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One named configuration: its description, class, arguments and weights location.
+
+    `config` is read-only here; `get_preset(name)` hands out a deep copy to change.
+    """
+
+    name: str
+    description: str
+    config: Mapping[str, Any]
+    architecture: str = "emanet"
+    weights: Optional[str] = None
 
 
 def _paper(depth, output_stride):
@@ -43,50 +67,55 @@ def _mobile(variant, output_stride):
     }
 
 
-PRESETS = {
+_BUILTIN = (
     # The paper's models: deep stem, output stride 8, EMA on 512 channels.
-    "emanet_resnet50_os8_voc": {
-        "description": f"EMANet ResNet-50, deep stem, output stride 8, VOC. {_NO_WEIGHTS}",
-        "config": _paper(50, 8),
-    },
-    "emanet_resnet101_os8_voc": {
-        "description": f"EMANet ResNet-101, deep stem, output stride 8, VOC (the paper's). "
-        f"{_NO_WEIGHTS}",
-        "config": _paper(101, 8),
-    },
-    "emanet_resnet152_os8_voc": {
-        "description": f"EMANet ResNet-152, deep stem, output stride 8, VOC. {_NO_WEIGHTS}",
-        "config": _paper(152, 8),
-    },
+    Preset(
+        "emanet_resnet50_os8_voc",
+        f"EMANet ResNet-50, deep stem, output stride 8, VOC. {_NO_WEIGHTS}",
+        _paper(50, 8),
+    ),
+    Preset(
+        "emanet_resnet101_os8_voc",
+        f"EMANet ResNet-101, deep stem, output stride 8, VOC (the paper's). {_NO_WEIGHTS}",
+        _paper(101, 8),
+    ),
+    Preset(
+        "emanet_resnet152_os8_voc",
+        f"EMANet ResNet-152, deep stem, output stride 8, VOC. {_NO_WEIGHTS}",
+        _paper(152, 8),
+    ),
     # Output stride 16: only stage 4 dilated, about 3.5x cheaper trunk.
-    "emanet_resnet101_os16_voc": {
-        "description": f"EMANet ResNet-101, deep stem, output stride 16, VOC. {_NO_WEIGHTS}",
-        "config": _paper(101, 16),
-    },
-    "emanet_resnet50_os16": {
-        "description": f"EMANet ResNet-50, deep stem, output stride 16, BN momentum 0.9. "
-        f"{_NO_WEIGHTS}",
-        "config": {
+    Preset(
+        "emanet_resnet101_os16_voc",
+        f"EMANet ResNet-101, deep stem, output stride 16, VOC. {_NO_WEIGHTS}",
+        _paper(101, 16),
+    ),
+    Preset(
+        "emanet_resnet50_os16",
+        f"EMANet ResNet-50, deep stem, output stride 16, BN momentum 0.9. {_NO_WEIGHTS}",
+        {
             "backbone": {"depth": 50, "stem": "deep", "output_stride": 16},
             "num_classes": _VOC_CLASSES,
         },
-    },
+    ),
     # mmsegmentation's variant: standard (torchvision / keras.applications)
     # stem, auxiliary FCN head on stage 3 and the concat-input conv.
-    "emanet_resnet50_os8_aux": {
-        "description": "EMANet ResNet-50, standard stem, output stride 8, aux head and "
-        f"concat input (mmsegmentation's). {_NO_WEIGHTS}",
-        "config": {
+    Preset(
+        "emanet_resnet50_os8_aux",
+        "EMANet ResNet-50, standard stem, output stride 8, aux head and concat input "
+        f"(mmsegmentation's). {_NO_WEIGHTS}",
+        {
             "backbone": {"depth": 50, "stem": "standard", "output_stride": 8},
             "num_classes": _VOC_CLASSES,
             "aux_head": True,
             "concat_input": True,
         },
-    },
+    ),
     # Seconds on a CPU: one block per stage, 8 base channels, 8 bases.
-    "emanet_tiny_demo": {
-        "description": f"A tiny EMANet for tests and demos (seconds on a CPU). {_NO_WEIGHTS}",
-        "config": {
+    Preset(
+        "emanet_tiny_demo",
+        f"A tiny EMANet for tests and demos (seconds on a CPU). {_NO_WEIGHTS}",
+        {
             "backbone": {
                 "block_counts": [1, 1, 1, 1], "width": 8, "stem": "deep", "output_stride": 8
             },
@@ -95,77 +124,105 @@ PRESETS = {
             "classifier_channels": 32,
             "ema_num_bases": 8,
         },
-    },
-    # Phones (issue 14): MobileNetV3 and the light EMA head of `MobileEMANet`
-    # (build with `MobileEMANet.from_preset` or `ema_keras.models.build_preset`).
+    ),
+    # Phones (issue 14): MobileNetV3 and the light EMA head of `MobileEMANet`.
     # ImageNet trunks load with `model.backbone.load_imagenet_weights(path)`
     # (keras.applications .h5). Small runs at output stride 32: its last
     # stage (576-channel expansions, 5x5 depthwise) at 1/16 cost half its MACs
     # and ~40% of its int8 latency at 513 (docs/mobile.md), over the 40 ms goal.
-    "emanet_mobilenetv3_large_voc": {
-        "description": "MobileEMANet: MobileNetV3-Large, output stride 16, 128-channel EMA "
-        f"head (K=16, T=1), LR-ASPP fusion with 1/8 features, VOC. {_NO_WEIGHTS}",
-        "config": _mobile("large", 16),
-        "architecture": "mobile_emanet",
-    },
-    "emanet_mobilenetv3_small_voc": {
-        "description": "MobileEMANet: MobileNetV3-Small, output stride 32, 128-channel EMA "
-        f"head (K=16, T=1), LR-ASPP fusion with 1/8 features, VOC. {_NO_WEIGHTS}",
-        "config": _mobile("small", 32),
-        "architecture": "mobile_emanet",
-    },
-}
+    Preset(
+        "emanet_mobilenetv3_large_voc",
+        "MobileEMANet: MobileNetV3-Large, output stride 16, 128-channel EMA head (K=16, T=1), "
+        f"LR-ASPP fusion with 1/8 features, VOC. {_NO_WEIGHTS}",
+        _mobile("large", 16),
+        architecture="mobile_emanet",
+    ),
+    Preset(
+        "emanet_mobilenetv3_small_voc",
+        "MobileEMANet: MobileNetV3-Small, output stride 32, 128-channel EMA head (K=16, T=1), "
+        f"LR-ASPP fusion with 1/8 features, VOC. {_NO_WEIGHTS}",
+        _mobile("small", 32),
+        architecture="mobile_emanet",
+    ),
+)
+
+# Read-only: name -> Preset. Models of your own are preset folders, not entries here.
+PRESETS = types.MappingProxyType({preset.name: preset for preset in _BUILTIN})
+
+# What the deprecated `register_preset` added (kept apart from the built-ins).
+_REGISTERED = {}
+
+
+def preset_names():
+    """Every preset name `from_preset` knows, sorted (built-in and registered)."""
+    return sorted({*PRESETS, *_REGISTERED})
 
 
 def _entry(name):
-    if name not in PRESETS:
-        close = difflib.get_close_matches(str(name), PRESETS, n=1)
+    preset = _REGISTERED.get(name) or PRESETS.get(name)
+    if preset is None:
+        close = difflib.get_close_matches(str(name), preset_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"Unknown EMANet preset {name!r}{hint}; available: {sorted(PRESETS)}.")
-    return PRESETS[name]
+        raise ValueError(f"Unknown EMANet preset {name!r}{hint}; available: {preset_names()}.")
+    return preset
+
+
+def is_preset_name(name):
+    """True for the name of a built-in (or registered) preset."""
+    return isinstance(name, str) and (name in PRESETS or name in _REGISTERED)
 
 
 def get_preset(name):
-    """A deep copy of the preset's `EMANet` keyword arguments."""
-    return copy.deepcopy(_entry(name)["config"])
+    """A deep copy of the preset's keyword arguments (`"backbone"`: the backbone's)."""
+    return copy.deepcopy(dict(_entry(name).config))
 
 
 def describe_preset(name):
     """The preset's one-line description."""
-    return _entry(name)["description"]
+    return _entry(name).description
 
 
 def preset_architecture(name):
-    """The model class that builds the preset: "emanet" (`EMANet`) or "mobile_emanet"."""
-    return _entry(name).get("architecture", "emanet")
+    """The segmenter class that builds the preset: "emanet" (`EMANet`) or "mobile_emanet"."""
+    return _entry(name).architecture
 
 
 def register_preset(
     name, config, *, description, weights=None, overwrite=False, architecture="emanet"
 ):
-    """Adds a preset: `EMANet` arguments (`"backbone"`: `DilatedResNet`'s), optional weights.
+    """Deprecated: save a model with `model.save_to_preset(folder)` and build it from there.
 
-    `weights`: a local path, a `file://` URL or an `http(s)://` URL of a
-    `.keras` / `.weights.h5` file (see `resolve_weights`); resolved only when
-    the preset is built with its weights. `architecture`: the class that
-    builds it with `ema_keras.models.build_preset` ("emanet" or "mobile_emanet",
-    whose `"backbone"` holds `MobileNetV3Backbone` arguments).
+    Adds a named configuration (`config`: the segmenter's keyword arguments,
+    `"backbone"`: the backbone's) with optional `weights` (a local path,
+    `file://` or `http(s)://` URL of a `.keras` / `.weights.h5` file) to this
+    process's presets. Built-in names cannot be replaced.
     """
-    if name in PRESETS and not overwrite:
+    warnings.warn(
+        "register_preset is deprecated: save the model with model.save_to_preset(folder) and "
+        "build it with EMANetImageSegmenter.from_preset(folder), or share the folder with "
+        "ema_keras.models.upload_preset.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    if name in PRESETS:
+        raise ValueError(f"Preset {name!r} is built in and cannot be replaced.")
+    if name in _REGISTERED and not overwrite:
         raise ValueError(f"Preset {name!r} exists; pass overwrite=True to replace it.")
     if "backbone" not in config:
         raise ValueError(f"Preset {name!r}: `config` needs a 'backbone' dict.")
-    PRESETS[name] = {
-        "description": description,
-        "config": copy.deepcopy(config),
-        "weights": weights,
-        "architecture": architecture,
-    }
+    _REGISTERED[name] = Preset(
+        name, description, copy.deepcopy(dict(config)), architecture=architecture, weights=weights
+    )
+
+
+def unregister_preset(name):
+    """Removes a preset `register_preset` added (a KeyError for any other name)."""
+    del _REGISTERED[name]
 
 
 def preset_weights(name):
     """Local path of the preset's weights file (downloaded if needed), or None."""
-    return resolve_weights(_entry(name).get("weights"), preset=name)
+    return resolve_weights(_entry(name).weights, preset=name)
 
 
 def weights_to_load(name, load_weights):
@@ -177,32 +234,6 @@ def weights_to_load(name, load_weights):
     if load_weights and weights is None:
         raise ValueError(f"Preset {name!r} carries no weights: use load_weights=False.")
     return weights
-
-
-def build_backbone(backbone_class, preset_backbone, overrides, shared_args):
-    """The backbone of a preset with `overrides` applied; removes the backbone's keys from them.
-
-    `overrides["backbone"]` may be a built backbone (kept as is) or a dict of
-    backbone arguments; keys of `overrides` that are backbone arguments go to
-    the backbone, those in `shared_args` go to both backbone and head.
-    """
-    backbone = overrides.pop("backbone", None)
-    backbone_args = backbone_class.config_arguments()
-    backbone_overrides = {
-        key: overrides.pop(key)
-        for key in list(overrides)
-        if key in backbone_args and key not in shared_args
-    }
-    if isinstance(backbone, keras.Model):
-        if backbone_overrides:
-            raise ValueError(
-                f"Backbone arguments {sorted(backbone_overrides)} given with a built backbone."
-            )
-        return backbone
-    shared = {key: value for key, value in overrides.items() if key in shared_args}
-    return backbone_class(
-        **{**preset_backbone, **(backbone or {}), **backbone_overrides, **shared}
-    )
 
 
 def resolve_weights(location, *, preset=None):

@@ -29,7 +29,8 @@ class TrainConfig:
     # Model.
     preset: str = _setting(
         "emanet_resnet101_os8_voc",
-        "EMANet architecture to train, a name from ema_keras.models.PRESETS.",
+        "EMANet architecture to train: a preset name (ema_keras.models.PRESETS), or a preset "
+        "folder, hf://org/name or kaggle://... preset to fine-tune (its weights loaded).",
     )
     num_classes: Optional[int] = _setting(
         None,
@@ -162,7 +163,8 @@ def check_settings(config):
     Cheap and file-free: programs call it before they read data or write anything.
     """
     # Imported here: both modules import this one.
-    from ema_keras.models.presets import PRESETS
+    from ema_keras.models.preset_files import is_preset_location
+    from ema_keras.models.presets import preset_names
     from ema_keras.training.strategy import STRATEGIES
 
     from ema_keras.data.datasets import DATASETS
@@ -170,7 +172,12 @@ def check_settings(config):
 
     for flag, value, known in (
         ("dataset", config.dataset, dataset_names()),
-        ("preset", config.preset, PRESETS),
+        # A preset folder or hf:// / kaggle:// preset: a trained model to fine-tune.
+        (
+            "preset",
+            config.preset,
+            [config.preset] if is_preset_location(config.preset) else preset_names(),
+        ),
         ("strategy", config.strategy, STRATEGIES),
         ("mixed_precision", config.mixed_precision, PRECISIONS),
     ):

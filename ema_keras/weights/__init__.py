@@ -26,6 +26,7 @@ from ema_keras.weights.layer_weights import WeightsMismatchError
 from ema_keras.weights.loading import (
     LoadedWeights,
     classifier_layers,
+    copy_fine_tuning_weights,
     load_backbone_weights,
     load_fine_tuning_weights,
     load_model_weights,

@@ -118,6 +118,22 @@ def load_fine_tuning_weights(model, path):
     return _load(model, path, new_classifier=True)
 
 
+def copy_fine_tuning_weights(model, source, *, source_name):
+    """`load_fine_tuning_weights` from a built model of the same class (a preset's, say).
+
+    Weights are matched by layer name, so `source` may differ from `model`
+    in its class count (the classifiers stay as built) and output stride.
+    `source_name` names it in messages.
+    """
+    _check_model(model)
+    if type(source) is not type(model):
+        raise WeightsMismatchError(
+            f"{source_name} holds {_a(type(source).__name__)} but the model is "
+            f"{_a(type(model).__name__)}."
+        )
+    return _assign(model, model_weights(source), source_name, source.num_classes)
+
+
 def classifier_layers(model):
     """Names of `model`'s layers that output the classes (what fine-tuning re-initialises)."""
     _check_model(model)

@@ -6,8 +6,16 @@ import keras
 import numpy as np
 import pytest
 
-from ema_keras.models import PRESETS, EMANet, get_preset, register_preset
-from ema_keras.models.presets import describe_preset, resolve_weights
+from ema_keras.models import PRESETS, EMANet, get_preset
+from ema_keras.models.presets import describe_preset, resolve_weights, unregister_preset
+
+
+def register_preset(*args, **kwargs):
+    """The deprecated registration, its warning checked."""
+    from ema_keras.models import register_preset as deprecated
+
+    with pytest.warns(DeprecationWarning, match="save_to_preset"):
+        deprecated(*args, **kwargs)
 
 NAME = "test_tiny_with_weights"
 
@@ -21,7 +29,10 @@ def saved_tiny(tmp_path):
     path = os.path.join(str(tmp_path), "tiny.keras")
     model.save(path)
     yield path, batch, model(batch).numpy()
-    PRESETS.pop(NAME, None)
+    try:
+        unregister_preset(NAME)
+    except KeyError:
+        pass
 
 
 @pytest.mark.parametrize("as_url", [False, True])
@@ -49,7 +60,11 @@ def test_preset_with_weights_loads_them(saved_tiny, as_url):
 def test_builtin_presets_carry_no_weights_and_say_so():
     for name in PRESETS:
         assert "no weights yet" in describe_preset(name), name
-        assert PRESETS[name].get("weights") is None
+        assert PRESETS[name].weights is None
+    with pytest.raises(TypeError):
+        PRESETS["mine"] = PRESETS["emanet_tiny_demo"]  # the built-ins are read-only
+    with pytest.raises(ValueError, match="built in"):
+        register_preset("emanet_tiny_demo", get_preset("emanet_tiny_demo"), description="x")
     with pytest.raises(ValueError, match="'emanet_tiny_demo' carries no weights"):
         EMANet.from_preset("emanet_tiny_demo", load_weights=True)
 
@@ -68,7 +83,7 @@ def test_weights_locations(tmp_path):
         with pytest.raises(FileNotFoundError, match=f"Preset '{NAME}': weights file not found"):
             EMANet.from_preset(NAME)
     finally:
-        PRESETS.pop(NAME)
+        unregister_preset(NAME)
 
 
 def test_pyramid_outputs_are_the_stage_outputs():
