@@ -106,7 +106,7 @@ class EMANetImageSegmenter(FunctionalModel):
         architecture = cls._architectures[preset_architecture(preset)]
         if not issubclass(architecture, cls):
             raise ValueError(
-                f"Preset {preset!r} is {_a(architecture.__name__)}: build it with "
+                f"Preset {preset!r} is {with_article(architecture.__name__)}: build it with "
                 f"{architecture.__name__}.from_preset or EMANetImageSegmenter.from_preset."
             )
         weights = weights_to_load(preset, load_weights)
@@ -155,7 +155,7 @@ class EMANetImageSegmenter(FunctionalModel):
         preset_files.save_preset(self, preset_dir, max_shard_size=max_shard_size)
 
 
-def _a(class_name):
+def with_article(class_name):
     """"an EMANet", "a MobileEMANet"."""
     return f"{'an' if class_name[0] in 'AEIOU' else 'a'} {class_name}"
 

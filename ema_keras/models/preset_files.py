@@ -25,6 +25,7 @@ import tempfile
 
 import keras
 
+from ema_keras.models.functional_model import BASE_ARGUMENTS, check_keywords
 from ema_keras.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -113,7 +114,7 @@ def model_class_of(config, base_class, preset):
     if not (isinstance(model_class, type) and issubclass(model_class, base_class)):
         raise ValueError(
             f"{preset}: {CONFIG_FILE} holds {name or 'no registered class'}, not "
-            f"{'an EMANet segmenter' if base_class.__name__[0] == 'E' else base_class.__name__}: "
+            f"{base_class.__name__ if base_class.architecture else 'an EMANet segmenter'}: "
             "only presets written by save_to_preset load."
         )
     return model_class
@@ -126,15 +127,18 @@ def load_preset(base_class, preset, *, load_weights=None, overrides=None):
     model_class = model_class_of(config, base_class, preset)
     overrides = dict(overrides or {})
     weights = None if load_weights is False else _weights_path(preset, required=load_weights)
-    # Safe mode: nothing in the config may carry code (Lambda layers, lambdas).
-    saved = keras.saving.deserialize_keras_object(config, safe_mode=True)
-    if weights is not None:
-        saved.load_weights(weights)
+    if overrides:
+        # Checked and merged first: a wrong keyword is refused before anything is built.
+        config_with_overrides = _with_overrides(config, model_class, overrides)
+    saved = None
+    if not overrides or weights is not None:
+        # Safe mode: nothing in the config may carry code (Lambda layers, lambdas).
+        saved = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        if weights is not None:
+            saved.load_weights(weights)
     if not overrides:
         return saved
-    model = keras.saving.deserialize_keras_object(
-        _with_overrides(config, model_class, overrides), safe_mode=True
-    )
+    model = keras.saving.deserialize_keras_object(config_with_overrides, safe_mode=True)
     if weights is not None:
         # By layer name: another class count or output stride still fits.
         from ema_keras.weights import copy_fine_tuning_weights  # weights builds on models
@@ -166,8 +170,6 @@ def _weights_path(preset, *, required):
 
 def _with_overrides(config, model_class, overrides):
     """The serialised model config with `overrides` merged in, backbone arguments into its own."""
-    from ema_keras.models.functional_model import BASE_ARGUMENTS, check_keywords
-
     backbone_class = model_class.backbone_class
     backbone = config["config"].get("backbone")
     backbone_is_ours = (

@@ -13,6 +13,7 @@ import tempfile
 
 from ema_keras.models.dilated_resnet import BLOCK_COUNTS, DilatedResNet
 from ema_keras.models.emanet import EMANet
+from ema_keras.models.image_segmenter import with_article as _a
 from ema_keras.models.mobile_emanet import MobileEMANet
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
 from ema_keras.weights import keras_files, torch_files, torch_names
@@ -411,11 +412,6 @@ def _check_keras_file(model, config, path, new_classifier):
     if num_classes != model.num_classes and not new_classifier:
         raise _class_count_error(path, num_classes, model.num_classes)
     return num_classes
-
-
-def _a(class_name):
-    """"an EMANet", "a MobileEMANet"."""
-    return f"{'an' if class_name[0] in 'AEIOU' else 'a'} {class_name}"
 
 
 def _load_native(model, path):
