@@ -92,7 +92,9 @@ def _kaggle_file(preset, filename):
         raise ValueError(
             f"{preset}: a Kaggle preset is kaggle://<owner>/<model>/keras/<variant>[/<version>]."
         )
-    path = kagglehub.model_download(handle, path=filename)
+    # The whole bundle, not the one file: kagglehub caches it once, and a file the
+    # preset lacks (sharded weights, say) is then a local miss, not a failed request.
+    path = os.path.join(kagglehub.model_download(handle), filename)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{preset}: the preset has no {filename}.")
     return path

@@ -83,11 +83,21 @@ def write_pascal_context(root, splits, *, size=(40, 48), seed=0):
     return labels
 
 
+# mmsegmentation's COCO-Stuff-164k table (clsID_to_trID), typed from its release rather than
+# taken from ema_keras: the stored ids 0..181 in training-id order; the 11 thing ids COCO
+# never annotated (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90), 182.. and 255 are ignored.
+MMSEG_COCO_164K_STORED_IDS = (
+    *range(0, 11), *range(12, 25), 26, 27, *range(30, 44), *range(45, 65), 66, 69,
+    *range(71, 82), *range(83, 90), *range(91, 182),
+)  # fmt: skip
+MMSEG_COCO_164K_TABLE = np.full(256, 255, np.uint8)
+MMSEG_COCO_164K_TABLE[list(MMSEG_COCO_164K_STORED_IDS)] = np.arange(171)
+
+
 def write_coco_stuff_164k(root, splits, *, size=(40, 48), seed=0, train_ids=False):
     """`root/images/<split>/*.jpg` and `root/annotations/<split>/*.png` (stuffthingmaps: 0..181
-    and 255); with `train_ids`, also mmsegmentation's `*_labelTrainIds.png` beside them."""
-    from ema_keras.data import coco_stuff
-
+    and 255); with `train_ids`, also mmsegmentation's `*_labelTrainIds.png` beside them,
+    converted with its own table (`MMSEG_COCO_164K_TABLE`)."""
     rng = np.random.default_rng(seed)
     labels = {}
     for split, count in splits.items():
@@ -100,7 +110,7 @@ def write_coco_stuff_164k(root, splits, *, size=(40, 48), seed=0, train_ids=Fals
             annotations = os.path.join(root, "annotations", split)
             _save(label, os.path.join(annotations, f"{image_id}.png"))
             if train_ids:
-                mapped = np.frombuffer(coco_stuff.LABEL_MAP_164K, np.uint8)[label]
+                mapped = MMSEG_COCO_164K_TABLE[label]
                 _save(mapped, os.path.join(annotations, f"{image_id}_labelTrainIds.png"))
     return labels
 

@@ -15,6 +15,8 @@ from ema_keras.data.tfrecords import read_tfrecords, write_tfrecords
 from ema_keras.data.validate import validate_dataset
 from tests.data.benchmark_fixtures import (
     CITYSCAPES_STORED,
+    MMSEG_COCO_164K_STORED_IDS,
+    MMSEG_COCO_164K_TABLE,
     write_cityscapes,
     write_coco_stuff_10k,
     write_coco_stuff_164k,
@@ -108,6 +110,8 @@ def test_coco_stuff_164k_stuffthingmaps_and_train_id_maps_agree(tmp_path):
     assert raw[0].label_map == coco_stuff.LABEL_MAP_164K and converted[0].label_map is None
     assert converted[0].label_path.endswith("000000000001_labelTrainIds.png")
     table = np.frombuffer(coco_stuff.LABEL_MAP_164K, np.uint8)
+    assert len(MMSEG_COCO_164K_STORED_IDS) == 171
+    np.testing.assert_array_equal(table, MMSEG_COCO_164K_TABLE)  # every id, not a sample
     assert {k: int(table[k]) for k in MMSEG_COCO_164K_SAMPLES} == MMSEG_COCO_164K_SAMPLES
     unused = [11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90, 182, 254, 255]
     assert all(table[i] == 255 for i in unused) and sorted(set(table) - {255}) == list(range(171))
@@ -123,7 +127,7 @@ def test_coco_stuff_164k_stuffthingmaps_and_train_id_maps_agree(tmp_path):
 def test_coco_stuff_10k_mat_labels_through_tfrecords_and_png_conversion(tmp_path):
     stored = write_coco_stuff_10k(tmp_path, {"train": 2, "test": 1})
     examples = coco_stuff.read_10k_split(str(tmp_path), "train")
-    table = np.frombuffer(coco_stuff.LABEL_MAP_164K, np.uint8)
+    table = MMSEG_COCO_164K_TABLE  # 10k's .mat ids are the stored ids + 1
     expected = {
         i: np.where(s == 0, 255, table[(s.astype(np.int32) - 1) % 256]) for i, s in stored.items()
     }

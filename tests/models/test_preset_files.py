@@ -111,3 +111,25 @@ def test_hugging_face_preset_through_the_hub_clients_offline_cache(trained, tmp_
     assert path.startswith(str(tmp_path))
     loaded = EMANetImageSegmenter.from_preset("hf://someone/tiny")
     np.testing.assert_array_equal(loaded(batch).numpy(), expected)
+
+
+def test_kaggle_preset_through_the_hub_clients_cache(trained, tmp_path, monkeypatch):
+    """kaggle:// read by kagglehub's own model_download from a cache kagglehub filled in."""
+    pytest.importorskip("kagglehub")
+    from kagglehub.cache import Cache
+    from kagglehub.handle import parse_model_handle
+
+    _, folder, batch, expected = trained
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kaggle"))
+    handle = parse_model_handle("someone/emanet/keras/tiny/1")
+    cache = Cache()
+    bundle = cache.get_path(handle)
+    os.makedirs(bundle)
+    for name in os.listdir(folder):
+        with open(os.path.join(bundle, name), "wb") as file:
+            file.write((folder / name).read_bytes())
+    cache.mark_as_complete(handle)  # what kagglehub writes after a finished download
+    loaded = EMANetImageSegmenter.from_preset("kaggle://someone/emanet/keras/tiny/1")
+    np.testing.assert_array_equal(loaded(batch).numpy(), expected)
+    with pytest.raises(ValueError, match="kaggle://<owner>/<model>/keras/<variant>"):
+        EMANetImageSegmenter.from_preset("kaggle://someone/emanet")
