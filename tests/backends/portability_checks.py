@@ -11,11 +11,13 @@ process). WORK_DIR holds `inputs.npy`, raw pixels (B, H, W, 3). Each run
   compiled as the trainer compiles: our optimizer, schedule, loss and metric;
   it says whether TensorFlow got imported): it writes the weights it loaded, in order
   (`<source>_<model>_weights_on_<backend>.npz`), and its outputs on the inputs
-  (`<source>_<model>_on_<backend>.npy`);
+  (`<source>_<model>_on_<backend>.npy`), and reads the same model's preset
+  folder with `EMANetImageSegmenter.from_preset` (`..._preset_on_<backend>.npy`);
 - writes its own files once: `<backend>_<model>.keras` after a little
   training, so that the EMA bases and BatchNorm statistics are not their
   initial values (EMANet: two `fit` steps; the mobile model: one training-mode
-  call), with its weights (`..._weights.npz`) and outputs (`....npy`).
+  call), its preset folder (`<backend>_<model>_preset/`, `save_to_preset`), its
+  weights (`..._weights.npz`) and outputs (`....npy`).
 
 The comparisons are the test's; this program prints one line per file.
 """
@@ -28,7 +30,7 @@ import keras
 import numpy as np
 
 import ema_keras  # noqa: F401  (registers the custom classes before loading)
-from ema_keras.models import EMANet, MobileEMANet
+from ema_keras.models import EMANet, EMANetImageSegmenter, MobileEMANet
 
 MODELS = ("emanet", "mobile")
 NUM_CLASSES = 3
@@ -89,6 +91,7 @@ def make_own_files(work_dir, backend, inputs):
         unmoved = [path for path in after if np.array_equal(after[path], before[path])]
         assert not unmoved, f"training left these at their initial values: {unmoved}"
         model.save(f"{stem}.keras")
+        model.save_to_preset(f"{stem}_preset")  # the same model, shared as a preset folder
         save_weights(f"{stem}_weights.npz", model)
         np.save(f"{stem}.npy", predict(model, inputs))
         print(f"{backend} wrote {name}: {len(after)} bases and BatchNorm statistics trained")
@@ -111,6 +114,9 @@ def read_other_files(work_dir, backend, inputs):
         # file must not need it (a GPU machine may have none).
         tensorflow = "imported" if "tensorflow" in sys.modules else "not imported"
         print(f"{backend} read {source}'s {name} ({optimizer}; TensorFlow {tensorflow})")
+        preset = EMANetImageSegmenter.from_preset(f"{stem}_preset")
+        assert type(preset) is expected_class, type(preset)
+        np.save(f"{stem}_preset_on_{backend}.npy", predict(preset, inputs))
 
 
 def main(work_dir):

@@ -1,9 +1,10 @@
 """One `.keras` file, any backend, any runtime.
 
 A tiny EMANet and a MobileEMANet are trained a little and saved on each of
-TensorFlow, JAX and PyTorch; every file is read on the two other backends and
-must hold the same weights (EMA bases and BatchNorm statistics included) and
-give the same outputs (<= 1e-5 relative). A model trained on JAX then exports
+TensorFlow, JAX and PyTorch, as a `.keras` file and as a preset folder; every
+file is read on the two other backends and must hold the same weights (EMA
+bases and BatchNorm statistics included) and give the same outputs (<= 1e-5
+relative), and so must every preset read with `from_preset`. A model trained on JAX then exports
 through TensorFlow to a SavedModel, TFLite and ONNX, each verified against it.
 
 TensorFlow runs here; JAX and PyTorch run `portability_checks.py` as programs
@@ -76,6 +77,9 @@ def test_file_saved_on_one_backend_loads_on_another(work_dir, source, target, na
     outputs = np.load(f"{stem}_on_{target}.npy")
     assert outputs.shape == (2, 64, 64, portability_checks.NUM_CLASSES)
     assert relative_error(outputs, np.load(f"{stem}.npy")) <= 1e-5
+    # The preset folder the source backend wrote, read by from_preset on the target.
+    from_preset = np.load(f"{stem}_preset_on_{target}.npy")
+    assert relative_error(from_preset, np.load(f"{stem}.npy")) <= 1e-5
 
 
 def test_model_trained_on_jax_exports_through_tensorflow_and_verifies(work_dir, tmp_path):

@@ -1,5 +1,6 @@
 """The SavedModel in bfloat16 (`--precision`): folded, verified against float32 Keras, or refused."""
 
+import functools
 import json
 import os
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from ema_keras import export
+from ema_keras.export import workflow
 from ema_keras.export.workflow import REPORT_FILE
 from ema_keras.inference.precision import PrecisionRefusedError
 from ema_keras.layers.image_normalization import ImageNormalization
@@ -32,9 +34,21 @@ def test_bfloat16_serves_a_folded_bfloat16_copy_that_agrees(trained_model, val_i
     assert any(isinstance(layer, ImageNormalization) for layer in choice.model._flatten_layers())
 
 
-def test_bfloat16_below_the_threshold_is_refused_before_writing(trained_model, val_images, tmp_path):
+def test_bfloat16_below_the_threshold_is_refused_before_writing(
+    trained_model, val_images, tmp_path, monkeypatch
+):
     with pytest.raises(PrecisionRefusedError):
         export.serving_model(trained_model, "bfloat16", val_images, threshold=1.01)
+    # Through the export: an agreement no model reaches stops it before the folder exists.
+    strict = functools.partial(workflow.serving_model, threshold=1.01)
+    monkeypatch.setattr(workflow, "serving_model", strict)
+    output_dir = tmp_path / "export"
+    with pytest.raises(PrecisionRefusedError):
+        export.export_and_verify(
+            trained_model, str(output_dir), images=val_images, formats=["saved_model"],
+            saved_model_precision="bfloat16", print_table=False,
+        )  # fmt: skip
+    assert not output_dir.exists()
 
 
 @pytest.mark.slow
