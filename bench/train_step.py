@@ -232,7 +232,9 @@ def print_first_step_table(preset, batch, crop, threads):
     seconds = {}
     for name in FLAGS.first_step:
         if name not in FIRST_STEP_CONFIGURATIONS:
-            raise app.UsageError(f"--first_step: {name!r} is not one of {FIRST_STEP_CONFIGURATIONS}.")
+            raise app.UsageError(
+                f"--first_step: {name!r} is not one of {FIRST_STEP_CONFIGURATIONS}."
+            )
         result = common.run_isolated(
             keras_first_step, preset, configuration=name, batch=batch, crop=crop, threads=threads
         )

@@ -1,4 +1,5 @@
-"""EMANet for Keras 3: layers, models and training on TensorFlow, JAX and PyTorch; export through TF.
+"""EMANet for Keras 3: layers, models and training on TensorFlow, JAX and PyTorch; export
+through TF.
 
 Importing the package registers every custom class for serialization, so
 `keras.models.load_model` can read our `.keras` files once `ema_keras` is

@@ -85,7 +85,8 @@ def define_precision_flags(check_images_help):
 
 @contextlib.contextmanager
 def precision_flag(precision):
-    """Inside, a precision refused below the agreement threshold is a usage error naming the flag."""
+    """Inside, a precision refused below the agreement threshold is a usage error naming the
+    flag."""
     try:
         yield
     except PrecisionRefusedError as error:

@@ -24,7 +24,9 @@ import threading
 # C++ log lines in absl's format, e.g.
 # "W0000 00:00:1795733338.774038   17095 tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format."
 # Only INFO (I) and WARNING (W) lines: E and F lines always reach the user.
-_NATIVE_INFO_OR_WARNING = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-]+\.(cc|h|cpp):\d+\] ")
+_NATIVE_INFO_OR_WARNING = re.compile(
+    r"^[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-]+\.(cc|h|cpp):\d+\] "
+)
 
 # Lines LiteRT and the converter print with plain fprintf.
 _PLAIN_CHATTER = (

@@ -126,10 +126,12 @@ def main(argv):
             print(f"  {path}: {reason}")
     readable = [item for item in plan if item.image_path not in skipped]
     if not readable:
-        raise DataError(FLAGS.inputs[0], f"none of the {len(plan)} images can be read (listed above)")
+        message = f"none of the {len(plan)} images can be read (listed above)"
+        raise DataError(FLAGS.inputs[0], message)
     for path, note in notes.items():
         print(f"{path}: {note}")
-    check_images = [load_photo(item.image_path)[0] for item in readable[: FLAGS.precision_check_images]]
+    checked = readable[: FLAGS.precision_check_images]
+    check_images = [load_photo(item.image_path)[0] for item in checked]
 
     def check(candidate):
         return [predict_label_map(candidate, image) for image in check_images]

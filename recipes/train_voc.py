@@ -16,10 +16,10 @@
 
 Without --data_dir the data is looked for in $EMA_KERAS_DATA_DIR, ./data/VOCdevkit,
 then the TFDS manual folder (~/tensorflow_datasets/downloads/manual); SBD next to it.
-Only the demo recipes (demo, demo_mobile) without --data_dir use the generated demo set. Every setting of
-ema_keras.training.TrainConfig is a flag; a flag left unset takes the recipe's value
-(--print_config shows them). Killing and restarting the same command resumes from the
-last checkpoint in --model_dir.
+Only the demo recipes (demo, demo_mobile) without --data_dir use the generated demo set.
+Every setting of ema_keras.training.TrainConfig is a flag; a flag left unset takes the
+recipe's value (--print_config shows them). Killing and restarting the same command
+resumes from the last checkpoint in --model_dir.
 """
 
 import dataclasses

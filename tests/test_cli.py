@@ -1,4 +1,5 @@
-"""Every program's user mistakes: one line naming the flag or file, the exit status, nothing written.
+"""Every program's user mistakes: one line naming the flag or file, the exit status, nothing
+written.
 
 The mistakes run in this process through the shared start-up (`ema_keras.cli`,
 flags parsed by absl as on the command line); `--help` runs as a real process.

@@ -14,14 +14,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lines seen in a demo run and an export (TF 2.21, LiteRT), verbatim.
 CHATTER = [
-    "W0000 00:00:1795733338.774038   17095 tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.",
+    "W0000 00:00:1795733338.774038   17095 tf_tfl_flatbuffer_helpers.cc:364] Ignored "
+    "output_format.",
     "W0000 00:00:1795733281.189042   16239 cache_dataset_ops.cc:912] The calling iterator did not "
     "fully read the dataset being cached.",
     "W0000 00:00:1795733374.825150   17095 flatbuffer_export.cc:3851] Skipping runtime version "
     "metadata in the model.",
     "I0000 00:00:1795733540.410785   20618 port.cc:153] oneDNN custom operations are on.",
     "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
-    "fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, output_inference_type: INT8",
+    "fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, "
+    "output_inference_type: INT8",
 ]
 KEPT = [
     "E0000 00:00:1795733338.774038   17095 some_kernel.cc:12] Out of memory.",
@@ -46,7 +48,9 @@ def _record(pathname, level):
 
 
 def test_info_from_inside_tensorflow_is_dropped_and_everything_else_kept():
-    library = os.path.join("site-packages", "tensorflow", "python", "checkpoint", "functional_saver.py")
+    library = os.path.join(
+        "site-packages", "tensorflow", "python", "checkpoint", "functional_saver.py"
+    )
     ours = os.path.join(REPO, "ema_keras", "training", "first_step.py")
     keep = LibraryInfoFilter().filter
     assert not keep(_record(library, logging.INFO))

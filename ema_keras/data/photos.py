@@ -28,7 +28,12 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ema_keras.data.errors import CorruptFileError, DataError, MissingFileError, UnsupportedModeError
+from ema_keras.data.errors import (
+    CorruptFileError,
+    DataError,
+    MissingFileError,
+    UnsupportedModeError,
+)
 
 # What a folder walk picks up (compared ignoring case). HEIC is listed so
 # that a phone's photos are reported as unreadable rather than passed over.
@@ -116,7 +121,8 @@ def _to_rgb(image, name, sixteen_bit):
     try:
         rgb = image.convert("RGB")
     except ValueError as error:
-        raise UnsupportedModeError(name, f"image mode {mode!r} cannot be converted to RGB") from error
+        message = f"image mode {mode!r} cannot be converted to RGB"
+        raise UnsupportedModeError(name, message) from error
     return np.asarray(rgb, np.uint8), note
 
 

@@ -53,7 +53,9 @@ def checked_class_info(class_names, palette, num_classes):
     num_classes = int(num_classes)
     if class_names is not None:
         if isinstance(class_names, str):
-            raise ValueError(f"`class_names` must be a list of names, got the string {class_names!r}.")
+            raise ValueError(
+                f"`class_names` must be a list of names, got the string {class_names!r}."
+            )
         class_names = list(class_names)
         if len(class_names) != num_classes:
             raise ValueError(
@@ -61,7 +63,9 @@ def checked_class_info(class_names, palette, num_classes):
             )
         for index, name in enumerate(class_names):
             if not isinstance(name, str) or not name.strip():
-                raise ValueError(f"`class_names[{index}]` must be a non-empty string, got {name!r}.")
+                raise ValueError(
+                    f"`class_names[{index}]` must be a non-empty string, got {name!r}."
+                )
     if palette is not None:
         colours = []
         for index, colour in enumerate(palette):

@@ -29,7 +29,9 @@ def parameter_groups(model):
         bias = getattr(layer, "bias", None)
         if kernels and isinstance(bias, keras.Variable):
             groups[bias.path] = BIAS
-    return {variable.path: groups.get(variable.path, PLAIN) for variable in model.trainable_variables}
+    return {
+        variable.path: groups.get(variable.path, PLAIN) for variable in model.trainable_variables
+    }
 
 
 def _group_from_keras_name(variable):

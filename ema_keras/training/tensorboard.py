@@ -107,7 +107,9 @@ class LearningRateAndImages(keras.callbacks.Callback):
                 ),
                 step=self._step,
                 max_outputs=NUM_VALIDATION_IMAGES,
-                description="Validation images, predicted masks and ground truth (the classes' colours).",
+                description=(
+                    "Validation images, predicted masks and ground truth (the classes' colours)."
+                ),
             )
 
     def on_train_end(self, logs=None):

@@ -38,6 +38,7 @@ __all__ = [
     "LoadedWeights",
     "WeightsMismatchError",
     "classifier_layers",
+    "copy_fine_tuning_weights",
     "convert_checkpoint",
     "convert_deep_stem_backbone",
     "convert_official_checkpoint",

@@ -135,4 +135,3 @@ def _listing(title, items):
     shown = ", ".join(items[:_MAX_LISTED])
     more = f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
     return f"\n  {len(items)} {title}: {shown}{more}"
-

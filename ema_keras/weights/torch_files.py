@@ -52,4 +52,3 @@ def read_state_dict(path):
         value = value.detach()
         arrays[key] = (value.to(torch.float32) if value.is_floating_point() else value).numpy()
     return arrays
-

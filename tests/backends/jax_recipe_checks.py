@@ -53,7 +53,9 @@ def main(work_dir):
     copies_differ = [
         variable.path
         for variable in variables
-        if any(not np.array_equal(copy, shard_values(variable)[0]) for copy in shard_values(variable))
+        if any(
+            not np.array_equal(copy, shard_values(variable)[0]) for copy in shard_values(variable)
+        )
     ]
     shard_counts = sorted({len(shard_values(variable)) for variable in variables})
     one_device = train(tiny_config(data_dir, "one_device"), os.path.join(work_dir, "one_device"))

@@ -17,7 +17,9 @@ import pytest
 from ema_keras.models import EMANet
 from tests.backends.backend_testing import backend_environment, relative_error, run_checks_program
 
-pytest.importorskip("jax", reason="JAX is not installed (pip install 'jax[cpu]'); JAX checks skipped")
+pytest.importorskip(
+    "jax", reason="JAX is not installed (pip install 'jax[cpu]'); JAX checks skipped"
+)
 
 # Optimisation level 0 halves XLA's compile time, most of these checks' run time
 # (every seeded initializer compiles a random-normal program per kernel shape).

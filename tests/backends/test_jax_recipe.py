@@ -21,7 +21,9 @@ from ema_keras.data import write_demo_dataset
 from tests.backends.backend_testing import REPO_ROOT, backend_environment, run_checks_program
 from tests.backends.test_jax import XLA_FLAGS
 
-pytest.importorskip("jax", reason="JAX is not installed (pip install 'jax[cpu]'); JAX checks skipped")
+pytest.importorskip(
+    "jax", reason="JAX is not installed (pip install 'jax[cpu]'); JAX checks skipped"
+)
 
 TRAIN_SCRIPT = os.path.join(REPO_ROOT, "recipes", "train_voc.py")
 

@@ -35,7 +35,8 @@ def torch_run(tmp_path_factory):
     model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, seed=1)
     model.save(os.path.join(work_dir, "tensorflow.keras"))
     tensorflow_outputs = model.predict(inputs, verbose=0)
-    report = run_checks_program("tests.backends.torch_checks", work_dir, backend_environment("torch"))
+    environment = backend_environment("torch")
+    report = run_checks_program("tests.backends.torch_checks", work_dir, environment)
     return work_dir, inputs, tensorflow_outputs, report
 
 

@@ -101,7 +101,8 @@ def png_16bit_rgb(height, width, seed=0):
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        checksum = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + checksum
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     return (

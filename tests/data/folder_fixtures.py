@@ -23,7 +23,8 @@ def draw_example(rng, size, binary=False):
     ys, xs = np.mgrid[:height, :width]
     classes = [1] if binary else rng.choice([1, 2], size=int(rng.integers(1, 3)), replace=False)
     for class_id in classes:
-        cy, cx = rng.integers(height // 4, 3 * height // 4), rng.integers(width // 4, 3 * width // 4)
+        cy = rng.integers(height // 4, 3 * height // 4)
+        cx = rng.integers(width // 4, 3 * width // 4)
         hh, hw = rng.integers(height // 8, height // 4), rng.integers(width // 8, width // 4)
         if class_id == 1:
             region = (np.abs(ys - cy) <= hh) & (np.abs(xs - cx) <= hw)

@@ -70,7 +70,8 @@ def test_folder_pairs_by_relative_path_and_lists_what_it_leaves_out(tmp_path):
     (root / "images" / "part0" / "lonely.jpg").write_bytes(
         (root / "images" / "part0" / "img000.jpg").read_bytes()
     )
-    (root / "masks" / "orphan.png").write_bytes((root / "masks" / "part0" / "img000.png").read_bytes())
+    mask = (root / "masks" / "part0" / "img000.png").read_bytes()
+    (root / "masks" / "orphan.png").write_bytes(mask)
     found = read_folder(str(root))
     assert [i.image_id for i in found.images] == [
         "part0/img000", "part0/img002", "part1/img001", "part1/img003"

@@ -1,4 +1,5 @@
-"""The SavedModel in bfloat16 (`--precision`): folded, verified against float32 Keras, or refused."""
+"""The SavedModel in bfloat16 (`--precision`): folded, verified against float32 Keras, or
+refused."""
 
 import functools
 import json
@@ -76,11 +77,13 @@ def test_cli_precision_flag_reaches_the_saved_model_and_refuses_unknown_values(
         "--formats=saved_model", "--serving_size=72,72",
     ]  # fmt: skip
     refused = tmp_path / "refused"
-    assert run_program("export_model.py", *common, f"--output_dir={refused}", "--precision=int4") == 2
+    status = run_program("export_model.py", *common, f"--output_dir={refused}", "--precision=int4")
+    assert status == 2
     assert "--precision" in capsys.readouterr().err and not refused.exists()
 
     out = tmp_path / "bf16"
-    assert run_program("export_model.py", *common, f"--output_dir={out}", "--precision=bfloat16") == 0
+    status = run_program("export_model.py", *common, f"--output_dir={out}", "--precision=bfloat16")
+    assert status == 0
     assert "SavedModel: precision bfloat16" in capsys.readouterr().out
     with open(out / REPORT_FILE) as handle:
         assert json.load(handle)["saved_model_precision"] == "bfloat16"

@@ -19,7 +19,12 @@ from ema_keras.inference.attention_maps import (
 )
 from ema_keras.model_files import load_keras_model
 from ema_keras.models import EMANet
-from ema_keras.inference.prediction import OUTPUT_MARKER, OutputConflictError, plan_predictions, predict_files
+from ema_keras.inference.prediction import (
+    OUTPUT_MARKER,
+    OutputConflictError,
+    plan_predictions,
+    predict_files,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_CLASSES = 3

@@ -1,4 +1,5 @@
-"""predict.py on the photos people have: folders read recursively, every format, the model's colours.
+"""predict.py on the photos people have: folders read recursively, every format, the model's
+colours.
 
 Through the real program (recipes/predict.py in a subprocess) and the library.
 """

@@ -31,7 +31,8 @@ def _train_step_results(strategy, layer_class, inputs, upstream):
         gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
         return y, gradients[0], gradients[1], gradients[2]
 
-    outputs = strategy.run(step, args=(_per_replica(strategy, inputs), _per_replica(strategy, upstream)))
+    arguments = (_per_replica(strategy, inputs), _per_replica(strategy, upstream))
+    outputs = strategy.run(step, args=arguments)
     results = [np.concatenate([r.numpy() for r in strategy.experimental_local_results(o)])
                for o in outputs[:2]]
     results += [strategy.experimental_local_results(o)[0].numpy() for o in outputs[2:]]
@@ -106,7 +107,8 @@ def test_tracing_walks_no_graph_per_layer(mirrored_strategy, monkeypatch):
 def _fixed_statistics_pair(scale=True, center=True, dtype=None):
     """Keras' BatchNormalization and ours, same weights and non-trivial moving statistics."""
     arguments = dict(scale=scale, center=center, epsilon=1e-3, dtype=dtype)
-    ours, reference = SyncBatchNormalization(**arguments), keras.layers.BatchNormalization(**arguments)
+    ours = SyncBatchNormalization(**arguments)
+    reference = keras.layers.BatchNormalization(**arguments)
     rng = np.random.default_rng(3)
     for layer in (ours, reference):
         layer.build((None, 5, 6, 4))

@@ -31,4 +31,3 @@ def test_small_preset_gets_keras_tflite_float32_and_int8_latencies(tmp_path):
     assert 0.2 < megabytes["TFLite int8"] / megabytes["TFLite float32"] < 0.45
     files = [f"{preset}_64_{kind}.tflite" for kind in ("float32", "int8")]
     assert sorted(os.listdir(tmp_path)) == files
-

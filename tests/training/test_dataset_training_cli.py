@@ -51,7 +51,8 @@ def test_train_recipe_of_each_dataset_trains_validates_and_evaluates(tmp_path, n
     assert run_program("eval_voc.py", f"--model_dir={model_dir}") == 0
     printed = capsys.readouterr().out
     dataset = get_dataset(name)
-    assert f"| {dataset.class_names[0]} |" in printed and f"| {dataset.class_names[-1]} |" in printed
+    assert f"| {dataset.class_names[0]} |" in printed
+    assert f"| {dataset.class_names[-1]} |" in printed
     assert ("'window': 769" in printed) == (name == "cityscapes"), printed.splitlines()[0]
 
 

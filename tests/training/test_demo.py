@@ -40,4 +40,5 @@ def test_demo_recipe_reaches_the_stated_miou_and_the_clis_read_its_output(tmp_pa
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert prediction.returncode == 0, prediction.stderr[-2000:]
-    assert len([n for n in os.listdir(tmp_path / "predictions") if n.endswith("_overlay.jpg")]) == 250
+    predictions = os.listdir(tmp_path / "predictions")
+    assert len([name for name in predictions if name.endswith("_overlay.jpg")]) == 250

@@ -32,7 +32,8 @@ def _train(data_dir, model_dir, *flags, dataset="folder"):
 @pytest.mark.parametrize("masks", ["index", "palette", "colour", "binary255"])
 def test_validate_reads_each_mask_format_and_prints_the_class_pixels(tmp_path, capsys, masks):
     ids = write_folder_dataset(str(tmp_path / "data"), masks=masks)
-    assert run_program("ema-keras-validate", "--dataset=folder", f"--data_dir={tmp_path / 'data'}") == 0
+    data_dir = tmp_path / "data"
+    assert run_program("ema-keras-validate", "--dataset=folder", f"--data_dir={data_dir}") == 0
     printed = capsys.readouterr().out
     names = ("background", "scratch") if masks == "binary255" else CLASS_NAMES
     expected = np.bincount(

@@ -28,7 +28,8 @@ def test_chunk_plan_requires_a_checkpoint_at_the_end():
 
 
 def test_history_skips_the_blanks_csv_logger_writes(tmp_path):
-    (tmp_path / "train_config.json").write_text(json.dumps({"steps": 20, "steps_per_checkpoint": 10}))
+    settings = {"steps": 20, "steps_per_checkpoint": 10}
+    (tmp_path / "train_config.json").write_text(json.dumps(settings))
     (tmp_path / "history.csv").write_text(
         "epoch,loss,val_mean_iou\n0,2.5,NA\n1,1.5,0.4\n1,1.25,0.5\n"
     )
@@ -114,7 +115,8 @@ def test_xla_and_mixed_precision_recipes_train(tiny_config, tmp_path):
         "xla_float16": {"jit_compile": True, "mixed_precision": "mixed_float16"},
         "xla_bfloat16": {"jit_compile": True, "mixed_precision": "mixed_bfloat16"},
     }.items():
-        result = train(tiny_config(strategy="one_device", steps=1, **overrides), str(tmp_path / name))
+        config = tiny_config(strategy="one_device", steps=1, **overrides)
+        result = train(config, str(tmp_path / name))
         keras.mixed_precision.set_dtype_policy("float32")
         assert np.isfinite(result.history["loss"][0])
         assert result.model.get_layer("ema_unit").em_attention.bases.dtype == "float32"
@@ -212,7 +214,9 @@ def test_trainaug_from_a_raw_sbd_folder_trains_on_converted_labels(tmp_path):
     assert train(config, model_dir).step == 1
 
 
-@pytest.mark.parametrize("kind", ["truncated_jpeg", "rgba_png_named_jpg", "label_value_30_in_a_corner"])
+@pytest.mark.parametrize(
+    "kind", ["truncated_jpeg", "rgba_png_named_jpg", "label_value_30_in_a_corner"]
+)
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_training_refuses_a_bad_file_before_writing_anything(tmp_path, kind, split):
     from tests.data.conftest import spoil, write_voc
@@ -236,12 +240,14 @@ def test_eval_pad_size_smaller_than_a_validation_image_is_refused_up_front(tmp_p
     from PIL import Image
 
     voc_root, _ = write_voc(str(tmp_path), {"train": ["a1", "a2"], "val": ["v1", "v2"]})
-    sizes = [Image.open(os.path.join(voc_root, "JPEGImages", f"{i}.jpg")).size for i in ("v1", "v2")]
+    images = [os.path.join(voc_root, "JPEGImages", f"{i}.jpg") for i in ("v1", "v2")]
+    sizes = [Image.open(path).size for path in images]
     needed = max(max(w for w, _ in sizes), max(h for _, h in sizes))
     config = get_recipe("demo", data_dir=voc_root, crop_size=32, global_batch_size=2, steps=1,
                         steps_per_checkpoint=1, validate=True, eval_pad_size=needed - 1, verbose=0,
                         strategy="one_device")
-    with pytest.raises(SettingsError, match=rf"--eval_pad_size={needed - 1} .*--eval_pad_size={needed} "):
+    expected = rf"--eval_pad_size={needed - 1} .*--eval_pad_size={needed} "
+    with pytest.raises(SettingsError, match=expected):
         train(config, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "train_config.json")
     assert train(dataclasses.replace(config, eval_pad_size=needed), str(tmp_path / "run")).step == 1

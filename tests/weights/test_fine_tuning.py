@@ -172,7 +172,9 @@ def test_strict_loading_and_presets_still_refuse_another_class_count(tmp_path):
         load_model_weights(tiny(3, seed=2), path)
     config = presets.get_preset("emanet_tiny_demo")
     with pytest.warns(DeprecationWarning):
-        presets.register_preset("test_tiny_with_weights", config, description="t", weights=str(path))
+        presets.register_preset(
+            "test_tiny_with_weights", config, description="t", weights=str(path)
+        )
     try:
         with pytest.raises(WeightsMismatchError, match="has 21 classes but the model has 3"):
             EMANet.from_preset("test_tiny_with_weights", num_classes=3, load_weights=True)
