@@ -12,7 +12,9 @@ from ema_keras.inference.evaluation import evaluate
 from ema_keras.training import get_recipe, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEMO_MIOU_FLOOR = 0.70  # chance is ~0.1 on its 6 classes; measured 0.85-0.91
+# README: 85.2-86.5% over our runs, each image at its own size (chance is ~10% on its
+# 6 classes); the floor leaves about 5 points for another CPU's float summation order.
+DEMO_MIOU_FLOOR = 0.80
 
 
 @pytest.mark.slow

@@ -149,10 +149,8 @@ def test_own_data_trains_evaluates_resumes_and_refuses_another_run(tmp_path, cap
     assert labels.max() <= 2
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["cvat_zip", "cvat", "labelme_embedded", "labelme", "coco_rle",
-                                  "coco_polygons"])
-def test_annotation_tool_exports_validate_train_and_evaluate(tmp_path, capsys, kind):
+def _write_export(tmp_path, kind):
+    """An annotation tool's export of 20 images; returns (its folder, the --dataset name)."""
     from tests.data import annotation_fixtures as fixtures
 
     if kind.startswith("cvat"):
@@ -168,12 +166,31 @@ def test_annotation_tool_exports_validate_train_and_evaluate(tmp_path, capsys, k
             str(tmp_path / "coco"), rle=kind == "coco_rle", num_images=20
         )
         dataset = "coco"
-    # 20 images: the seeded val split (10%) gives each of the 2 replicas one.
+    return data, dataset
+
+
+@pytest.mark.parametrize(
+    "kind", ["cvat_zip", "cvat", "labelme_embedded", "labelme", "coco_rle", "coco_polygons"]
+)
+def test_annotation_tool_exports_validate_and_write_nothing(tmp_path, capsys, kind):
+    data, dataset = _write_export(tmp_path, kind)
     before = sorted(os.listdir(tmp_path))
     assert run_program("ema-keras-validate", f"--dataset={dataset}", f"--data_dir={data}") == 0
     printed = capsys.readouterr().out
     assert "| 1 | box |" in printed and "| 2 | triangle |" in printed
     assert sorted(os.listdir(tmp_path)) == before  # the check writes nothing beside the data
+
+
+# One export per tool trains and evaluates: the variants within a tool (zip or folder,
+# embedded or separate images, RLE or polygons) differ only in reading, which the
+# validation above and tests/data/test_annotation_readers.py cover file by file.
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["cvat_zip", "labelme_embedded", "coco_polygons"])
+def test_annotation_tool_exports_train_and_evaluate(tmp_path, capsys, kind):
+    from tests.data import annotation_fixtures as fixtures
+
+    # 20 images: the seeded val split (10%) gives each of the 2 replicas one.
+    data, dataset = _write_export(tmp_path, kind)
     model_dir = str(tmp_path / "run")
     assert _train(data, model_dir, dataset=dataset) == 0
     with open(os.path.join(model_dir, "classes.json")) as handle:
