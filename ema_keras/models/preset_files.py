@@ -129,22 +129,22 @@ def load_preset(base_class, preset, *, load_weights=None, overrides=None):
     model_class = model_class_of(config, base_class, preset)
     overrides = dict(overrides or {})
     weights = None if load_weights is False else _weights_path(preset, required=load_weights)
-    if overrides:
-        # Checked and merged first: a wrong keyword is refused before anything is built.
-        config_with_overrides = _with_overrides(config, model_class, overrides)
-    saved = None
-    if not overrides or weights is not None:
-        # Safe mode: nothing in the config may carry code (Lambda layers, lambdas).
-        saved = keras.saving.deserialize_keras_object(config, safe_mode=True)
-        if weights is not None:
-            saved.load_weights(weights)
+    # Every build in safe mode: nothing in the config may carry code (Lambda layers, lambdas).
     if not overrides:
-        return saved
-    model = keras.saving.deserialize_keras_object(config_with_overrides, safe_mode=True)
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        if weights is not None:
+            model.load_weights(weights)
+        return model
+    # Checked and merged first: a wrong keyword is refused before anything is built.
+    model = keras.saving.deserialize_keras_object(
+        _with_overrides(config, model_class, overrides), safe_mode=True
+    )
     if weights is not None:
-        # By layer name: another class count or output stride still fits.
+        # By layer name, from the preset as saved: another class count or output stride fits.
         from ema_keras.weights import copy_fine_tuning_weights  # weights builds on models
 
+        saved = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        saved.load_weights(weights)
         copy_fine_tuning_weights(model, saved, source_name=preset)
     return model
 

@@ -4,8 +4,9 @@ A tiny EMANet and a MobileEMANet are trained a little and saved on each of
 TensorFlow, JAX and PyTorch, as a `.keras` file and as a preset folder; every
 file is read on the two other backends and must hold the same weights (EMA
 bases and BatchNorm statistics included) and give the same outputs (<= 1e-5
-relative), and so must every preset read with `from_preset`. A model trained on JAX then exports
-through TensorFlow to a SavedModel, TFLite and ONNX, each verified against it.
+relative), and so must every preset read with `from_preset`. A model trained on
+JAX then exports through TensorFlow to a SavedModel, TFLite and ONNX, each
+verified against it.
 
 TensorFlow runs here; JAX and PyTorch run `portability_checks.py` as programs
 (Keras picks its backend once per process), in an order that lets every

@@ -39,16 +39,14 @@ def numpy_bilinear_resize(images, height, width):
         source = np.maximum((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0.0)
         lower = np.minimum(np.floor(source).astype(int), in_size - 1)
         upper = np.minimum(lower + 1, in_size - 1)
-        return lower, upper, (source - lower)[:, None]
+        return lower, upper, source - lower
 
     top, bottom, row_weight = axis_weights(images.shape[1], height)
     left, right, column_weight = axis_weights(images.shape[2], width)
-    rows = images[:, top] * (1 - row_weight[None, :, :, None]) + images[:, bottom] * row_weight[
-        None, :, :, None
-    ]
-    return rows[:, :, left] * (1 - column_weight[None, None]) + rows[:, :, right] * column_weight[
-        None, None
-    ]
+    row_weight = row_weight[None, :, None, None]
+    column_weight = column_weight[None, None, :, None]
+    rows = images[:, top] * (1 - row_weight) + images[:, bottom] * row_weight
+    return rows[:, :, left] * (1 - column_weight) + rows[:, :, right] * column_weight
 
 
 def numpy_multi_scale_probabilities(model, pixels, scales, flip):
