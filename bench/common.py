@@ -18,7 +18,13 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The programs' TensorFlow log level (`ema_keras.backend.PROGRAM_TF_LOG_LEVEL`, which a
+# bench that imports ema_keras first gets from there too): set here as well because a bench
+# may load TensorFlow (through Keras) before ema_keras, or without it, and importing
+# ema_keras here would load TensorFlow into every bench process, the PyTorch ones too.
+# tests/test_log_filter.py checks that the two agree.
+TF_LOG_LEVEL = "2"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 

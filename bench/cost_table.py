@@ -1,7 +1,7 @@
 """Prints the paper-style cost table (parameters, GMACs) of EMANet heads.
 
-    python bench/cost_table.py --quick          # ResNet-50/101, output stride 8
-    python bench/cost_table.py                  # also output stride 16 and ResNet-152
+    python -m bench.cost_table --quick          # ResNet-50/101, output stride 8
+    python -m bench.cost_table                  # also output stride 16 and ResNet-152
 
 Counts are analytic, from the built layers (no forward pass); see
 `ema_keras.cost` for what is counted.

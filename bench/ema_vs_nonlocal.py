@@ -1,7 +1,7 @@
 """The EMA unit against a non-local block on the same feature map: time, peak memory, FLOPs.
 
-    python bench/ema_vs_nonlocal.py --quick     # 65x65 (batch 1, 4) and 129x129 (batch 1)
-    python bench/ema_vs_nonlocal.py             # also 129x129 at batch 4 (~13 GiB for non-local)
+    python -m bench.ema_vs_nonlocal --quick     # 65x65 (batch 1, 4) and 129x129 (batch 1)
+    python -m bench.ema_vs_nonlocal             # also 129x129 at batch 4 (~13 GiB for non-local)
 
 Both blocks run on a (B, H, W, 512) map, inference mode, in a `tf.function`.
 The EMA unit is `ema_keras.layers.EMAUnit` (K=64 bases, T=3 iterations); the
@@ -20,15 +20,12 @@ block's count is also derived from its built layers (`non_local_macs`), and
 the two agree (tests/test_bench_smoke.py).
 """
 
-import os
-import sys
 
 import keras
 from absl import app, flags
 from keras import ops
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from bench import common
 
 FLAGS = flags.FLAGS
 

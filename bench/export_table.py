@@ -1,7 +1,7 @@
 """Size, latency and agreement with Keras of every export variant, as a markdown table.
 
-    python bench/export_table.py --quick    # the tiny demo model, briefly trained: minutes
-    python bench/export_table.py            # EMANet-R101 OS8 at 513x513, random weights
+    python -m bench.export_table --quick    # the tiny demo model, briefly trained: minutes
+    python -m bench.export_table            # EMANet-R101 OS8 at 513x513, random weights
 
 Each variant goes through `ema_keras.export.export_and_verify`: written,
 run on demo-dataset images (drawn at VOC's image sizes for the full model)
@@ -18,14 +18,12 @@ say less than the quick run's trained model does.
 
 import json
 import os
-import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cpu_name  # noqa: E402
+from bench.common import cpu_name
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool(
@@ -48,12 +46,13 @@ def train_tiny_model(voc_root, steps):
     import keras
 
     from ema_keras.data import read_voc_split, train_dataset
-    from ema_keras.training.losses import MaskedSparseCrossEntropy
+    from ema_keras.losses import MaskedSparseCrossEntropy
     from ema_keras.models import EMANet
 
     keras.utils.set_random_seed(0)
     dataset = train_dataset(
-        read_voc_split(voc_root, "train"), batch_size=8, crop_size=64, scales=(1.0,), seed=0
+        read_voc_split(voc_root, "train"), batch_size=8, crop_size=64, scales=(1.0,), seed=0,
+        num_classes=21,
     )
     model = EMANet.from_preset("emanet_tiny_demo", seed=0)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=MaskedSparseCrossEntropy())

@@ -1,8 +1,8 @@
 """GPU training step of our model on the Keras JAX backend, against the PyTorch reference.
 
-    python bench/gpu_train_step.py            # R101 OS8, batch 8, 513x513 crops, on the GPU
-    python bench/gpu_train_step.py --quick    # the same, fewer steps (the device script's run)
-    python bench/gpu_train_step.py --quick --device cpu --preset emanet_tiny_demo \\
+    python -m bench.gpu_train_step            # R101 OS8, batch 8, 513x513 crops, on the GPU
+    python -m bench.gpu_train_step --quick    # the same, fewer steps (the device script's run)
+    python -m bench.gpu_train_step --quick --device cpu --preset emanet_tiny_demo \\
         --crop_size 64 --batch_size 2         # the CPU smoke run of the tests
 
 Runs without TensorFlow (the GPU machine has none): Keras on JAX, so every
@@ -14,7 +14,7 @@ policies are global):
   out with `stateless_call`, `jax.value_and_grad` and the optimizer's
   `stateless_apply` in one `jax.jit` that donates the state (as Keras' JAX
   trainer does). Forward in training mode (EMA bases and BatchNorm statistics
-  update), the masked cross-entropy of `ema_keras.training.losses` (written
+  update), the masked cross-entropy of `ema_keras.losses` (written
   here in `keras.ops`: ours imports the TensorFlow data module for the ignore
   label), `keras.optimizers.SGD` with momentum 0.9.
 - `torch_float32`, `torch_amp_float16`: `bench/train_step.torch_step`, the
@@ -38,9 +38,8 @@ import traceback
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from train_step import IGNORE, LEARNING_RATE, MOMENTUM, random_batch, torch_step  # noqa: E402
+from bench import common
+from bench.train_step import IGNORE, LEARNING_RATE, MOMENTUM, random_batch, torch_step
 
 FLAGS = flags.FLAGS
 JAX_POLICIES = {
@@ -58,7 +57,7 @@ GOALS = {"mixed_vs_float32": 2.0, "vs_torch_amp": 1.1, "memory_vs_torch_amp": 1.
 def masked_cross_entropy(labels, logits, ignore_label=IGNORE):
     """Mean cross-entropy from logits over the pixels whose label != ignore_label.
 
-    The value of `ema_keras.training.losses.MaskedSparseCrossEntropy` (whose
+    The value of `ema_keras.losses.MaskedSparseCrossEntropy` (whose
     per-image shares average to exactly this), in float32 whatever the logits'
     dtype.
     """

@@ -1,7 +1,7 @@
 """Where EMANet's CPU inference time goes, layer kind by layer kind, Keras against PyTorch.
 
-    python bench/inference_profile.py --quick      # R50 OS16 at 321x321, 1 thread
-    python bench/inference_profile.py --preset emanet_resnet101_os8_voc --image_size 513
+    python -m bench.inference_profile --quick      # R50 OS16 at 321x321, 1 thread
+    python -m bench.inference_profile --preset emanet_resnet101_os8_voc --image_size 513
 
 Every leaf layer of the Keras model is listed with the shapes it sees on one
 size x size image; layers of the same kind and shapes (the 23 identical 3x3
@@ -26,13 +26,11 @@ BatchToSpaceND for `keras.layers.Conv2D`.
 
 import contextlib
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-import model_inference  # noqa: E402
+from bench import common
+from bench import model_inference
 
 FLAGS = flags.FLAGS
 KERNELS = {"oneDNN": None, "Eigen": "0"}  # TF_ENABLE_ONEDNN_OPTS per Keras run
@@ -181,8 +179,8 @@ def torch_profile(rows, *, size, repeats, threads, preset):
     common.set_threads(threads, frameworks=("torch",))
     import torch
     import torch.nn.functional as F
-    from torch_reference.emanet_torch import EMAU
-    from torch_reference.emanet_torch import EMANet as TorchEMANet
+    from bench.torch_reference.emanet_torch import EMAU
+    from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 
     torch.manual_seed(0)
     seconds = {}

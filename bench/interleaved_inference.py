@@ -1,7 +1,7 @@
 """Keras inference paths and PyTorch in ONE process, calls interleaved: ratios a shared CPU keeps.
 
-    python bench/interleaved_inference.py --threads 1 --rounds 3
-    python bench/interleaved_inference.py --preset emanet_resnet50_os16 --image_size 321
+    python -m bench.interleaved_inference --threads 1 --rounds 3
+    python -m bench.interleaved_inference --preset emanet_resnet50_os16 --image_size 321
 
 `bench/model_inference.py` runs each framework in a fresh process, one after
 the other; when other jobs come and go on the machine, the load one runtime
@@ -18,17 +18,15 @@ from `ema_keras.cost.model_cost`.
 """
 
 import os
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-import inference_profile  # noqa: E402
-import matmul_peak  # noqa: E402
-import model_inference  # noqa: E402
+from bench import common
+from bench import inference_profile
+from bench import matmul_peak
+from bench import model_inference
 
 FLAGS = flags.FLAGS
 MATMUL = "float32 matmul 2048^3"

@@ -1,7 +1,7 @@
 """The machine's practical float32 limit: GFLOP/s of a large square matmul.
 
-    python bench/matmul_peak.py --quick     # n = 2048
-    python bench/matmul_peak.py             # n = 2048, 4096, 8192
+    python -m bench.matmul_peak --quick     # n = 2048
+    python -m bench.matmul_peak             # n = 2048, 4096, 8192
 
 A dense n x n x n float32 matmul is 2 n^3 FLOPs and runs close to the
 hardware's peak in every framework's BLAS (oneDNN/Eigen in TensorFlow, MKL or
@@ -11,12 +11,10 @@ in the same run as the models.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from bench import common
 
 FLAGS = flags.FLAGS
 

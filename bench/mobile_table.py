@@ -1,7 +1,7 @@
 """Costs and CPU latencies of the mobile presets next to EMANet-R50: Keras, TFLite float32, int8.
 
-    python bench/mobile_table.py --quick    # 2 calibration images, 5 timed runs
-    python bench/mobile_table.py            # 8 calibration images, 20 timed runs
+    python -m bench.mobile_table --quick    # 2 calibration images, 5 timed runs
+    python -m bench.mobile_table            # 8 calibration images, 20 timed runs
 
 For `emanet_mobilenetv3_large_voc`, `emanet_mobilenetv3_small_voc` and
 `emanet_resnet50_os16` (EMANet-R50, output stride 16): parameters (PyTorch's
@@ -26,14 +26,12 @@ shared, so expect +-20% between runs and compare rows of one run.
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import header, markdown_table, quiet_logs, run_isolated, set_threads  # noqa: E402
+from bench.common import header, markdown_table, quiet_logs, run_isolated, set_threads
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "2 calibration images and 5 timed runs per configuration.")

@@ -1,7 +1,7 @@
 """Whole-model inference: Keras (eager, graph, XLA), TFLite and the PyTorch reference, one run.
 
-    python bench/model_inference.py --quick   # R50 OS16 at 321x321, 1 and all threads: minutes
-    python bench/model_inference.py           # R50/R101, OS8/OS16 at 513x513, all threads
+    python -m bench.model_inference --quick   # R50 OS16 at 321x321, 1 and all threads: minutes
+    python -m bench.model_inference           # R50/R101, OS8/OS16 at 513x513, all threads
 
 For each EMANet preset and thread count, on the same machine in the same run:
 
@@ -40,16 +40,14 @@ which kernels run (`common.header`): a ratio holds for that CPU kind only.
 """
 
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-import matmul_peak  # noqa: E402
+from bench import common
+from bench import matmul_peak
 
 FLAGS = flags.FLAGS
 KERAS_RUNTIMES = ("keras_eager", "keras_graph", "keras_xla", "keras_folded", "keras_bfloat16")
@@ -173,7 +171,7 @@ def tflite_runner(model, preset, quantization, size, work_dir, num_threads):
 def torch_runners(depth, output_stride, num_classes, image, *, breakdown):
     """The PyTorch reference (whole model, and its trunk) on the same image, NCHW."""
     import torch
-    from torch_reference.emanet_torch import EMANet as TorchEMANet
+    from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 
     torch.manual_seed(0)
     net = TorchEMANet(num_classes=num_classes, depth=depth, output_stride=output_stride).eval()
@@ -334,7 +332,7 @@ def torch_head_parts(preset, *, size, repeats, threads):
     common.set_threads(threads, frameworks=("torch",))
     import torch
     import torch.nn.functional as F
-    from torch_reference.emanet_torch import EMANet as TorchEMANet
+    from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 
     depth, output_stride, num_classes = preset_architecture(preset)
     torch.manual_seed(0)

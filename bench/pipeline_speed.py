@@ -1,7 +1,7 @@
 """Input pipeline throughput at 513x513 crops, next to the model's training step rate.
 
-    python bench/pipeline_speed.py --quick
-    python bench/pipeline_speed.py --num_images=200 --batches=40 --preset=emanet_resnet101_os8_voc
+    python -m bench.pipeline_speed --quick
+    python -m bench.pipeline_speed --num_images=200 --batches=40 --preset=emanet_resnet101_os8_voc
 
 The data are the demo set drawn at VOC's image sizes (each side 375..500 px,
 real JPEGs and palette PNGs) in a temporary folder. The pipeline runs the full
@@ -36,7 +36,8 @@ def pipeline_rate(voc_root, *, batch_size, batches, crop_size, cache):
 
     examples = voc.read_voc_split(voc_root, "train")
     dataset = pipeline.train_dataset(
-        examples, batch_size=batch_size, crop_size=crop_size, seed=0, cache=cache
+        examples, batch_size=batch_size, crop_size=crop_size, seed=0, cache=cache,
+        num_classes=voc.NUM_CLASSES,
     )
     iterator = iter(dataset)
     for _ in range(2):

@@ -1,7 +1,7 @@
 """Training step rate and memory: float32, mixed precision and XLA, against PyTorch.
 
-    python bench/train_step.py --quick   # R50 OS16, batch 2, 321x321 crops: minutes on a CPU
-    python bench/train_step.py           # R101 OS8, batch 4, 513x513 crops (the paper's per-GPU)
+    python -m bench.train_step --quick   # R50 OS16, batch 2, 321x321 crops: minutes on a CPU
+    python -m bench.train_step           # R101 OS8, batch 4, 513x513 crops (the paper's per-GPU)
 
 Configurations, each in a fresh process:
 
@@ -32,15 +32,12 @@ from a second run at batch 1 (`--marginal_memory`, on by default in full
 runs): the activation memory one more image costs.
 """
 
-import os
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from bench import common
 
 FLAGS = flags.FLAGS
 CPU_CONFIGURATIONS = ("keras_float32", "keras_float32_xla", "torch_float32")
@@ -68,7 +65,7 @@ def keras_step(preset, *, batch, crop, steps, mixed, xla, gpu, threads):
     import keras
     import tensorflow as tf
 
-    from ema_keras.training.losses import MaskedSparseCrossEntropy
+    from ema_keras.losses import MaskedSparseCrossEntropy
     from ema_keras.models import EMANet
 
     keras.utils.set_random_seed(0)
@@ -141,7 +138,7 @@ def torch_step(preset, *, batch, crop, steps, amp, gpu, threads, architecture=No
     common.set_threads(threads, frameworks=("torch",))
     import torch
     from torch import nn
-    from torch_reference.emanet_torch import EMANet as TorchEMANet
+    from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 
     from model_inference import preset_architecture
 

@@ -29,7 +29,7 @@ _TENSORFLOW_SUBPACKAGES = ("data", "inference", "training")
 
 # What a compiled or trained `.keras` file names besides its layers: Keras alone,
 # registered on every backend so that `keras.models.load_model` reads every file we write.
-from ema_keras.training import losses, metrics, optimizers, schedules  # noqa: E402,F401
+from ema_keras import losses, metrics, optimizers, schedules  # noqa: E402,F401
 
 if _backend.BACKEND == "tensorflow":
     from ema_keras import data, inference, training  # noqa: F401

@@ -6,22 +6,75 @@ already runs on when it was imported first. The layers and models run on
 every backend; the data pipeline, training, inference and export need
 TensorFlow (tf.data, tf.distribute, SavedModel, LiteRT).
 
-On TensorFlow, TensorFlow is imported here with its start-up INFO notices
-hidden; on other backends TensorFlow is not imported at all.
+On TensorFlow, TensorFlow is imported here, with its start-up INFO notices
+hidden, at a log level chosen first; on other backends TensorFlow is not
+imported at all.
+
+TensorFlow reads its C++ log level (TF_CPP_MIN_LOG_LEVEL) once, when it loads,
+that is at `import ema_keras`, before a program has parsed any flag. So the
+level is chosen here, from the environment and argv: a variable the user set
+is kept; else code that imports ema_keras gets `TF_LOG_LEVEL`, and our
+programs (`started_as_program`) get `PROGRAM_TF_LOG_LEVEL`, unless `--tf_logs`
+is on their command line (see `ema_keras.log_filter`).
 """
 
+import itertools
 import os
 import sys
-import tempfile
+
+from ema_keras import log_filter
 
 if "keras" in sys.modules:
     BACKEND = sys.modules["keras"].backend.backend()
 else:
     BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-# TensorFlow's C++ INFO notices (oneDNN, CPU features) are noise in a program's
-# output; warnings and errors stay. TF_CPP_MIN_LOG_LEVEL=0 shows them again.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# TensorFlow's C++ log level where TF_CPP_MIN_LOG_LEVEL is unset. Code that imports
+# ema_keras: 1, warnings and errors (a GPU warning reaches it), the INFO notices (oneDNN,
+# CPU features) hidden; 0 shows them again. Our programs: 2, errors only, as the warnings
+# they would print are for TensorFlow's developers ("did not fully read the dataset being
+# cached", the converter's "Ignored output_format."). The one home of both levels; the
+# tests' is tests/tf_log_level.py's, and bench/common.py sets the programs' for the
+# benchmarks, which may load TensorFlow before ema_keras.
+TF_LOG_LEVEL = "1"
+PROGRAM_TF_LOG_LEVEL = "2"
+
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+# Our programs: the scripts in the checkout's recipes/, export/ and bench/ (those run as
+# `python -m bench.<name>`), and the console script of pyproject.toml.
+PROGRAM_DIRS = tuple(os.path.join(_CHECKOUT, name) for name in ("recipes", "export", "bench"))
+CONSOLE_SCRIPTS = ("ema-keras-validate",)
+
+
+def started_as_program(argv):
+    """Whether `argv` (sys.argv) runs one of our programs, named by its path (`PROGRAM_DIRS`,
+    `CONSOLE_SCRIPTS`): an interpreter, a notebook or the user's own script is not one."""
+    if not argv or not argv[0]:
+        return False
+    script = os.path.realpath(argv[0])
+    name = os.path.splitext(os.path.basename(script))[0]
+    return os.path.dirname(script) in PROGRAM_DIRS or name in CONSOLE_SCRIPTS
+
+
+def tf_logs_asked(argv):
+    """Whether `argv` turns the programs' --tf_logs on, read as absl will read it (--tf_logs,
+    --tf_logs=false, --notf_logs; the last one counts, `--` ends the flags)."""
+    asked = False
+    for arg in itertools.takewhile(lambda arg: arg != "--", argv[1:]):
+        name, _, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name in ("tf_logs", "notf_logs"):
+            asked = name == "tf_logs" and value.lower() not in ("false", "f", "0")
+    return asked
+
+
+def default_tf_log_level(argv):
+    """The level for a process started with `argv` where TF_CPP_MIN_LOG_LEVEL is unset."""
+    if started_as_program(argv) and not tf_logs_asked(argv):
+        return PROGRAM_TF_LOG_LEVEL
+    return TF_LOG_LEVEL
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", default_tf_log_level(getattr(sys, "argv", [])))
 
 
 def onednn_enabled(environ=None):
@@ -38,43 +91,22 @@ def onednn_enabled(environ=None):
     return value.strip().lower() not in ("0", "false", "no", "off")
 
 
-def _is_startup_notice(line):
-    """An INFO line TensorFlow's C++ prints while loading, before any log setting applies."""
-    return line.startswith("I0000 ") or "before absl::InitializeLog() is called" in line
-
-
 def _import_tensorflow():
-    """`import tensorflow`, dropping the start-up INFO notices TF_CPP_MIN_LOG_LEVEL asks to hide.
+    """`import tensorflow`, dropping the start-up INFO notices the log level asks to hide.
 
-    TensorFlow 2.21 prints its oneDNN notice (twice) through absl's C++ log
-    before that log reads TF_CPP_MIN_LOG_LEVEL, so the level alone cannot
-    hide it: stderr is captured during the import and everything else in it
-    is written back.
+    TensorFlow 2.21 prints its oneDNN notice (twice) from a static initializer,
+    through absl's C++ log before that log reads TF_CPP_MIN_LOG_LEVEL: no level
+    hides it, and no API can, as it is printed while the import itself runs.
+    Nothing simpler works, so descriptor 2 is captured for the import and every
+    other line written back (`log_filter.stderr_lines_hidden`); this capture
+    runs in every process that imports ema_keras, a library user's too.
     """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("", "0") or "tensorflow" in sys.modules:
+    if log_filter.tf_log_level() < 1 or "tensorflow" in sys.modules:
         import tensorflow  # noqa: F401
 
         return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real stderr: nothing to hide
+    with log_filter.stderr_lines_hidden(log_filter.is_library_info):
         import tensorflow  # noqa: F401
-
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", errors="replace")
-            kept = [line for line in text.splitlines(True) if not _is_startup_notice(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
 
 
 if BACKEND == "tensorflow":

@@ -6,15 +6,26 @@ flags with absl (underscores), writes `main(argv)`, and ends with
 `<program>: <message>`, that names the flag or the file:
 
 - exit 2: settings and usage (`SettingsError`, `app.UsageError`, a flag that
-  does not parse or is missing);
+  does not parse or is missing), among them data that no flag names and
+  that is not found where it is looked for (`DataNotFoundError`: the fix is
+  the flag to pass, --data_dir);
 - exit 1: data and model files (`DataError`, `FileNotFoundError`,
-  `InvalidModelFileError`) and a training that diverged.
+  `InvalidModelFileError`), among them a data folder the user named
+  (--data_dir, $EMA_KERAS_DATA_DIR) that is missing, empty or of another
+  layout, and a training that diverged.
 
 `--debug` shows the full traceback instead. Anything else is a bug and keeps
-its traceback. TensorFlow's C++ start-up notices are already off by the time
-a program runs (see `ema_keras.backend`); `run` also hides what TensorFlow,
-LiteRT and the converter print for their own developers (see
-`ema_keras.log_filter`) unless `--tf_logs`.
+its traceback.
+
+What TensorFlow, LiteRT and the converter print for their own developers is
+left out unless `--tf_logs` (see `ema_keras.log_filter`). Most of it is gone
+before `run` starts: `import ema_keras` (a program's first import) has already
+set TensorFlow's C++ log level to errors only, reading `--tf_logs` from argv
+itself, since TensorFlow reads the level only when it loads
+(`ema_keras.backend`); the export hides the converter's and LiteRT's fprintf
+lines around the calls that print them. `run` adds the Python side, once:
+absl's logger drops TensorFlow's and Keras' INFO records (our own stay).
+(`call_main` keeps TensorFlow's Python logger at WARNING, `--tf_logs` or not.)
 """
 
 import contextlib
@@ -27,7 +38,7 @@ from absl import app, flags
 from ema_keras import log_filter
 from ema_keras.data.discovery import DataNotFoundError
 from ema_keras.data.errors import DataError
-from ema_keras.inference.precision import PRECISIONS, PrecisionRefusedError
+from ema_keras.inference.precision import INFERENCE_PRECISIONS, PrecisionRefusedError
 from ema_keras.model_files import InvalidModelFileError
 from ema_keras.training.checkpointing import TrainingDiverged
 from ema_keras.training.config import SettingsError
@@ -40,7 +51,7 @@ DATA_ERROR = 1
 _EXIT_STATUS = (
     (SettingsError, USAGE_ERROR),
     (app.UsageError, USAGE_ERROR),
-    (DataNotFoundError, USAGE_ERROR),  # nothing given, nothing found: say what to pass
+    (DataNotFoundError, USAGE_ERROR),  # no folder named, none found: the flag to pass
     (flags.Error, USAGE_ERROR),
     (DataError, DATA_ERROR),
     (FileNotFoundError, DATA_ERROR),
@@ -51,6 +62,8 @@ _EXIT_STATUS = (
 DEBUG = flags.DEFINE_boolean(
     "debug", False, "On an error, show the full traceback instead of the one-line message."
 )
+# Read from argv by ema_keras.backend, before TensorFlow loads; defined here so that absl
+# takes it and --help lists it.
 TF_LOGS = flags.DEFINE_boolean(
     "tf_logs",
     False,
@@ -60,26 +73,74 @@ TF_LOGS = flags.DEFINE_boolean(
 FLAGS = flags.FLAGS
 
 
-def define_precision_flags(check_images_help):
-    """--precision and --precision_check_images, as the programs that run a model take them.
+PRECISION_HELP = (
+    "float32; bfloat16; or auto: the fastest the machine runs natively, if it agrees with "
+    "float32 on >= 99.5% of the check pixels (else float32, said in the output)."
+)
 
-    `check_images_help` says which of the program's images the check uses.
-    The flags are filed under the calling program, as if it had defined them
-    itself (absl's rule: `__main__` is filed as sys.argv[0]), so its --help
-    lists them.
+
+def program_module(module_name):
+    """The module a program's flags are filed under, from its `__name__`.
+
+    absl's rule: `__main__` (a script run as a program) is filed as
+    sys.argv[0]; --help lists the flags filed there.
     """
-    caller = sys._getframe(1).f_globals.get("__name__")
-    module_name = sys.argv[0] if caller == "__main__" else caller
+    return sys.argv[0] if module_name == "__main__" else module_name
+
+
+def define_precision_flags(
+    module_name, *, check_images_help=None, precision_help=PRECISION_HELP
+):
+    """--precision (an INFERENCE_PRECISIONS value, float32 by default), as every program that
+    runs a model takes it; with `check_images_help`, --precision_check_images too.
+
+    `module_name` is the calling program's `__name__`: the flags are filed
+    under it (`program_module`), as if it had defined them itself, so that its
+    --help lists them. `check_images_help` says which of the program's images
+    the agreement check uses.
+    """
+    module_name = program_module(module_name)
     flags.DEFINE_enum(
-        "precision",
-        "float32",
-        PRECISIONS,
-        "float32; bfloat16; or auto: the fastest the machine runs natively, if it agrees with "
-        "float32 on >= 99.5% of the check pixels (else float32, said in the output).",
-        module_name=module_name,
+        "precision", "float32", INFERENCE_PRECISIONS, precision_help, module_name=module_name
     )
-    flags.DEFINE_integer(
-        "precision_check_images", 2, check_images_help, lower_bound=1, module_name=module_name
+    if check_images_help is not None:
+        flags.DEFINE_integer(
+            "precision_check_images", 2, check_images_help, lower_bound=1,
+            module_name=module_name,
+        )
+
+
+def precision_asked():
+    """Whether --precision was given (False: its default), for `inference_model(asked=...)`."""
+    return FLAGS["precision"].present > 0
+
+
+class ScalesParser(flags.ListParser):
+    """--scales: comma-separated numbers, parsed to a tuple of floats (`1.0`, `0.5,1.0,1.5`)."""
+
+    def parse(self, argument):
+        if isinstance(argument, (list, tuple)):
+            values = [str(value) for value in argument]
+        else:
+            values = super().parse(argument)
+        try:
+            return tuple(float(value) for value in values)
+        except ValueError:
+            raise ValueError(
+                f"--scales takes numbers, e.g. 0.5,1.0,1.5; got {','.join(values)}"
+            ) from None
+
+    def flag_type(self):
+        return "comma separated list of numbers"
+
+
+def define_scales_flag(module_name, default, help_text):
+    """--scales, the one parser of every program's scales (see `ScalesParser`); its value is a
+    tuple of floats, or None for a `default` of None. Filed under `module_name` as
+    `define_precision_flags` files its flags."""
+    flags.DEFINE(
+        ScalesParser(), "scales", default, help_text, serializer=flags.ListSerializer(","),
+        module_name=program_module(module_name),
     )
 
 
@@ -171,14 +232,6 @@ def run(main, **errors):
         own = FLAGS.flags_by_module_dict().get(main.__module__, [])
     for flag in [FLAGS["debug"], FLAGS["tf_logs"], *own]:
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(lambda argv: _call_main_quietly(main, argv, **errors), flags_parser=parse_flags)
-
-
-def _call_main_quietly(main, argv, **errors):
-    if TF_LOGS.value:
-        return call_main(main, argv, **errors)
-    native = log_filter.hide_library_chatter()
-    try:
-        return call_main(main, argv, **errors)
-    finally:
-        native.stop()
+    if log_filter.library_chatter_hidden():  # the level ema_keras.backend chose (--tf_logs)
+        log_filter.hide_python_chatter()
+    app.run(lambda argv: call_main(main, argv, **errors), flags_parser=parse_flags)

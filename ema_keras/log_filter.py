@@ -1,43 +1,46 @@
-"""Hides what TensorFlow, LiteRT and the TFLite converter print for their own developers.
+"""What TensorFlow, LiteRT and the TFLite converter print for their own developers, and how
+our programs leave it out.
 
-A demo run used to print, beside our own lines, TensorFlow's C++ warnings
-("the partially cached contents ... will be discarded", "GeneratorDatasetOp
-will not be optimized"), the converter's "Ignored output_format." pairs, its
-"fully_quantize: 0, inference_type: 6 ..." line, LiteRT's "Created TensorFlow
-Lite XNNPACK delegate" and the SavedModel writer's absl INFO "Sharding callback
-duration". None of them asks the user to do anything. Programs hide them by
-default (`ema_keras.cli`, flag `--tf_logs` shows them); errors always pass.
+A demo run used to print, beside our own lines, TensorFlow's C++ warnings ("The
+calling iterator did not fully read the dataset being cached", the converter's
+"Ignored output_format." pairs), the converter's "fully_quantize: 0,
+inference_type: 6 ..." line, LiteRT's "Created TensorFlow Lite XNNPACK delegate"
+and the SavedModel writer's absl INFO "Sharding callback duration". None of them
+asks the user to do anything. Programs leave them out (`--tf_logs` shows them);
+errors always show. Each kind is hidden where it comes from:
 
-The C++ lines bypass Python: they are written straight to file descriptor 2,
-and TF_CPP_MIN_LOG_LEVEL only counts when it is set before TensorFlow is
-imported (which happens at `import ema_keras`, before any flag is parsed). So
-`NativeStderrFilter` puts a pipe behind descriptor 2 and forwards every line
-except those `is_library_chatter` recognises.
+- TensorFlow's C++ log, by its level: programs run at TF_CPP_MIN_LOG_LEVEL=2
+  (errors only), which `ema_keras.backend` chooses from argv before TensorFlow
+  loads (TensorFlow reads it then, and never again). `library_chatter_hidden`
+  says whether the process runs at such a level; the two pieces below follow it.
+- Lines printed with plain fprintf, which no level hides (the converter's,
+  LiteRT's): `native_chatter_hidden` captures descriptor 2 into a temporary file
+  around the calls that print them (in `ema_keras.export`) and writes back every
+  line but the chatter.
+- absl INFO records logged from inside TensorFlow or Keras: `hide_python_chatter`,
+  once at a program's start (`ema_keras.cli.run`), filters them out of absl's
+  logger; our own INFO lines stay.
 """
 
+import contextlib
 import logging
 import os
 import re
 import sys
-import threading
+import tempfile
 
 # C++ log lines in absl's format, e.g.
 # "W0000 00:00:1795733338.774038   17095 tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format."
-# Only INFO (I) and WARNING (W) lines: E and F lines always reach the user.
-_NATIVE_INFO_OR_WARNING = re.compile(
-    r"^[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-]+\.(cc|h|cpp):\d+\] "
-)
+# The first letter is the severity: I(NFO), W(ARNING), E(RROR), F(ATAL).
+_NATIVE_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-]+\.(?:cc|h|cpp):\d+\] ")
 
-# Lines LiteRT and the converter print with plain fprintf.
-_PLAIN_CHATTER = (
+# INFO that LiteRT, the converter and absl's C++ log print with plain fprintf, at any level.
+_PLAIN_INFO = (
     "INFO: Created TensorFlow Lite XNNPACK delegate",
     "INFO: Initialized TensorFlow Lite runtime",
     "fully_quantize: ",
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
 )
-
-# A partial line starting otherwise cannot become chatter: it is forwarded at once.
-_MAY_START_CHATTER = (b"I", b"W", b"f")
 
 # Python packages whose INFO records (absl or logging) are for their own developers.
 _LIBRARY_DIRS = tuple(
@@ -45,9 +48,85 @@ _LIBRARY_DIRS = tuple(
 )
 
 
+def _native_severity(line):
+    match = _NATIVE_LINE.match(line)
+    return match.group(1) if match else None
+
+
+def is_library_info(line):
+    """True for an INFO line of TensorFlow's C++ log, or one of the plain INFO lines above."""
+    return _native_severity(line) == "I" or line.startswith(_PLAIN_INFO)
+
+
 def is_library_chatter(line):
-    """True for a stderr line that TF/LiteRT/the converter print and no user needs."""
-    return bool(_NATIVE_INFO_OR_WARNING.match(line)) or line.startswith(_PLAIN_CHATTER)
+    """True for a stderr line that TF/LiteRT/the converter print and no user needs: their
+    INFO and WARNING lines. ERROR and FATAL lines never are."""
+    return is_library_info(line) or _native_severity(line) == "W"
+
+
+def tf_log_level(environ=None):
+    """TF_CPP_MIN_LOG_LEVEL as a number, 0 (everything) when it is unset or not a number."""
+    try:
+        return int((os.environ if environ is None else environ).get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        return 0
+
+
+def library_chatter_hidden(environ=None):
+    """Whether this process hides the chatter: its TensorFlow log level hides warnings (2 or
+    more; a program's, unless --tf_logs; see `ema_keras.backend`)."""
+    return tf_log_level(environ) >= 2
+
+
+def _duplicate_stderr():
+    try:
+        sys.stderr.flush()
+        return os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no descriptor 2, or no sys.stderr
+        return None
+
+
+@contextlib.contextmanager
+def stderr_lines_hidden(is_hidden):
+    """Inside, descriptor 2 writes to a temporary file; at the end, every line written there
+    goes back to descriptor 2 except those `is_hidden` recognises.
+
+    C++ code writes to the descriptor itself, bypassing Python, so only the
+    descriptor can hide its lines. Python's own stderr lines of the block are
+    captured (and kept) too; all come back, in order, when the block ends, so
+    this is for one call, not a program's life. A process that dies inside (a
+    crash in C++) loses what was captured: `--tf_logs` runs without it.
+    """
+    saved = _duplicate_stderr()
+    if saved is None:
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            captured.seek(0)
+            kept = b"".join(
+                line for line in captured.read().splitlines(keepends=True)
+                if not is_hidden(line.decode("utf-8", errors="replace"))
+            )  # fmt: skip
+            while kept:
+                kept = kept[os.write(2, kept):]
+
+
+def native_chatter_hidden():
+    """Around a call that prints chatter with plain fprintf (the TFLite conversion, LiteRT's
+    first allocation): `stderr_lines_hidden(is_library_chatter)` where the chatter is hidden
+    (`library_chatter_hidden`), else nothing."""
+    if library_chatter_hidden():
+        return stderr_lines_hidden(is_library_chatter)
+    return contextlib.nullcontext()
 
 
 class LibraryInfoFilter(logging.Filter):
@@ -59,63 +138,9 @@ class LibraryInfoFilter(logging.Filter):
         return not any(part in record.pathname for part in _LIBRARY_DIRS)
 
 
-class NativeStderrFilter:
-    """Filters file descriptor 2 through `is_library_chatter` until `stop()`.
-
-    Python's own stderr goes through the same pipe, so the order of lines is
-    kept. A partial line (no newline yet) is forwarded as soon as the writer
-    pauses, so prompts and progress bars are not held back.
-    """
-
-    def __init__(self):
-        self._saved_fd = None
-        self._thread = None
-
-    def start(self):
-        sys.stderr.flush()
-        read_fd, write_fd = os.pipe()
-        self._saved_fd = os.dup(2)
-        os.dup2(write_fd, 2)
-        os.close(write_fd)
-        self._thread = threading.Thread(target=self._forward, args=(read_fd,), daemon=True)
-        self._thread.start()
-        return self
-
-    def _forward(self, read_fd):
-        pending = b""
-        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(65536):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                kept = [line + b"\n" for line in lines if not self._hidden(line)]
-                if pending and not pending.startswith(_MAY_START_CHATTER):
-                    kept.append(pending)  # a prompt or a progress bar: show it now
-                    pending = b""
-                if kept:
-                    os.write(self._saved_fd, b"".join(kept))
-        if pending and not self._hidden(pending):
-            os.write(self._saved_fd, pending)
-
-    @staticmethod
-    def _hidden(line):
-        return is_library_chatter(line.decode("utf-8", errors="replace"))
-
-    def stop(self):
-        """Puts the real stderr back and forwards what is still in the pipe."""
-        if self._saved_fd is None:
-            return
-        sys.stderr.flush()
-        os.dup2(self._saved_fd, 2)  # closes the pipe's last writer: the reader sees EOF
-        self._thread.join(timeout=5)
-        os.close(self._saved_fd)
-        self._saved_fd = None
-
-
-def hide_library_chatter():
-    """Installs both filters; returns the native one (call `.stop()` when the program ends).
-
-    (TensorFlow's own Python logger is kept at WARNING by `cli.call_main`, for
-    every program, `--tf_logs` or not.)
-    """
-    logging.getLogger("absl").addFilter(LibraryInfoFilter())
-    return NativeStderrFilter().start()
+def hide_python_chatter():
+    """Once, at a program's start: absl's logger drops the INFO records of TF and Keras (TF's
+    SavedModel writer logs through absl, as our programs do)."""
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(kept, LibraryInfoFilter) for kept in absl_logger.filters):
+        absl_logger.addFilter(LibraryInfoFilter())

@@ -15,7 +15,6 @@ then left as <name>.FAILED.<ext>, not under its final name).
 from absl import app, flags, logging
 
 from ema_keras import cli, export
-from ema_keras.inference.precision import PRECISIONS
 
 flags.DEFINE_string(
     "model", None, "The .keras file to export (e.g. <model_dir>/best.keras).", required=True
@@ -55,12 +54,10 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "int8_threshold", export.INT8_THRESHOLD, "Minimum pixel agreement, int8 variants."
 )
-flags.DEFINE_enum(
-    "precision",
-    "float32",
-    PRECISIONS,
-    "SavedModel precision: float32 (the model as trained), bfloat16 (BatchNorm folded, "
-    "bfloat16 compute; refused when it labels under 99.5% of the check pixels as float32 "
+cli.define_precision_flags(
+    __name__,
+    precision_help="SavedModel precision: float32 (the model as trained), bfloat16 (BatchNorm "
+    "folded, bfloat16 compute; refused when it labels under 99.5% of the check pixels as float32 "
     "does), or auto (bfloat16 where the CPU has bf16 instructions and it agrees, else "
     "float32). The TFLite and ONNX files are unaffected.",
 )

@@ -18,18 +18,19 @@ of the first --precision_check_images images; see docs/evaluation.md).
 
 import json
 import os
-import tempfile
 
 from absl import app, flags
 
 from ema_keras import cli
-from ema_keras.data import pipeline, preflight_check, training_data
+from ema_keras.data import preflight_check, training_data
 from ema_keras.inference.evaluation import evaluate
-from ema_keras.inference.multi_scale import predict_probabilities
-from ema_keras.inference.precision import inference_model
+from ema_keras.inference.evaluation_setup import (
+    checked_inference_model,
+    class_names,
+    evaluation_split,
+    find_model_file,
+)
 from ema_keras.model_files import load_keras_model
-from ema_keras.models.class_info import class_info
-from ema_keras.training import load_config, trainer
 
 flags.DEFINE_string(
     "model", None, "A .keras model file (default: best.keras or last.keras of --model_dir)."
@@ -48,7 +49,7 @@ flags.DEFINE_string(
     "split", None, "Split to score (default: the training's validation split, else val)."
 )
 flags.DEFINE_integer("num_classes", None, "Classes (default: the training's, else 21).")
-flags.DEFINE_list("scales", ["1.0"], "Inference scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75.")
+cli.define_scales_flag(__name__, ["1.0"], "Inference scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75.")
 flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
 flags.DEFINE_integer(
     "window",
@@ -65,122 +66,50 @@ flags.DEFINE_integer(
     "last.keras. Default: each image at its own size (the paper's protocol).",
 )
 cli.define_precision_flags(
-    "For bfloat16/auto: how many of the split's first images to compare with float32 on."
+    __name__,
+    check_images_help="For bfloat16/auto: how many of the split's first images to compare "
+    "with float32 on.",
 )
 flags.DEFINE_string("output_json", None, "Write the result as JSON here.")
 flags.DEFINE_string("output_markdown", None, "Write the per-class table here.")
 FLAGS = flags.FLAGS
 
 
-def resolve_model_path(model, model_dir):
-    if model:
-        return model
-    if not model_dir:
-        raise app.UsageError("Give --model or --model_dir.")
-    for name in (trainer.BEST_MODEL_FILE, trainer.LAST_MODEL_FILE):
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"No best.keras or last.keras in {model_dir!r}.")
-
-
-def resolve_data(dataset_name, data_dir, model_dir, num_classes, split):
-    """(examples, class table, dataset name, split), from the flags or the training run.
-
-    Conversions (`.mat` labels, your own data's masks) go under --model_dir,
-    kept like training's, else into a temporary folder; a run's seeded split
-    of your own data is the one its splits.json recorded.
-    """
-    config = load_config(model_dir) if model_dir else None
-    if split is None:
-        split = config.val_split if config else "val"
-    if dataset_name is None:
-        dataset_name = config.dataset if config else "voc"
-    if dataset_name not in training_data.dataset_names():
-        names = ", ".join(training_data.dataset_names())
-        raise app.UsageError(f"--dataset {dataset_name!r} is unknown; use one of: {names}.")
-    if data_dir is None:
-        if config is None:
-            raise app.UsageError("Give --data_dir (or --model_dir of a training run).")
-        data_dir = config.data_dir or os.path.join(model_dir, training_data.DEMO_FOLDER)
-    if num_classes is None and config is not None:
-        num_classes = config.num_classes
-    examples, table = training_data.resolve_split(
-        dataset_name, data_dir, split, num_classes=num_classes,
-        cache_dir=model_dir or tempfile.mkdtemp(), run_dir=model_dir,
-        val_fraction=config.val_fraction if config else 0.1, seed=config.seed if config else 0,
-    )
-    return examples, table, dataset_name, split
-
-
-def class_names(model, table):
-    """The names the model file carries (trained on them), else the data's class table's."""
-    info = class_info(model)
-    if info is not None and len(info.names) == table.num_classes:
-        return list(info.names)
-    return list(table.names)
-
-
-def choose_precision(model, precision, check_examples, num_classes):
-    """The folded inference model in `precision`, checked on `check_examples`; prints the choice."""
-    if precision == "float32":
-        check = None
-    else:
-        images = [
-            image
-            for image, _ in pipeline.eval_dataset(
-                check_examples, batch_size=1, num_classes=num_classes
-            )
-        ]
-
-        def check(candidate):
-            return [predict_probabilities(candidate, image)[0].argmax(-1) for image in images]
-
-    with cli.precision_flag(precision):
-        choice = inference_model(model, precision, check=check)
-    print(choice.describe())
-    return choice.model
-
-
 def main(argv):
     del argv
-    try:
-        scales = tuple(float(s) for s in FLAGS.scales)
-    except ValueError:
-        raise app.UsageError(
-            f"--scales takes numbers, e.g. 0.5,1.0,1.5; got {','.join(FLAGS.scales)}"
-        ) from None
     for flag in ("output_json", "output_markdown"):
         folder = os.path.dirname(os.path.abspath(FLAGS[flag].value or "."))
         if not os.path.isdir(folder):
             raise app.UsageError(f"--{flag}: the folder {folder} does not exist; create it first.")
-    model_path = resolve_model_path(FLAGS.model, FLAGS.model_dir)
-    examples, table, dataset_name, split = resolve_data(
-        FLAGS.dataset, FLAGS.data_dir, FLAGS.model_dir, FLAGS.num_classes, FLAGS.split
+    model_path = find_model_file(FLAGS.model, FLAGS.model_dir)
+    data = evaluation_split(
+        FLAGS.dataset, FLAGS.data_dir, FLAGS.split, FLAGS.num_classes, FLAGS.model_dir
     )
-    num_classes = table.num_classes
     # Every file checked (or its pass remembered in the run's folder) before the model loads.
     preflight_check(
-        examples, num_classes=num_classes, cache_dir=FLAGS.model_dir, what=f"{split} split"
+        data.examples, num_classes=data.num_classes, cache_dir=FLAGS.model_dir,
+        what=f"{data.split} split",
     )
     model = load_keras_model(model_path)
-    model = choose_precision(
-        model, FLAGS.precision, examples[: FLAGS.precision_check_images],
-        num_classes,
-    )
+    with cli.precision_flag(FLAGS.precision):
+        choice = checked_inference_model(
+            model, FLAGS.precision, data.examples[: FLAGS.precision_check_images],
+            data.num_classes, asked=cli.precision_asked(),
+        )
+    print(choice.describe())
     result = evaluate(
-        model,
-        examples,
-        num_classes=num_classes,
-        scales=scales,
+        choice.model,
+        data.examples,
+        num_classes=data.num_classes,
+        scales=FLAGS.scales,
         flip=FLAGS.flip,
-        window=FLAGS.window or training_data.eval_window(dataset_name),
+        window=FLAGS.window or data.window,
         stride=FLAGS.stride,
         pad_to=FLAGS.pad_to,
-        class_names=class_names(model, table),
+        class_names=class_names(choice.model, data.class_table),
     )
     table = result.to_markdown()
-    print(f"{model_path} on {split} ({result.num_images} images), {result.settings}:")
+    print(f"{model_path} on {data.split} ({result.num_images} images), {result.settings}:")
     print(table)
     print(f"mIoU: {100 * result.mean_iou:.2f}")
     if FLAGS.output_json:

@@ -73,7 +73,7 @@ flags.DEFINE_string(
     "sits in, else voc).",
 )
 flags.DEFINE_boolean("legend", True, "Name the classes shown beside each overlay.")
-flags.DEFINE_list("scales", ["1.0"], "Inference scales.")
+cli.define_scales_flag(__name__, ["1.0"], "Inference scales.")
 flags.DEFINE_boolean("flip", False, "Add horizontally flipped predictions.")
 flags.DEFINE_integer("window", None, "Sliding-window size (default: whole image).")
 flags.DEFINE_boolean(
@@ -89,7 +89,10 @@ flags.DEFINE_integer(
     "model's number of bases).",
     lower_bound=1,
 )
-cli.define_precision_flags("For bfloat16/auto: how many of the inputs to compare with float32 on.")
+cli.define_precision_flags(
+    __name__,
+    check_images_help="For bfloat16/auto: how many of the inputs to compare with float32 on.",
+)
 FLAGS = flags.FLAGS
 # Outputs refused (nothing written): exit 2; a model without an EMA unit: exit 1.
 ERRORS = dict(usage_errors=(OutputConflictError,), data_errors=(MissingAttentionUnitError,))
@@ -113,10 +116,6 @@ def palette_dataset(name, model_path):
 
 def main(argv):
     del argv
-    try:
-        scales = tuple(float(s) for s in FLAGS.scales)
-    except ValueError:
-        raise app.UsageError(f"--scales takes numbers, got {FLAGS.scales}") from None
     # Planned and checked first: a refusal costs no model load and writes nothing.
     plan = plan_predictions(FLAGS.inputs, FLAGS.output_dir, attention_maps=FLAGS.attention_maps)
     notes, skipped = read_inputs(plan)  # every unreadable file known before anything is written
@@ -140,7 +139,9 @@ def main(argv):
     # Taken before folding: the folded copy is a plain functional model, without them.
     colours = label_colours(palette_dataset(FLAGS.dataset, FLAGS.model), trained)
     with cli.precision_flag(FLAGS.precision):
-        choice = inference_model(trained, FLAGS.precision, check=check)
+        choice = inference_model(
+            trained, FLAGS.precision, check=check, asked=cli.precision_asked()
+        )
     print(choice.describe())
     report = write_predictions(
         choice.model,
@@ -148,7 +149,7 @@ def main(argv):
         colours=colours,
         legend=FLAGS.legend,
         skipped=skipped,
-        scales=scales,
+        scales=FLAGS.scales,
         flip=FLAGS.flip,
         window=FLAGS.window,
         attention_bases=FLAGS.attention_bases,

@@ -29,9 +29,9 @@ import typing
 from absl import flags, logging
 
 from ema_keras import cli, training
-from ema_keras.data import discovery, training_data
 from ema_keras.training import backends
-from ema_keras.training.config import DEMO_RECIPES, check_settings
+from ema_keras.training.config import check_settings
+from ema_keras.training.data_search import with_found_data
 
 flags.DEFINE_string(
     "recipe", "voc_official", f"Named recipe the other flags override: {sorted(training.RECIPES)}."
@@ -48,7 +48,7 @@ def _define_config_flags():
         help_text = field.metadata["help"]
         kind = typing.get_args(field.type) or (field.type,)
         if field.name == "scales":
-            flags.DEFINE_list(field.name, None, help_text)
+            cli.define_scales_flag(__name__, None, help_text)
         elif bool in kind:
             flags.DEFINE_boolean(field.name, None, help_text)
         elif int in kind:
@@ -67,51 +67,13 @@ def config_from_flags():
     overrides = {
         field.name: FLAGS[field.name].value for field in dataclasses.fields(training.TrainConfig)
     }
-    if overrides["scales"] is not None:
-        try:
-            overrides["scales"] = tuple(float(s) for s in overrides["scales"])
-        except ValueError:
-            raise training.SettingsError(
-                f"--scales takes numbers, e.g. 0.5,1.0,1.5; got {','.join(overrides['scales'])}."
-            ) from None
     return training.get_recipe(FLAGS.recipe, **overrides)
-
-
-def with_data(config):
-    """`config` with the VOC folder found (see ema_keras.data.discovery) and SBD next to it.
-
-    Only the demo recipes without --data_dir train on the generated demo set.
-    """
-    if config.data_dir is None and FLAGS.recipe in DEMO_RECIPES:
-        return config
-    if training_data.is_custom(config.dataset):
-        return config  # your own data: its reader checks the folder given
-    if config.dataset != "voc":
-        root, found_in = discovery.find_data_root(config.dataset, config.data_dir)
-        if found_in != "--data_dir":
-            logging.info("Using the %s data in %s (from %s).", config.dataset, root, found_in)
-        return dataclasses.replace(config, data_dir=root)
-    found = discovery.find_voc_data(config.data_dir)
-    updates = {"data_dir": found.voc_root}
-    if found.found_in != "--data_dir":
-        logging.info("Using the VOC data in %s (from %s).", found.voc_root, found.found_in)
-    needs_sbd = config.train_split == "trainaug" and not config.train_tfrecords
-    if needs_sbd and not (config.sbd_dir or config.aug_dir):
-        if not (found.sbd_dir or found.aug_dir):
-            raise training.SettingsError(
-                f"--train_split trainaug needs SBD's labels, and none is next to {found.voc_root}: "
-                "pass --sbd_dir (SBD's benchmark_RELEASE, from Hariharan et al.'s Berkeley page, "
-                f"{discovery.SBD_URL}) or --aug_dir (SegmentationClassAug), "
-                "or train on VOC alone with --train_split train."
-            )
-        updates.update(sbd_dir=found.sbd_dir, aug_dir=found.aug_dir)
-    return dataclasses.replace(config, **updates)
 
 
 def main(argv):
     del argv
     # Everything is checked before anything is read or written.
-    config = backends.check_settings(check_settings(config_from_flags()))
+    config = check_settings(config_from_flags())
     if FLAGS.print_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
@@ -119,7 +81,7 @@ def main(argv):
         raise training.SettingsError(
             "--model_dir is required: the folder for checkpoints, logs and the trained models."
         )
-    config = with_data(config)
+    config = with_found_data(config, FLAGS.recipe)
     logging.info("Training on Keras' %s backend with %s", backends.BACKEND, config)
     result = training.train(config, FLAGS.model_dir)
     miou = "n/a" if result.val_mean_iou is None else f"{result.val_mean_iou:.4f}"

@@ -20,7 +20,7 @@ PROGRAMS = {
     "predict.py": "recipes/predict.py",
     "export_model.py": "export/export_model.py",
     "convert_pytorch.py": "export/convert_pytorch.py",
-    "ema-keras-validate": None,  # ema_keras.data.validation_program, its flags defined when it runs
+    "ema-keras-validate": None,  # ema_keras.validation_program, its flags defined when it runs
 }
 FLAGS = flags.FLAGS
 
@@ -31,7 +31,7 @@ def _is_program_module(name):
         # tests/training/test_recipe_flags.py loads train_voc without registering
         # it, and absl then files its flags under importlib's module.
         or name in ("train_voc_recipe", "importlib._bootstrap")
-        or name == "ema_keras.data.validation_program"
+        or name == "ema_keras.validation_program"
     )
 
 
@@ -47,7 +47,7 @@ def load_program(name):
     """The program's module, its flags (and no other program's) defined."""
     remove_program_flags()
     if PROGRAMS[name] is None:
-        from ema_keras.data import validation_program
+        from ema_keras import validation_program
 
         validation_program.define_flags()
         return validation_program

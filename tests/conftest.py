@@ -8,8 +8,10 @@ the default (single-device) strategy.
 
 import os
 
+from tests.tf_log_level import TESTS_TF_LOG_LEVEL
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TESTS_TF_LOG_LEVEL)
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

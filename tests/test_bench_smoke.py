@@ -1,17 +1,12 @@
 """The benchmarks' own arithmetic: the non-local block timed is the one the cost formula counts."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
-
-import common  # noqa: E402
-import ema_vs_nonlocal  # noqa: E402
-
-from ema_keras import cost  # noqa: E402
+from bench import common, ema_vs_nonlocal
+from ema_keras import cost
 
 
 @pytest.mark.parametrize("channels, height, width", [(8, 5, 6), (512, 65, 65)])
@@ -83,7 +78,7 @@ def test_time_calls_and_table():
 
 
 def test_profile_census_counts_every_layer_once_with_its_flops(monkeypatch):
-    import inference_profile
+    from bench import inference_profile
 
     from ema_keras.layers import tensorflow_ops
 
@@ -115,7 +110,7 @@ def test_profile_census_counts_every_layer_once_with_its_flops(monkeypatch):
 
 
 def test_inference_bench_agreement_and_runtimes():
-    import model_inference
+    from bench import model_inference
 
     from ema_keras.models import DilatedResNet, EMANet
 
@@ -139,7 +134,7 @@ def test_inference_bench_agreement_and_runtimes():
 
 
 def test_keras_dilation_lowering_traces_space_to_batch_and_is_restored(monkeypatch):
-    import inference_profile
+    from bench import inference_profile
     import tensorflow as tf
 
     from ema_keras.layers import DilatedConv2D, tensorflow_ops

@@ -258,12 +258,67 @@ def test_demo_recipes_train_on_the_generated_set_without_looking_for_data(
     no_data_anywhere, recipe
 ):
     from ema_keras.training import get_recipe
+    from ema_keras.training.data_search import with_found_data
 
-    program = load_program("train_voc.py")
+    config = get_recipe(recipe)
+    assert with_found_data(config, recipe) is config  # no discovery, no error
+
+
+# What the programs share: one --scales parser, one --precision, one rule for exit statuses.
+
+
+@pytest.mark.parametrize("program", ["train_voc.py", "eval_voc.py", "predict.py"])
+def test_every_program_refuses_scales_that_are_not_numbers_in_one_line(
+    no_data_anywhere, capsys, program
+):
+    required = {
+        "train_voc.py": ["--recipe=demo", f"--model_dir={no_data_anywhere / 'run'}"],
+        "eval_voc.py": [f"--model={no_data_anywhere / 'm.keras'}"],
+        "predict.py": [f"--model={no_data_anywhere / 'm.keras'}", "--inputs=x.jpg",
+                       f"--output_dir={no_data_anywhere / 'out'}"],
+    }[program]
+    status = run_program(program, *required, "--scales=0.5,big")
+    check_refusal(capsys, status, 2, f"{program}: ", "--scales", "0.5,big", "numbers")
+    assert files_under(no_data_anywhere) == []
+
+
+@pytest.mark.parametrize("program", ["train_voc.py", "eval_voc.py", "predict.py"])
+def test_scales_parse_to_numbers_and_are_filed_under_the_program(program):
+    module = load_program(program)
     try:
-        program.FLAGS([sys.argv[0], f"--recipe={recipe}", "--model_dir=unused"])
-        config = get_recipe(recipe)
-        assert program.with_data(config) is config  # no discovery, no error
+        own = {flag.name for flag in module.FLAGS.flags_by_module_dict()[module.__name__]}
+        assert "scales" in own  # so that the program's --help lists it
+        if program != "train_voc.py":
+            assert {"precision", "precision_check_images"} <= own
+        assert module.FLAGS["scales"].parser.parse("0.5,1,1.75") == (0.5, 1.0, 1.75)
     finally:
-        program.FLAGS.unparse_flags()
         remove_program_flags()
+
+
+def test_export_takes_the_shared_precision_flag():
+    module = load_program("export_model.py")
+    try:
+        own = {flag.name for flag in module.FLAGS.flags_by_module_dict()[module.__name__]}
+        assert "precision" in own and "precision_check_images" not in own
+        assert "SavedModel precision" in module.FLAGS["precision"].help
+        assert module.FLAGS["precision"].parser.enum_values == ["auto", "float32", "bfloat16"]
+    finally:
+        remove_program_flags()
+
+
+def test_a_data_folder_named_by_the_environment_that_is_missing_is_a_data_error(
+    no_data_anywhere, capsys, monkeypatch
+):
+    missing = no_data_anywhere / "nowhere"
+    monkeypatch.setenv(discovery.ENV_VAR, str(missing))
+    status = run_program("train_voc.py", f"--model_dir={no_data_anywhere / 'run'}")
+    check_refusal(capsys, status, 1, str(missing), f"${discovery.ENV_VAR}")
+
+
+def test_another_benchmark_found_nowhere_asks_for_the_flag(no_data_anywhere, capsys):
+    status = run_program(
+        "train_voc.py", "--recipe=cityscapes", f"--model_dir={no_data_anywhere / 'run'}",
+        "--strategy=one_device",
+    )
+    check_refusal(capsys, status, 2, "no cityscapes data found", "--data_dir")
+    assert files_under(no_data_anywhere) == []

@@ -54,5 +54,5 @@ export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "nvidia-smi: not available" > "$OUT/nvidia-smi.txt"
 "$PYTHON" -c "import keras, jax; print('keras', keras.__version__, 'jax', jax.__version__)"
 
-"$PYTHON" bench/gpu_train_step.py --quick --output "$OUT/gpu_train_step.md" "$@" 2>&1 \
+"$PYTHON" -m bench.gpu_train_step --quick --output "$OUT/gpu_train_step.md" "$@" 2>&1 \
   | tee "$OUT/gpu_train_step.log"

@@ -12,7 +12,7 @@ the learning rate its meaning. A class with no pixel in the counts gets the
 largest weight of the present ones (it is the rarest class): its weight
 multiplies no pixel of the counted labels, and a 0 would silently drop the
 class should it appear in labels the counts did not see. Each such class is
-logged. The losses (`ema_keras.training.losses`) take the list as `class_weights`.
+logged. The losses (`ema_keras.losses`) take the list as `class_weights`.
 """
 
 import json

@@ -21,6 +21,9 @@ from ema_keras.data.voc import IGNORE_LABEL, VOC_CLASSES
 
 _FORMAT_VERSION = 2  # bump whenever the drawing changes: old folders get redrawn
 _MANIFEST = "demo_manifest.json"
+# (min, max) side of the demo images: the trainer checks --eval_pad_size against it
+# before it generates the set.
+DEMO_IMAGE_SIZE = (96, 128)
 
 # class id -> (shape, RGB base colour, texture). The colours sit far from the
 # low-saturation background; bus and cat share one on purpose, so that telling
@@ -113,7 +116,7 @@ def _ids(num_train, num_val):
     return train, val
 
 
-def write_demo_dataset(root, num_train=200, num_val=50, image_size=(96, 128), seed=0):
+def write_demo_dataset(root, num_train=200, num_val=50, image_size=DEMO_IMAGE_SIZE, seed=0):
     """Writes the demo set under `root` and returns its VOC2012 folder.
 
     `image_size` is an int (square images) or (min, max): each side is drawn

@@ -28,7 +28,7 @@ import random
 import tensorflow as tf
 
 from ema_keras.data.decode import apply, source_dataset
-from ema_keras.data.voc import IGNORE_LABEL, NUM_CLASSES
+from ema_keras.data.voc import IGNORE_LABEL
 from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
@@ -159,7 +159,7 @@ def train_dataset(
     shuffle_buffer=1024,
     augmentation=None,
     num_parallel_calls=tf.data.AUTOTUNE,
-    num_classes=NUM_CLASSES,
+    num_classes,
     normalize=False,
 ):
     """Infinite batches of (image, label) random crops for training.
@@ -187,8 +187,10 @@ def train_dataset(
         size (float masks are rounded), applied before any normalisation. A Keras
         image layer such as `keras.layers.RandomRotation(0.05)` fits as it is;
         see `ema_keras.data.augment` for the ignore label and constant fills.
-      num_classes: every decoded label is checked whole, before the crop: an
-        id >= num_classes other than 255 fails naming the file (None: no check).
+      num_classes: the dataset's class count (required: no dataset's is the
+        default; `DatasetSpec.num_classes`, 21 for VOC). Every decoded label
+        is checked whole, before the crop: an id >= num_classes other than 255
+        fails naming the file (None: no check).
       normalize: False (default) yields raw pixels, what the models take;
         True yields ImageNet-normalised images, for a model that expects them
         (`normalize=not expects_raw_pixels(model)`).
@@ -272,7 +274,7 @@ def eval_dataset(
     input_context=None,
     with_metadata=False,
     cache=False,
-    num_classes=NUM_CLASSES,
+    num_classes,
     normalize=False,
 ):
     """Whole images for evaluation, in the source's order, one pass.
@@ -285,8 +287,10 @@ def eval_dataset(
     original size. Without it, batches of several images are padded the same
     way to the largest one.
 
-    Every label is checked whole: an id >= `num_classes` other than 255 fails
-    naming the file instead of being scored as nothing (None: no check).
+    `num_classes` is the dataset's class count (required, as for
+    `train_dataset`). Every label is checked whole: an id >= `num_classes`
+    other than 255 fails naming the file instead of being scored as nothing
+    (None: no check).
 
     Yields (image float32 (B, H, W, 3), label int32 (B, H, W)), plus a dict of
     `image_id`, `height` and `width` (the original size) when `with_metadata`.

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ema_keras import log_filter
 from ema_keras.export.preprocessing import canvas_numpy
 from ema_keras.models.input_contract import model_inputs
 from ema_keras.models.outputs import main_logits
@@ -122,5 +123,6 @@ def export_tflite(
     if not path.endswith(".tflite"):
         raise ValueError(f"TFLite path must end with .tflite, got {path!r}.")
     options = converter_options(quantization, representative_images, image_size)
-    pixel_model(model, image_size).export(path, format="litert", verbose=False, **options)
+    with log_filter.native_chatter_hidden():  # the converter's "fully_quantize: ..." line
+        pixel_model(model, image_size).export(path, format="litert", verbose=False, **options)
     return path

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from ema_keras import log_filter
 from ema_keras.export.preprocessing import canvas_numpy
 from ema_keras.models.input_contract import model_inputs
 from ema_keras.models.outputs import main_logits
@@ -180,7 +181,13 @@ def tflite_interpreter(path, num_threads=None):
     """An `ai_edge_litert` interpreter for `path` (XNNPACK on, `num_threads` or all cores)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(model_path=os.fspath(path), num_threads=num_threads or os.cpu_count())
+    # LiteRT prints "Created TensorFlow Lite XNNPACK delegate" when it first allocates.
+    with log_filter.native_chatter_hidden():
+        interpreter = Interpreter(
+            model_path=os.fspath(path), num_threads=num_threads or os.cpu_count()
+        )
+        interpreter.allocate_tensors()
+    return interpreter
 
 
 def _quantize(values, details):

@@ -16,6 +16,7 @@ from ema_keras.inference.multi_scale import (
     sliding_window_logits,
 )
 from ema_keras.inference.precision import (
+    INFERENCE_PRECISIONS,
     PRECISIONS,
     InferenceChoice,
     PrecisionRefusedError,
@@ -24,6 +25,7 @@ from ema_keras.inference.precision import (
 from ema_keras.inference.prediction import predict_files, predict_label_map
 
 __all__ = [
+    "INFERENCE_PRECISIONS",
     "MULTI_SCALES",
     "PRECISIONS",
     "AttentionMaps",

@@ -16,7 +16,7 @@ import numpy as np
 from ema_keras.data import pipeline
 from ema_keras.data.voc import VOC_CLASSES
 from ema_keras.inference.multi_scale import predict_probabilities
-from ema_keras.training.metrics import SegmentationMeanIoU
+from ema_keras.metrics import SegmentationMeanIoU
 
 
 @dataclasses.dataclass

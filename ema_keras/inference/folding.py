@@ -45,6 +45,8 @@ def fold_batch_norm(model, *, dtype=None):
         A `keras.Model` (functional) with the same inputs, outputs and layer
         names as `model`, minus the folded BatchNorms.
     """
+    # Keras 3.15 internal (no public route; tests/test_keras_internals.py):
+    # the functional graph's nodes and its walk with replaced layers (_run_through_graph).
     if not hasattr(model, "_nodes_by_depth"):
         raise TypeError(
             f"fold_batch_norm needs a functional keras.Model, got {type(model).__name__}."

@@ -31,7 +31,10 @@ import numpy as np
 from ema_keras.backend import BACKEND, onednn_enabled
 from ema_keras.inference.folding import fold_batch_norm
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+# What an inference model may run in (training's dtype policies are
+# ema_keras.training.config.TRAINING_PRECISIONS).
+INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = INFERENCE_PRECISIONS  # the name ema_keras.inference exported first
 # The share of pixels whose class must equal float32's for a faster path.
 AGREEMENT_THRESHOLD = 0.995
 # /proc/cpuinfo flags of native bfloat16 arithmetic that TF's oneDNN kernels use.
@@ -100,7 +103,8 @@ def argmax_agreement(labels, reference):
 
 
 def inference_model(
-    model, precision="auto", *, check=None, threshold=AGREEMENT_THRESHOLD, flags=None, environ=None
+    model, precision="auto", *, check=None, threshold=AGREEMENT_THRESHOLD, flags=None,
+    environ=None, asked=True,
 ):
     """The folded inference model in `precision`; an `InferenceChoice`.
 
@@ -115,20 +119,25 @@ def inference_model(
         threshold: the lowest agreement accepted (0.995: 99.5% of pixels).
         flags, environ: CPU flags and environment to decide from (default:
             this machine's /proc/cpuinfo and os.environ).
+        asked: whether the caller chose `precision` (a program: the flag was
+            given); False, the reason says it is the default instead of "asked for".
 
     Raises:
         PrecisionRefusedError: "bfloat16" asked for and measured below `threshold`.
         ValueError: an unknown `precision`.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}; got {precision!r}."
+        )
     float32 = fold_batch_norm(model)
+    why = "asked for" if asked else "default"
     if precision == "float32":
-        return InferenceChoice(float32, "float32", reason="asked for")
+        return InferenceChoice(float32, "float32", reason=why)
     auto = precision == "auto"
     if auto:
         precision, reason = fastest_precision(flags, environ=environ)
-        reason = f"auto: {reason}"
+        reason = f"auto: {reason}" if asked else f"auto (default): {reason}"
         if precision == "float32":
             return InferenceChoice(float32, "float32", reason=reason)
         if check is None:
@@ -136,7 +145,7 @@ def inference_model(
                 float32, "float32", reason="auto: no images to check bfloat16's agreement on"
             )
     else:
-        reason = "asked for"
+        reason = why
     candidate = fold_batch_norm(model, dtype=_DTYPE_POLICIES[precision])
     if check is None:  # asked for explicitly, without images to measure on
         return InferenceChoice(candidate, precision, reason=f"{reason}; agreement not measured")

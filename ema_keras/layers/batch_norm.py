@@ -27,9 +27,10 @@ statistics are the global batch's anyway.
 import keras
 
 from ema_keras.layers import tensorflow_ops
+from ema_keras.serialization import PACKAGE
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SyncBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with a fast-tracing `synchronized=True`.
 
@@ -42,6 +43,8 @@ class SyncBatchNormalization(keras.layers.BatchNormalization):
         super().__init__(*args, synchronized=synchronized and tensorflow_ops.ENABLED, **kwargs)
         self._requested_synchronized = bool(synchronized)
 
+    # Keras 3.15 internal (no public route; tests/test_keras_internals.py): the hook
+    # through which Keras' BatchNormalization.call gets a batch's statistics.
     def _moments(self, inputs, mask):
         if not self.synchronized or mask is not None:
             return super()._moments(inputs, mask)

@@ -22,9 +22,10 @@ import keras
 from keras import ops
 
 from ema_keras.layers import tensorflow_ops
+from ema_keras.serialization import PACKAGE
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class DilatedConv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` (same arguments) with a faster dilated inference on TensorFlow."""
 

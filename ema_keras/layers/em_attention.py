@@ -12,8 +12,7 @@ from keras import ops
 from ema_keras.layers import tensorflow_ops
 from ema_keras.layers.batch_norm import SyncBatchNormalization
 from ema_keras.layers.initializers import L2NormalizedNormal, conv_kernel_initializer
-
-_PACKAGE = "ema_keras"
+from ema_keras.serialization import PACKAGE
 
 
 def _l2_normalize(tensor, axis, epsilon):
@@ -48,7 +47,7 @@ def _global_mean_over_batch(per_image_bases):
     return ops.mean(per_image_bases, axis=0)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class EMALayer(keras.layers.Layer):
     """Expectation-Maximization Attention (Li et al., ICCV 2019).
 
@@ -191,7 +190,7 @@ class EMALayer(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class EMAUnit(keras.layers.Layer):
     """The EMA unit: 1x1 conv, EM attention, ReLU, 1x1 conv + BN, residual, ReLU.
 

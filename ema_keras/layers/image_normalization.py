@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ema_keras.serialization import PACKAGE
 
 # (mean, std) per channel, in pixel units, of each target range.
 TARGETS = {
@@ -14,7 +15,7 @@ TARGETS = {
 }
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class ImageNormalization(keras.layers.Layer):
     """Maps raw RGB pixels (0..255) to `(x - mean) / std`, in float32 whatever the policy.
 

@@ -3,8 +3,10 @@
 import keras
 from keras import ops
 
+from ema_keras.serialization import PACKAGE
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class L2NormalizedNormal(keras.initializers.Initializer):
     """Normal(0, stddev) samples, then L2-normalised along `axis`.
 

@@ -5,9 +5,10 @@ import numpy as np
 from keras import ops
 
 from ema_keras.layers import tensorflow_ops
+from ema_keras.serialization import PACKAGE
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class BilinearResize(keras.layers.Layer):
     """Resizes `inputs[0]` bilinearly to the height and width of `inputs[1]`.
 

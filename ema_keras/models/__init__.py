@@ -13,7 +13,8 @@ from ema_keras.models.image_segmenter import EMANetImageSegmenter
 from ema_keras.models.input_contract import expects_raw_pixels, model_inputs
 from ema_keras.models.mobile_emanet import MobileEMANet
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
-from ema_keras.models.preset_files import is_preset_location, upload_preset
+from ema_keras.models.preset_files import is_preset_location
+from ema_keras.models.preset_upload import upload_preset
 from ema_keras.models.presets import (
     PRESETS,
     Preset,

@@ -7,6 +7,7 @@ from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_s
 from ema_keras.layers.image_normalization import ImageNormalization
 from ema_keras.layers.initializers import conv_kernel_initializer
 from ema_keras.models.functional_model import FunctionalModel
+from ema_keras.serialization import PACKAGE
 
 BLOCK_COUNTS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STEMS = ("deep", "standard")
@@ -113,7 +114,7 @@ def apply_stem(x, stem, width, *, use_bias, batch_norm, seed=None, dtype=None):
     return keras.layers.MaxPooling2D(3, strides=2, dtype=dtype, name="pool1_pool")(x)
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class DilatedResNet(FunctionalModel):
     """ResNet v1 trunk (no pooling or classifier) with a dilated tail.
 

@@ -12,6 +12,7 @@ from ema_keras.models.image_segmenter import (
     apply_classifier,
     pyramid_features,
 )
+from ema_keras.serialization import PACKAGE
 
 
 def apply_dropout_classifier(x, num_classes, *, dropout, name, seed=None, dtype=None):
@@ -22,7 +23,7 @@ def apply_dropout_classifier(x, num_classes, *, dropout, name, seed=None, dtype=
     return apply_classifier(x, num_classes, name=f"{name}_conv", seed=seed, dtype=dtype)
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class EMANet(EMANetImageSegmenter):
     """EMANet semantic segmenter (Li et al., ICCV 2019).
 
@@ -73,6 +74,7 @@ class EMANet(EMANetImageSegmenter):
 
     architecture = "emanet"
     backbone_class = DilatedResNet
+    classifier_layer_names = ("classifier_conv", "aux_classifier_conv")
     # `from_preset` keywords that go to both the backbone and the head.
     shared_arguments = (
         "batch_norm_momentum", "batch_norm_epsilon", "batch_norm_synchronized", "image_shape",

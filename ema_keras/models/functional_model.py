@@ -22,6 +22,11 @@ def unknown_keyword_message(owner, keyword, accepted):
     )
 
 
+def with_article(class_name):
+    """"an EMANet", "a MobileEMANet"."""
+    return f"{'an' if class_name[0] in 'AEIOU' else 'a'} {class_name}"
+
+
 def check_keywords(owner, keywords, accepted):
     """Raises a `TypeError` for the first keyword (in sorted order) not in `accepted`."""
     unknown = sorted(set(keywords) - set(accepted))
@@ -59,7 +64,8 @@ def _checked_init(init):
         check_keywords(cls.__name__, kwargs, cls.config_arguments() + list(BASE_ARGUMENTS))
         init(self, **kwargs)
 
-    # What inspect and Keras see: (self, *args, <the keywords>, **kwargs).
+    # What inspect and Keras see: (self, *args, <the keywords>, **kwargs). Keras 3.15's
+    # clone_model reads it (functional_like_constructor; tests/test_keras_internals.py).
     # Keras reads the *args and **kwargs as "functional-like" and clones into
     # this class; inspect.signature still lists the real keywords.
     del __init__.__wrapped__
@@ -146,6 +152,8 @@ class FunctionalModel(keras.Model):
     # The outputs are marked with the model whose graph they copy, so that the
     # clone takes its arguments (with its own cloned sub-models).
 
+    # Keras 3.15 internal (no public route; tests/test_keras_internals.py): the graph
+    # walk of clone_model.
     def _run_through_graph(self, *args, **kwargs):
         outputs = super()._run_through_graph(*args, **kwargs)
         for tensor in keras.tree.flatten(outputs):

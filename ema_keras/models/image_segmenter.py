@@ -17,10 +17,20 @@ import warnings
 import keras
 
 from ema_keras.layers.conv_bn import layer_seed
+from ema_keras.losses import AUX_LOSS_WEIGHT, MaskedSparseCrossEntropy
+from ema_keras.metrics import SegmentationMeanIoU
 from ema_keras.models import preset_files
-from ema_keras.models.functional_model import BASE_ARGUMENTS, FunctionalModel, check_keywords
+from ema_keras.models.functional_model import (
+    BASE_ARGUMENTS,
+    FunctionalModel,
+    check_keywords,
+    with_article,
+)
 from ema_keras.models.presets import get_preset, is_preset_name, preset_architecture
 from ema_keras.models.presets import weights_to_load
+from ema_keras.optimizers import OFFICIAL_LEARNING_RATE, ParameterGroupSGD, parameter_groups
+from ema_keras.schedules import PolyDecay
+from ema_keras.weights.loading import load_model_weights
 
 
 def pyramid_features(backbone, inputs, levels, owner):
@@ -51,13 +61,17 @@ class EMANetImageSegmenter(FunctionalModel):
     """Base of the EMANet segmenters: building from presets and saving as one.
 
     A subclass sets `architecture` (its name in the preset data),
-    `backbone_class` (the backbone its presets describe) and
+    `backbone_class` (the backbone its presets describe),
+    `classifier_layer_names` (its layers that output the classes) and
     `shared_arguments` (keywords of `from_preset` that go to both the
     backbone and the head).
     """
 
     architecture = None
     backbone_class = None
+    # The layers whose outputs are the classes (the aux head's only when the model
+    # has one): all that fine-tuning to new classes re-initialises.
+    classifier_layer_names = ()
     shared_arguments = ()
     _architectures = {}  # architecture name -> class, filled as the subclasses are defined
 
@@ -112,9 +126,6 @@ class EMANetImageSegmenter(FunctionalModel):
         weights = weights_to_load(preset, load_weights)
         model = architecture._from_arguments(get_preset(preset), overrides)
         if weights is not None:
-            # ema_keras.weights builds on the models; imported here, when used.
-            from ema_keras.weights import load_model_weights
-
             load_model_weights(model, weights)
         return model
 
@@ -141,6 +152,69 @@ class EMANetImageSegmenter(FunctionalModel):
         config.update(overrides, backbone=backbone)
         return cls(**config)
 
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics="auto",
+        *,
+        loss_weights="auto",
+        decay_steps=None,
+        **kwargs,
+    ):
+        """`keras.Model.compile` with the official EMANet training setup as its defaults.
+
+        - `optimizer="auto"`: the official SGD (`ParameterGroupSGD`: learning
+          rate 0.009, momentum 0.9, L2 decay 1e-4 on kernels, biases at twice
+          the rate, BatchNorm undecayed) with this model's parameter groups.
+          With `decay_steps` (the training steps) its rate follows the poly
+          schedule to 0 (`PolyDecay(0.009, decay_steps, power=0.9)`); without,
+          it stays at 0.009.
+        - `loss="auto"`: cross-entropy over the pixels not labelled 255
+          (`MaskedSparseCrossEntropy`), one per output.
+        - `loss_weights="auto"`: with an auxiliary head and a loss per output
+          (the default, or a dict), 1.0 for `logits` and 0.4 for `aux_logits`,
+          as the official code weights them; else none.
+        - `metrics="auto"`: mean IoU over the classes (`SegmentationMeanIoU`)
+          of `logits`.
+
+        Anything else (an optimizer, a loss, `None`) is passed to Keras as given.
+
+            model = EMANetImageSegmenter.from_preset("emanet_mobilenetv3_small_voc")
+            model.compile(decay_steps=30_000)
+            model.fit(images_and_masks, steps_per_epoch=1000, epochs=30)
+        """
+        if optimizer == "auto":
+            learning_rate = OFFICIAL_LEARNING_RATE
+            if decay_steps is not None:
+                learning_rate = PolyDecay(learning_rate, decay_steps)
+            optimizer = ParameterGroupSGD(learning_rate=learning_rate)
+            optimizer.set_parameter_groups(parameter_groups(self))
+        elif decay_steps is not None:
+            raise ValueError(
+                "`decay_steps` sets the schedule of optimizer='auto'; give your own optimizer "
+                "its own schedule."
+            )
+        objectives = segmenter_objectives(self, MaskedSparseCrossEntropy)
+        if loss_weights == "auto" and not (loss == "auto" or isinstance(loss, dict)):
+            loss_weights = None  # one loss given for every output: Keras weighs them alike
+        super().compile(
+            optimizer=optimizer,
+            loss=objectives["loss"] if loss == "auto" else loss,
+            loss_weights=objectives["loss_weights"] if loss_weights == "auto" else loss_weights,
+            metrics=objectives["metrics"] if metrics == "auto" else metrics,
+            **kwargs,
+        )
+
+    def compile_from_config(self, config):
+        # A saved compile config holds what Keras' own compile received (the
+        # optimizer, losses and metrics as resolved above), so a file compiles
+        # back through it. Keras skips a class whose compile is overridden
+        # unless the class says how, as here (Keras 3.15's contract).
+        super().compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # its slots, for the saved state
+
     def save_to_preset(self, preset_dir, *, max_shard_size=None):
         """Writes the model as a preset folder, which `from_preset(preset_dir)` builds back.
 
@@ -155,9 +229,28 @@ class EMANetImageSegmenter(FunctionalModel):
         preset_files.save_preset(self, preset_dir, max_shard_size=max_shard_size)
 
 
-def with_article(class_name):
-    """"an EMANet", "a MobileEMANet"."""
-    return f"{'an' if class_name[0] in 'AEIOU' else 'a'} {class_name}"
+def segmenter_objectives(model, make_loss, aux_loss_weight=AUX_LOSS_WEIGHT):
+    """The loss, loss weights and metrics a segmenter trains with, as `compile` takes them.
+
+    One `make_loss()` per output; for a model with an auxiliary head (outputs
+    `{"logits", "aux_logits"}`) the auxiliary loss weighs `aux_loss_weight`;
+    mean IoU over the classes of the logits (their last axis), which the
+    metric counts must match whatever the config said.
+    """
+    outputs = model.output
+    if isinstance(outputs, dict):
+        num_classes = int(outputs["logits"].shape[-1])
+        return {
+            "loss": {name: make_loss() for name in outputs},
+            "loss_weights": {"logits": 1.0, "aux_logits": float(aux_loss_weight)},
+            "metrics": {"logits": [SegmentationMeanIoU(num_classes)]},
+        }
+    num_classes = int(outputs.shape[-1])
+    return {
+        "loss": make_loss(),
+        "loss_weights": None,
+        "metrics": [SegmentationMeanIoU(num_classes)],
+    }
 
 
 def _build_backbone(backbone_class, preset_backbone, overrides, shared_args):

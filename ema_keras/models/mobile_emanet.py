@@ -12,9 +12,10 @@ from ema_keras.models.image_segmenter import (
     pyramid_features,
 )
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
+from ema_keras.serialization import PACKAGE
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class MobileEMANet(EMANetImageSegmenter):
     """EMANet for phones: MobileNetV3 and a light EMA head, full-integer int8 friendly.
 
@@ -64,6 +65,8 @@ class MobileEMANet(EMANetImageSegmenter):
     """
 
     architecture = "mobile_emanet"
+    # It classifies twice, the EMA head's map and P3's low-level features, and sums.
+    classifier_layer_names = ("classifier_high", "classifier_low")
     backbone_class = MobileNetV3Backbone
     # `from_preset` keywords that go to both the backbone and the head; not the
     # epsilon: the backbone's is keras.applications' 1e-3, the head's 1e-5.

@@ -8,6 +8,9 @@ from ema_keras.layers.conv_bn import batch_norm_settings, layer_seed
 from ema_keras.layers.image_normalization import ImageNormalization
 from ema_keras.layers.initializers import conv_kernel_initializer
 from ema_keras.models.functional_model import FunctionalModel
+from ema_keras.serialization import PACKAGE
+from ema_keras.weights.keras_files import read_legacy_h5
+from ema_keras.weights.layer_weights import assign_layer_weights
 
 OUTPUT_STRIDES = (8, 16, 32)
 SE_RATIO = 0.25
@@ -144,7 +147,7 @@ def apply_inverted_residual_block(x, block, index, *, stride, dilation, build):
     return x
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class MobileNetV3Backbone(FunctionalModel):
     """MobileNetV3 trunk (Howard et al., 2019) up to its last 1x1 conv, dilated tail.
 
@@ -258,10 +261,6 @@ class MobileNetV3Backbone(FunctionalModel):
         (`ema_keras.weights.WeightsMismatchError` lists what is not); the
         ImageNet classifier of an `include_top=True` file is ignored.
         """
-        # ema_keras.weights builds on the models; imported here, when used.
-        from ema_keras.weights.keras_files import read_legacy_h5
-        from ema_keras.weights.layer_weights import assign_layer_weights
-
         weights = read_legacy_h5(path)
         assign_layer_weights(self, weights, source=str(path), ignore_layers=("conv_2", "logits"))
         return self

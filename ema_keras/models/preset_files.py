@@ -6,10 +6,11 @@
       metadata.json      keras_version, ema_keras_version, parameter_count, date_saved,
                          model_class, num_classes, class_names, palette
 
-`save_preset` writes one, `load_preset` builds the model back, `upload_preset`
-shares one. A preset location is a local folder, `hf://org/name` (needs
-`huggingface_hub`) or `kaggle://owner/model/keras/variant[/version]` (needs
-`kagglehub`): `pip install 'ema-keras[hub]'`.
+`save_preset` writes one, `load_preset` builds the model back
+(`preset_upload.upload_preset` shares one). A preset location is a local
+folder, `hf://org/name` (needs `huggingface_hub`) or
+`kaggle://owner/model/keras/variant[/version]` (needs `kagglehub`):
+`pip install 'ema-keras[hub]'`.
 
 Loading a preset from anywhere is as safe as loading a `.keras` file: the
 config must name an EMANet segmenter registered by this package, and it is
@@ -27,13 +28,14 @@ import keras
 
 from ema_keras.models.functional_model import BASE_ARGUMENTS, check_keywords
 from ema_keras.version import __version__
+from ema_keras.weights.loading import copy_fine_tuning_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 SHARDED_WEIGHTS_FILE = "model.weights.json"  # Keras' index of weight shards
 METADATA_FILE = "metadata.json"
 HUB_SCHEMES = ("hf", "kaggle")
-_HUB_EXTRA = "pip install 'ema-keras[hub]'"
+HUB_EXTRA = "pip install 'ema-keras[hub]'"
 _NOT_SAVED = ("compile_config", "build_config")  # a preset is an architecture and weights
 
 
@@ -42,10 +44,10 @@ def is_preset_location(preset):
     if not isinstance(preset, (str, os.PathLike)):
         return False
     preset = os.fspath(preset)
-    return _scheme(preset) in HUB_SCHEMES or os.path.isdir(preset)
+    return preset_scheme(preset) in HUB_SCHEMES or os.path.isdir(preset)
 
 
-def _scheme(preset):
+def preset_scheme(preset):
     return preset.split("://", 1)[0].lower() if "://" in preset else None
 
 
@@ -57,7 +59,7 @@ def preset_file(preset, filename):
         ImportError: the hub's client is not installed (one line naming the extra).
     """
     preset = os.fspath(preset)
-    scheme = _scheme(preset)
+    scheme = preset_scheme(preset)
     if scheme == "hf":
         return _huggingface_file(preset, filename)
     if scheme == "kaggle":
@@ -73,7 +75,7 @@ def _huggingface_file(preset, filename):
         import huggingface_hub
         from huggingface_hub.utils import EntryNotFoundError
     except ImportError as error:
-        message = f"{preset}: Hugging Face presets need huggingface_hub: {_HUB_EXTRA}."
+        message = f"{preset}: Hugging Face presets need huggingface_hub: {HUB_EXTRA}."
         raise ImportError(message) from error
     repo_id = preset[len("hf://") :]
     try:
@@ -86,7 +88,7 @@ def _kaggle_file(preset, filename):
     try:
         import kagglehub
     except ImportError as error:
-        raise ImportError(f"{preset}: Kaggle presets need kagglehub: {_HUB_EXTRA}.") from error
+        raise ImportError(f"{preset}: Kaggle presets need kagglehub: {HUB_EXTRA}.") from error
     handle = preset[len("kaggle://") :]
     if len(handle.split("/")) not in (4, 5):
         raise ValueError(
@@ -141,8 +143,6 @@ def load_preset(base_class, preset, *, load_weights=None, overrides=None):
     )
     if weights is not None:
         # By layer name, from the preset as saved: another class count or output stride fits.
-        from ema_keras.weights import copy_fine_tuning_weights  # weights builds on models
-
         saved = keras.saving.deserialize_keras_object(config, safe_mode=True)
         saved.load_weights(weights)
         copy_fine_tuning_weights(model, saved, source_name=preset)
@@ -260,36 +260,3 @@ def check_preset_folder(preset_dir, base_class):
         for name in (WEIGHTS_FILE, SHARDED_WEIGHTS_FILE)
     ):
         raise FileNotFoundError(f"{preset_dir}: the preset has no {WEIGHTS_FILE}.")
-
-
-def upload_preset(uri, preset_dir):
-    """Shares a preset folder: `hf://[org/]name` (Hugging Face) or `kaggle://owner/model/keras/v`.
-
-    The folder is checked first (it must load: an EMANet config, metadata and
-    weights). Hugging Face: the repository is created if needed and the
-    folder uploaded; Kaggle: `kagglehub.model_upload`. Credentials are the
-    clients' own (`huggingface-cli login`, `KAGGLE_USERNAME`/`KAGGLE_KEY`).
-    """
-    from ema_keras.models.image_segmenter import EMANetImageSegmenter  # builds on this module
-
-    check_preset_folder(preset_dir, EMANetImageSegmenter)
-    scheme = _scheme(str(uri))
-    if scheme == "hf":
-        try:
-            import huggingface_hub
-        except ImportError as error:
-            message = f"{uri}: uploading to Hugging Face needs huggingface_hub: {_HUB_EXTRA}."
-            raise ImportError(message) from error
-        repo = huggingface_hub.create_repo(repo_id=uri[len("hf://") :], exist_ok=True)
-        huggingface_hub.upload_folder(repo_id=repo.repo_id, folder_path=os.fspath(preset_dir))
-    elif scheme == "kaggle":
-        try:
-            import kagglehub
-        except ImportError as error:
-            message = f"{uri}: uploading to Kaggle needs kagglehub: {_HUB_EXTRA}."
-            raise ImportError(message) from error
-        kagglehub.model_upload(uri[len("kaggle://") :], os.fspath(preset_dir))
-    else:
-        raise ValueError(
-            f"{uri}: upload to hf://[<org>/]<name> or kaggle://<owner>/<model>/keras/<variant>."
-        )

@@ -11,7 +11,7 @@ from ema_keras.lazy_exports import lazy_exports
 # Public name -> the module of this package that defines it.
 _EXPORTS = {
     "RECIPES": "config",
-    "SettingsError": "config",
+    "SettingsError": "errors",
     "TrainConfig": "config",
     "TrainResult": "trainer",
     "TrainingDiverged": "checkpointing",

@@ -13,8 +13,9 @@ devices and how the training state is checkpointed:
   Checkpoints are `ArrayCheckpoint` files.
 - PyTorch: one device, eager steps, `ArrayCheckpoint` files.
 
-Whatever a backend cannot do raises `SettingsError` from `check_settings`,
-before anything is read or written.
+Whatever a backend cannot do raises `SettingsError` from `check_backend`
+(part of `config.check_settings`, the programs' check), before anything is
+read or written.
 """
 
 import contextlib
@@ -24,7 +25,7 @@ from typing import Any, Callable
 import keras
 
 from ema_keras.training import checkpointing, strategy as strategies
-from ema_keras.training.config import SettingsError
+from ema_keras.training.errors import SettingsError
 
 BACKEND = keras.backend.backend()
 
@@ -36,8 +37,12 @@ STRATEGIES = {
 }
 
 
-def check_settings(config, backend=BACKEND):
-    """Refuses, naming the flag, what `config` asks and `backend` cannot do."""
+def check_backend(config, backend=BACKEND):
+    """Refuses, naming the flag, what `config` asks and `backend` cannot do.
+
+    `config.check_settings` runs it with its other checks; `make_execution`
+    runs it again, for a config that did not pass there.
+    """
     if backend not in STRATEGIES:
         raise SettingsError(
             f"KERAS_BACKEND={backend} cannot run the training recipe; use tensorflow, jax or torch."
@@ -87,7 +92,7 @@ class Execution:
 
 def make_execution(config, backend=BACKEND):
     """The `Execution` of `config.strategy` on `backend` (settings checked)."""
-    check_settings(config, backend)
+    check_backend(config, backend)
     if backend == "tensorflow":
         return _tensorflow_execution(config)
     _keep_tensorflow_to_the_cpu()

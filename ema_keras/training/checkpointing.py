@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ema_keras.training.config import SettingsError
+from ema_keras.training.errors import SettingsError
 
 
 class TrainingDiverged(RuntimeError):

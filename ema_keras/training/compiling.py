@@ -5,10 +5,10 @@ model (these optimizer, schedule, loss and metric classes) must import on every
 backend, and compiling for a recipe is as portable as they are.
 """
 
-from ema_keras.training.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
-from ema_keras.training.metrics import SegmentationMeanIoU
-from ema_keras.training.optimizers import ParameterGroupSGD, parameter_groups
-from ema_keras.training.schedules import PolyDecay
+from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
+from ema_keras.models.image_segmenter import segmenter_objectives
+from ema_keras.optimizers import ParameterGroupSGD, parameter_groups
+from ema_keras.schedules import PolyDecay
 
 
 def compile_model(model, config, jit_compile=None, class_weights=None):
@@ -33,22 +33,9 @@ def compile_model(model, config, jit_compile=None, class_weights=None):
             return OHEMCrossEntropy(class_weights=class_weights)
         return MaskedSparseCrossEntropy(class_weights=class_weights)
 
-    # The classes are the model's logits channels: a config may leave num_classes
-    # to the dataset (None), and the metric must match what the model predicts.
-    logits = model.output["logits"] if isinstance(model.output, dict) else model.output
-    num_classes = int(logits.shape[-1])
-    if isinstance(model.output, dict):
-        loss = {name: make_loss() for name in model.output}
-        loss_weights = {"logits": 1.0, "aux_logits": config.aux_loss_weight}
-        metrics = {"logits": [SegmentationMeanIoU(num_classes)]}
-    else:
-        loss, loss_weights = make_loss(), None
-        metrics = [SegmentationMeanIoU(num_classes)]
     model.compile(
         optimizer=optimizer,
-        loss=loss,
-        loss_weights=loss_weights,
-        metrics=metrics,
+        **segmenter_objectives(model, make_loss, config.aux_loss_weight),
         # The execution's choice when given (JAX: always XLA), else the setting.
         jit_compile=config.jit_compile if jit_compile is None else jit_compile,
     )

@@ -9,14 +9,26 @@ with the settings of its published anchor (docs/datasets.md).
 import dataclasses
 from typing import Optional, Tuple
 
+from ema_keras.data.class_weights import CLASS_WEIGHT_MODES, is_class_weights_setting
+from ema_keras.data.datasets import DATASETS
 from ema_keras.data.pipeline import OFFICIAL_SCALES
+from ema_keras.data.training_data import dataset_names, is_custom
+from ema_keras.losses import AUX_LOSS_WEIGHT
+from ema_keras.models.preset_files import is_preset_location
+from ema_keras.models.presets import preset_names
+from ema_keras.optimizers import (
+    OFFICIAL_BIAS_LEARNING_RATE_MULTIPLIER,
+    OFFICIAL_L2_WEIGHT_DECAY,
+    OFFICIAL_LEARNING_RATE,
+    OFFICIAL_MOMENTUM,
+)
+from ema_keras.schedules import OFFICIAL_POLY_POWER
+from ema_keras.training import backends
+from ema_keras.training.errors import SettingsError
 
-
-class SettingsError(ValueError):
-    """Training settings that cannot work together or with the data; names the flag."""
-
-
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# Keras dtype policies --mixed_precision trains in (inference precisions are
+# ema_keras.inference.precision.INFERENCE_PRECISIONS).
+TRAINING_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _setting(default, help_text):
@@ -38,7 +50,7 @@ class TrainConfig:
         "dataset's classes.txt). A VOC-format folder of one's own may set another count.",
     )
     aux_loss_weight: float = _setting(
-        0.4, "Weight of the auxiliary head's loss, for presets that have that head."
+        AUX_LOSS_WEIGHT, "Weight of the auxiliary head's loss, for presets that have that head."
     )
     ohem: bool = _setting(
         False, "Train on the hardest pixels only (online hard example mining) instead of all."
@@ -110,18 +122,25 @@ class TrainConfig:
     )
     steps: int = _setting(30_000, "Training steps in all (a restart resumes towards it).")
     learning_rate: float = _setting(
-        0.009, "Initial learning rate of SGD, decayed to 0 over --steps by the poly schedule."
+        OFFICIAL_LEARNING_RATE,
+        "Initial learning rate of SGD, decayed to 0 over --steps by the poly schedule.",
     )
-    poly_power: float = _setting(0.9, "Power of the polynomial decay of the learning rate to 0.")
+    poly_power: float = _setting(
+        OFFICIAL_POLY_POWER, "Power of the polynomial decay of the learning rate to 0."
+    )
     warmup_steps: int = _setting(
         0, "Steps over which the learning rate rises linearly to the poly curve (0: none)."
     )
-    momentum: float = _setting(0.9, "Momentum of SGD: the share of the previous update kept.")
+    momentum: float = _setting(
+        OFFICIAL_MOMENTUM, "Momentum of SGD: the share of the previous update kept."
+    )
     weight_decay: float = _setting(
-        1e-4, "L2 weight decay on convolution kernels (biases and BatchNorm get none)."
+        OFFICIAL_L2_WEIGHT_DECAY,
+        "L2 weight decay on convolution kernels (biases and BatchNorm get none).",
     )
     bias_learning_rate_multiplier: float = _setting(
-        2.0, "Biases learn this many times faster than kernels, as in the official code."
+        OFFICIAL_BIAS_LEARNING_RATE_MULTIPLIER,
+        "Biases learn this many times faster than kernels, as in the official code.",
     )
     # Execution.
     strategy: str = _setting(
@@ -157,19 +176,12 @@ class TrainConfig:
     verbose: int = _setting(1, "Keras fit output: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 
-def check_settings(config):
-    """Refuses a preset, strategy or precision that does not exist, naming the flag.
+def check_settings(config, backend=backends.BACKEND):
+    """Refuses, naming the flag, settings that do not exist, do not fit together or the
+    data, or that Keras' `backend` cannot run (`backends.check_backend`).
 
     Cheap and file-free: programs call it before they read data or write anything.
     """
-    # Imported here: both modules import this one.
-    from ema_keras.models.preset_files import is_preset_location
-    from ema_keras.models.presets import preset_names
-    from ema_keras.training.strategy import STRATEGIES
-
-    from ema_keras.data.datasets import DATASETS
-    from ema_keras.data.training_data import dataset_names, is_custom
-
     for flag, value, known in (
         ("dataset", config.dataset, dataset_names()),
         # A preset folder or hf:// / kaggle:// preset: a trained model to fine-tune.
@@ -178,15 +190,13 @@ def check_settings(config):
             config.preset,
             [config.preset] if is_preset_location(config.preset) else preset_names(),
         ),
-        ("strategy", config.strategy, STRATEGIES),
-        ("mixed_precision", config.mixed_precision, PRECISIONS),
+        ("strategy", config.strategy, backends.STRATEGIES["tensorflow"]),  # every one
+        ("mixed_precision", config.mixed_precision, TRAINING_PRECISIONS),
     ):
         if value not in known:
             raise SettingsError(
                 f"--{flag} {value!r} is unknown; use one of: {', '.join(sorted(known))}."
             )
-    from ema_keras.data.class_weights import CLASS_WEIGHT_MODES, is_class_weights_setting
-
     if not is_class_weights_setting(config.class_weights):
         raise SettingsError(
             f"--class_weights {config.class_weights!r} is neither one of "
@@ -199,7 +209,7 @@ def check_settings(config):
             raise SettingsError(f"--dataset {config.dataset} needs --data_dir, your data's folder.")
     else:
         _check_dataset(config, DATASETS[config.dataset])
-    return config
+    return backends.check_backend(config, backend)
 
 
 def _check_dataset(config, dataset):

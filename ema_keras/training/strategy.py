@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from ema_keras.training.config import SettingsError
+from ema_keras.training.errors import SettingsError
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 

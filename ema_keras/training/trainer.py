@@ -10,6 +10,7 @@ between backends is decided in `backends.py`.
 """
 
 import dataclasses
+import io
 import json
 import os
 from typing import Optional
@@ -17,9 +18,10 @@ from typing import Optional
 import keras
 import tensorflow as tf
 from absl import logging
+from PIL import Image
 
-from ema_keras import data, weights
-from ema_keras.data import pipeline, training_data
+from ema_keras import weights
+from ema_keras.data import datasets, demo, pipeline, splits, training_data
 from ema_keras.data.class_weights import resolve_class_weights
 from ema_keras.models.class_info import set_class_info
 from ema_keras.models import build_preset
@@ -54,11 +56,7 @@ def build_model(config):
     untrained, its BatchNorms on their moving statistics; it needs weights to
     start from, since a frozen random encoder would only ever feed noise to the head.
     """
-    if config.freeze_backbone and not (config.weights or config.backbone_weights):
-        raise SettingsError(
-            "--freeze_backbone keeps the backbone as it starts: give it trained weights with "
-            "--weights or --backbone_weights."
-        )
+    _refuse_frozen_random_backbone(config)
     model = build_preset(config.preset, num_classes=config.num_classes, seed=config.seed)
     if config.weights:
         loaded = weights.load_fine_tuning_weights(model, config.weights)
@@ -71,6 +69,70 @@ def build_model(config):
         # the head's variables.
         model.backbone.trainable = False
     return model
+
+
+def _refuse_frozen_random_backbone(config):
+    if config.freeze_backbone and not (config.weights or config.backbone_weights):
+        raise SettingsError(
+            "--freeze_backbone keeps the backbone as it starts: give it trained weights with "
+            "--weights or --backbone_weights."
+        )
+
+
+def refuse_before_writing(config, model_dir):
+    """Raises `SettingsError` for settings that cannot run, reading the data but writing nothing.
+
+    Runs before the data is resolved, which writes into `model_dir` (the demo
+    set, converted masks, the pre-run check's verdicts): a run's folder is
+    refused other classes, and --eval_pad_size must hold every validation
+    image, whose files are only opened for their size (one that cannot be
+    read is left to the pre-run check, which names it).
+    """
+    _refuse_frozen_random_backbone(config)
+    annotated = None
+    if config.data_dir is not None and training_data.is_custom(config.dataset):
+        annotated = training_data.read_annotated(config.dataset, config.data_dir)
+        run_record.refuse_other_classes(annotated.class_table, model_dir)
+    elif not training_data.is_custom(config.dataset):
+        table = training_data.class_table_of(config.dataset, config.num_classes)
+        run_record.refuse_other_classes(table, model_dir)
+    if not config.validate:
+        return
+    needed = max(_validation_image_sides(config, model_dir, annotated), default=0)
+    if config.eval_pad_size < max(needed, 1):
+        raise SettingsError(
+            f"--eval_pad_size={config.eval_pad_size} is smaller than the largest validation "
+            f"image side ({needed}); use --eval_pad_size={needed} or more."
+        )
+
+
+def _validation_image_sides(config, model_dir, annotated):
+    """The longest side of each validation image of `config` (as `resolve_training_data` finds
+    them), from the image headers; the generated demo set, not written yet, from its size."""
+    if config.data_dir is None:
+        return [max(demo.DEMO_IMAGE_SIZE)]
+    if annotated is not None:
+        ids, _ = splits.split_ids(
+            annotated, config.val_split, val_fraction=config.val_fraction, seed=config.seed,
+            run_dir=model_dir,
+        )
+        chosen = set(ids)
+        images = [image.image for image in annotated.images if image.image_id in chosen]
+    else:
+        root = datasets.get_dataset(config.dataset).find_root(config.data_dir)
+        examples = datasets.read_examples(
+            config.dataset, root, config.val_split, sbd_root=config.sbd_dir,
+            aug_dir=config.aug_dir,
+        )
+        images = [example.image_path for example in examples]
+    sides = []
+    for image in images:
+        try:
+            with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as opened:
+                sides.append(max(opened.size))  # EXIF rotation swaps the sides, keeps the longest
+        except (OSError, ValueError):
+            pass  # the pre-run check names it
+    return sides
 
 
 def _label_targets(model):
@@ -99,6 +161,8 @@ def _work_around_keras_multi_worker_fit(model, config, strategy):
     labels = tf.zeros((batch, config.crop_size, config.crop_size), tf.int32)
     targets = _label_targets(model)
     data_batch = targets(images, labels) if targets else (images, labels)
+    # Keras 3.15 internal (no public route; tests/test_keras_internals.py):
+    # the build Keras' fit runs on its first batch, run here under the scope.
     with strategy.scope():
         model._symbolic_build(data_batch=data_batch)
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
@@ -135,16 +199,9 @@ def _train(config, model_dir, execution, first_step):
     chief = execution.chief
     epochs, steps_per_epoch = checkpointing.chunk_plan(config.steps, config.steps_per_checkpoint)
     run_record.refuse_other_run(config, model_dir)
+    refuse_before_writing(config, model_dir)
     run_data = training_data.resolve_training_data(config, model_dir)
     config = dataclasses.replace(config, num_classes=run_data.num_classes)
-    run_record.refuse_other_classes(run_data.class_table, model_dir)
-    if config.validate:
-        height, width = data.required_pad_size(run_data.val_check)
-        if config.eval_pad_size < max(height, width):
-            raise SettingsError(
-                f"--eval_pad_size={config.eval_pad_size} is smaller than the largest validation "
-                f"image ({height}x{width}); use --eval_pad_size={max(height, width)} or more."
-            )
     train_source, val_examples = run_data.train, run_data.val
     class_weights = resolve_class_weights(
         config.class_weights, run_data.train_check.pixel_counts, config.num_classes
@@ -153,8 +210,8 @@ def _train(config, model_dir, execution, first_step):
     keras.mixed_precision.set_dtype_policy(config.mixed_precision)
 
     with execution.scope():
-        # Built (and its weights loaded) before anything is written: a refused
-        # --weights leaves the folder as it was.
+        # Built (and its weights loaded) before the run is recorded: a refused
+        # --weights leaves no train_config.json (only the resolved data's files).
         model = build_model(config)
         set_class_info(model, run_data.class_table.names, run_data.class_table.palette)
         if chief:

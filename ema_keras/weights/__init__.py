@@ -14,38 +14,28 @@ Converting (needs torch, `pip install 'ema-keras[convert]'`):
     convert_torchvision_resnet("resnet50-0676ba61.pth", "resnet50_tv.keras")
 """
 
-from ema_keras.weights.convert import (
-    KINDS,
-    convert_checkpoint,
-    convert_deep_stem_backbone,
-    convert_official_checkpoint,
-    convert_torchvision_resnet,
-    detect_kind,
-)
-from ema_keras.weights.layer_weights import WeightsMismatchError
-from ema_keras.weights.loading import (
-    LoadedWeights,
-    classifier_layers,
-    copy_fine_tuning_weights,
-    load_backbone_weights,
-    load_fine_tuning_weights,
-    load_model_weights,
-    load_official_state_dict,
-)
+from ema_keras.lazy_exports import lazy_exports
 
-__all__ = [
-    "KINDS",
-    "LoadedWeights",
-    "WeightsMismatchError",
-    "classifier_layers",
-    "convert_checkpoint",
-    "convert_deep_stem_backbone",
-    "convert_official_checkpoint",
-    "convert_torchvision_resnet",
-    "copy_fine_tuning_weights",
-    "detect_kind",
-    "load_backbone_weights",
-    "load_fine_tuning_weights",
-    "load_model_weights",
-    "load_official_state_dict",
-]
+# Public name -> the module of this package that defines it. Loaded on first use, so
+# that the models can import this package's file readers (`loading`, `keras_files`,
+# `layer_weights`) without the converters, which build models.
+_EXPORTS = {
+    "KINDS": "convert",
+    "LoadedWeights": "loading",
+    "WeightsMismatchError": "layer_weights",
+    "classifier_layers": "loading",
+    "convert_checkpoint": "convert",
+    "convert_deep_stem_backbone": "convert",
+    "convert_official_checkpoint": "convert",
+    "convert_torchvision_resnet": "convert",
+    "copy_fine_tuning_weights": "loading",
+    "detect_kind": "convert",
+    "load_backbone_weights": "loading",
+    "load_fine_tuning_weights": "loading",
+    "load_model_weights": "loading",
+    "load_official_state_dict": "loading",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+__all__ = sorted(_EXPORTS)

@@ -11,11 +11,12 @@ import os
 import re
 import tempfile
 
+import keras
+
 from ema_keras.models.dilated_resnet import BLOCK_COUNTS, DilatedResNet
-from ema_keras.models.emanet import EMANet
-from ema_keras.models.image_segmenter import with_article as _a
-from ema_keras.models.mobile_emanet import MobileEMANet
+from ema_keras.models.functional_model import with_article as _a
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
+from ema_keras.serialization import PACKAGE
 from ema_keras.weights import keras_files, torch_files, torch_names
 from ema_keras.weights.layer_weights import (
     WeightsMismatchError,
@@ -27,15 +28,23 @@ from ema_keras.weights.layer_weights import (
 # Classifier layers of ImageNet files, which a segmentation backbone has no use for.
 _IMAGENET_CLASSIFIERS = ("predictions", "probs", "fc1000")
 _BLOCK_NAME = re.compile(r"^conv([2-5])_block(\d+)_")
-# The layers whose outputs are the classes, per model class (the aux head's
-# only when the model has one): all that fine-tuning to new classes
-# re-initialises. MobileEMANet classifies twice, the EMA head's map and P3's
-# low-level features, and sums.
-_MODEL_CLASSES = {"EMANet": EMANet, "MobileEMANet": MobileEMANet}
-_CLASSIFIER_LAYERS = {
-    EMANet: ("classifier_conv", "aux_classifier_conv"),
-    MobileEMANet: ("classifier_high", "classifier_low"),
-}
+# The segmenter classes whose files this module loads.
+_MODEL_CLASS_NAMES = ("EMANet", "MobileEMANet")
+
+
+def _model_class(class_name):
+    """The segmenter class registered as `class_name` (None for any other name).
+
+    Found in Keras' registry when needed, not imported: the segmenters load
+    their presets' weights through this module, which so stays below them.
+    """
+    if class_name not in _MODEL_CLASS_NAMES:
+        return None
+    return keras.saving.get_registered_object(f"{PACKAGE}>{class_name}")
+
+
+def _is_segmenter(model):
+    return isinstance(model, tuple(_model_class(name) for name in _MODEL_CLASS_NAMES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +148,7 @@ def classifier_layers(model):
     """Names of `model`'s layers that output the classes (what fine-tuning re-initialises)."""
     _check_model(model)
     present = named_layers(model)
-    names = _CLASSIFIER_LAYERS[EMANet if isinstance(model, EMANet) else MobileEMANet]
-    return tuple(name for name in names if name in present)
+    return tuple(name for name in type(model).classifier_layer_names if name in present)
 
 
 def _load(model, path, *, new_classifier):
@@ -171,7 +179,7 @@ def _assign(model, weights, source, file_classes):
 
 
 def _check_model(model):
-    if not isinstance(model, (EMANet, MobileEMANet)):
+    if not _is_segmenter(model):
         raise TypeError(
             f"load_model_weights expects an EMANet or a MobileEMANet, got "
             f"{type(model).__name__}; for a backbone use load_backbone_weights."
@@ -179,7 +187,7 @@ def _check_model(model):
 
 
 def _refuse_official_into_mobile(model, source):
-    if isinstance(model, MobileEMANet):
+    if isinstance(model, _model_class("MobileEMANet")):
         raise WeightsMismatchError(
             f"{source}: a PyTorch file can only be an official EMANet checkpoint, a dilated "
             "ResNet, which a MobileEMANet cannot load; start it from a MobileEMANet `.keras` "
@@ -292,7 +300,7 @@ def load_backbone_weights(backbone, path):
         # keras.applications MobileNetV3 `.h5` files, by layer name.
         backbone.load_imagenet_weights(path)
         return backbone
-    if isinstance(backbone, (EMANet, MobileEMANet)):
+    if _is_segmenter(backbone):
         raise TypeError("load_backbone_weights expects a backbone: pass `model.backbone`.")
     if not isinstance(backbone, DilatedResNet):
         raise TypeError(
@@ -308,7 +316,7 @@ def load_backbone_weights(backbone, path):
         assign_layer_weights(backbone, weights, source=path, ignore_layers=head)
     elif path.endswith(".keras"):
         source = keras_files.load_keras_model(path)
-        if isinstance(source, EMANet):
+        if isinstance(source, _model_class("EMANet")):
             source = source.backbone
         if not isinstance(source, DilatedResNet):
             raise ValueError(
@@ -401,9 +409,9 @@ def _check_keras_file(model, config, path, new_classifier):
             f"{path} holds a backbone only: load it with "
             "load_backbone_weights(model.backbone, ...)."
         )
-    if class_name not in _MODEL_CLASSES:
+    if class_name not in _MODEL_CLASS_NAMES:
         raise WeightsMismatchError(f"{path} holds a {class_name}, not an EMANet or MobileEMANet.")
-    if not isinstance(model, _MODEL_CLASSES[class_name]):
+    if not isinstance(model, _model_class(class_name)):
         raise WeightsMismatchError(
             f"{path} holds {_a(class_name)} but the model is {_a(type(model).__name__)}: build "
             f"{_a(class_name)} (one of its presets) to load it."

@@ -24,8 +24,8 @@ TENSORFLOW_AT_IMPORT = "tensorflow" in sys.modules
 # What a trained file names besides its layers, registered on every backend: Keras only.
 KERAS_ONLY = {
     "ema_keras.data", "ema_keras.data.dataset_spec", "ema_keras.data.errors", "ema_keras.data.voc",
-    "ema_keras.training", "ema_keras.training.losses", "ema_keras.training.metrics",
-    "ema_keras.training.optimizers", "ema_keras.training.schedules",
+    "ema_keras.training", "ema_keras.losses", "ema_keras.metrics",
+    "ema_keras.optimizers", "ema_keras.schedules",
 }  # fmt: skip
 TENSORFLOW_ONLY_AT_IMPORT = sorted(
     name

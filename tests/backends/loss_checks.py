@@ -15,7 +15,7 @@ import sys
 import keras
 import numpy as np
 
-from ema_keras.training.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
+from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 
 CLASS_WEIGHTS = [0.5, 2.0, 1.0, 0.0, 3.5]
 

@@ -8,7 +8,7 @@ rules are checked through that path against PyTorch's SGD rule.
 import keras
 import numpy as np
 
-from ema_keras.training.optimizers import ParameterGroupSGD, parameter_groups
+from ema_keras.optimizers import ParameterGroupSGD, parameter_groups
 
 
 def official_first_step(variable, old):

@@ -15,8 +15,9 @@ process). WORK_DIR holds `inputs.npy`, raw pixels (B, H, W, 3). Each run
   folder with `EMANetImageSegmenter.from_preset` (`..._preset_on_<backend>.npy`);
 - writes its own files once: `<backend>_<model>.keras` after a little
   training, so that the EMA bases and BatchNorm statistics are not their
-  initial values (EMANet: two `fit` steps; the mobile model: one training-mode
-  call), its preset folder (`<backend>_<model>_preset/`, `save_to_preset`), its
+  initial values (EMANet: two `fit` steps compiled by the trainer's
+  `compile_model`; the mobile model: one `fit` step after `compile()` with its
+  defaults), its preset folder (`<backend>_<model>_preset/`, `save_to_preset`), its
   weights (`..._weights.npz`) and outputs (`....npy`).
 
 The comparisons are the test's; this program prints one line per file.
@@ -67,7 +68,10 @@ def train_a_little(name, model, inputs):
         compile_model(model, config, jit_compile="auto")
         model.fit(inputs, labels_for(inputs), batch_size=len(inputs), epochs=2, verbose=0)
     else:
-        model(inputs, training=True)
+        # Compiled with the segmenter's own defaults (`compile()`: the official SGD, loss
+        # and mIoU), which must compile back from the file on every backend too.
+        model.compile(decay_steps=10)
+        model.fit(inputs, labels_for(inputs), batch_size=len(inputs), epochs=1, verbose=0)
 
 
 def predict(model, inputs):

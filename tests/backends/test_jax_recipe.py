@@ -20,6 +20,7 @@ import pytest
 from ema_keras.data import write_demo_dataset
 from tests.backends.backend_testing import REPO_ROOT, backend_environment, run_checks_program
 from tests.backends.test_jax import XLA_FLAGS
+from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 pytest.importorskip(
     "jax", reason="JAX is not installed (pip install 'jax[cpu]'); JAX checks skipped"
@@ -30,7 +31,7 @@ TRAIN_SCRIPT = os.path.join(REPO_ROOT, "recipes", "train_voc.py")
 
 def _jax_environment():
     return backend_environment(
-        "jax", XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2"
+        "jax", XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL=TESTS_TF_LOG_LEVEL
     )
 
 

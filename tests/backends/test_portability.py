@@ -56,8 +56,9 @@ def work_dir(tmp_path_factory):
             assert f"{backend} wrote {name}: " in report, report
     # A compiled, trained file loads after a bare `import ema_keras`, TensorFlow untouched.
     for target, source in [("jax", "tensorflow"), ("jax", "torch"), ("torch", "jax")]:
-        read = f"{target} read {source}'s emanet (ParameterGroupSGD; TensorFlow not imported)"
-        assert read in report, report
+        for name in portability_checks.MODELS:
+            read = f"{target} read {source}'s {name} (ParameterGroupSGD; TensorFlow not imported)"
+            assert read in report, report
     return work_dir
 
 

@@ -22,6 +22,7 @@ from tests.backends.backend_testing import (
     relative_error,
     run_checks_program,
 )
+from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 pytest.importorskip("torch", reason="PyTorch is not installed; torch checks skipped")
 
@@ -75,7 +76,7 @@ def test_training_recipe_runs_on_torch(tmp_path):
         str(tmp_path / "voc"), num_train=16, num_val=5, image_size=(64, 80), seed=3
     )
     model_dir = str(tmp_path / "run")
-    env = backend_environment("torch", TF_CPP_MIN_LOG_LEVEL="2")
+    env = backend_environment("torch", TF_CPP_MIN_LOG_LEVEL=TESTS_TF_LOG_LEVEL)
     result = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "recipes", "train_voc.py"), "--recipe=demo",
          f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--strategy=one_device",

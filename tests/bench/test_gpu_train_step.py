@@ -14,12 +14,10 @@ import sys
 import numpy as np
 import pytest
 
+from bench import gpu_train_step
+from ema_keras.losses import MaskedSparseCrossEntropy
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO_ROOT, "bench"))
-
-import gpu_train_step  # noqa: E402
-
-from ema_keras.training.losses import MaskedSparseCrossEntropy  # noqa: E402
 
 
 def test_bench_loss_equals_masked_sparse_cross_entropy():

@@ -74,7 +74,7 @@ def test_in_train_dataset_255_survives_and_seed_repeats(demo_root):
     def batches():
         augment = KerasAugmentation(rotation_degrees=30, brightness=0.2, seed=4)
         dataset = pipeline.train_dataset(
-            examples, batch_size=2, crop_size=32, seed=2, augmentation=augment
+            examples, batch_size=2, crop_size=32, seed=2, augmentation=augment, num_classes=21
         )
         return list(dataset.take(2).as_numpy_iterator())
 
@@ -99,7 +99,7 @@ def test_a_keras_layer_plugs_into_the_hook_as_it_is(demo_root, make_layer):
 
     def batches(augmentation):
         dataset = pipeline.train_dataset(
-            examples, batch_size=4, crop_size=48, seed=5, augmentation=augmentation
+            examples, batch_size=4, crop_size=48, seed=5, augmentation=augmentation, num_classes=21
         )
         return list(dataset.take(3).as_numpy_iterator())
 
@@ -123,5 +123,6 @@ def test_a_hook_must_return_keras_dicts(demo_root):
     examples = voc.read_voc_split(demo_root, "train")
     with pytest.raises(TypeError, match="segmentation_masks"):
         pipeline.train_dataset(
-            examples, batch_size=2, crop_size=32, augmentation=lambda data: data["images"]
+            examples, batch_size=2, crop_size=32, augmentation=lambda data: data["images"],
+            num_classes=21,
         )

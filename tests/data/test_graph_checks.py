@@ -25,7 +25,7 @@ def test_each_bad_file_stops_the_training_pipeline_naming_it(voc_fixture, kind):
     bad = [e for e in examples if e.image_id == BAD_ID]
     with pytest.raises(tf.errors.OpError, match=os.path.basename(path)):
         _first_batch(decode.examples_dataset(bad, num_classes=21))
-    dataset = pipeline.train_dataset(examples, batch_size=3, crop_size=16, seed=0)
+    dataset = pipeline.train_dataset(examples, batch_size=3, crop_size=16, seed=0, num_classes=21)
     with pytest.raises(tf.errors.OpError, match=os.path.basename(path)):
         _first_batch(dataset)
 
@@ -40,7 +40,7 @@ def test_label_id_outside_the_crop_still_fails_naming_the_file(voc_fixture):
     crops = np.stack([label for _, label in unchecked.take(3).as_numpy_iterator()])
     assert 30 not in crops
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"num_classes=21.*2007_000001\.png"):
-        _first_batch(pipeline.train_dataset([example], **options))
+        _first_batch(pipeline.train_dataset([example], **options, num_classes=21))
 
 
 def test_eval_dataset_refuses_ids_beyond_num_classes(voc_fixture):
@@ -48,7 +48,7 @@ def test_eval_dataset_refuses_ids_beyond_num_classes(voc_fixture):
     examples = voc.read_voc_split(voc_root, "val")
     path = spoil(voc_root, examples[1].image_id, "label_value_30_in_a_corner")
     with pytest.raises(tf.errors.InvalidArgumentError, match=os.path.basename(path)):
-        list(pipeline.eval_dataset(examples, pad_to=(64, 64)))
+        list(pipeline.eval_dataset(examples, pad_to=(64, 64), num_classes=21))
     # 30 is a class when there are 31.
     assert len(list(pipeline.eval_dataset(examples, num_classes=31))) == 2
 

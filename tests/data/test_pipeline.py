@@ -53,7 +53,7 @@ def _check_alignment(images, labels, scale=1.0):
 
 def test_crops_stay_aligned_with_flips_and_padding(coordinate_examples):
     dataset = pipeline.train_dataset(
-        coordinate_examples, batch_size=3, crop_size=(42, 46), scales=(1.0,), seed=3
+        coordinate_examples, batch_size=3, crop_size=(42, 46), scales=(1.0,), seed=3, num_classes=21
     )
     directions = set()
     for images, labels in dataset.take(8).as_numpy_iterator():
@@ -69,7 +69,7 @@ def test_crops_stay_aligned_with_flips_and_padding(coordinate_examples):
 
 def test_scale_two_keeps_alignment(coordinate_examples):
     dataset = pipeline.train_dataset(
-        coordinate_examples, batch_size=2, crop_size=32, scales=(2.0,), seed=0
+        coordinate_examples, batch_size=2, crop_size=32, scales=(2.0,), seed=0, num_classes=21
     )
     for images, labels in dataset.take(4).as_numpy_iterator():
         assert (labels != 255).all()  # a 2x image is bigger than the crop: no padding
@@ -79,7 +79,8 @@ def test_scale_two_keeps_alignment(coordinate_examples):
 def test_random_scales_change_the_content_size(coordinate_examples):
     # With scale s, neighbouring pixels differ by 1/s in x: read s back from the image.
     dataset = pipeline.train_dataset(
-        coordinate_examples, batch_size=1, crop_size=24, scales=(0.5, 2.0), flip=False, seed=1
+        coordinate_examples, batch_size=1, crop_size=24, scales=(0.5, 2.0), flip=False, seed=1,
+        num_classes=21,
     )
     steps = set()
     for images, labels in dataset.take(12).as_numpy_iterator():
@@ -92,7 +93,7 @@ def test_random_scales_change_the_content_size(coordinate_examples):
 
 def test_padding_label_and_value_range(coordinate_examples):
     dataset = pipeline.train_dataset(
-        coordinate_examples, batch_size=3, crop_size=64, scales=(1.0,), seed=0
+        coordinate_examples, batch_size=3, crop_size=64, scales=(1.0,), seed=0, num_classes=21
     )
     images, labels = next(iter(dataset.as_numpy_iterator()))
     assert (labels == 255).any()
@@ -104,8 +105,10 @@ def test_padding_label_and_value_range(coordinate_examples):
 
 def test_normalize_option_gives_the_normalised_batches(coordinate_examples):
     options = dict(batch_size=3, crop_size=64, scales=(1.0, 2.0), seed=4)
-    raw = pipeline.train_dataset(coordinate_examples, **options)
-    normalised = pipeline.train_dataset(coordinate_examples, normalize=True, **options)
+    raw = pipeline.train_dataset(coordinate_examples, **options, num_classes=21)
+    normalised = pipeline.train_dataset(
+        coordinate_examples, normalize=True, **options, num_classes=21
+    )
     for (pixels, labels), (images, same_labels) in zip(
         raw.take(2).as_numpy_iterator(), normalised.take(2).as_numpy_iterator()
     ):
@@ -126,7 +129,9 @@ def test_deterministic_under_a_seed(demo_root):
     examples = voc.read_voc_split(demo_root, "train")
 
     def batches(seed):
-        dataset = pipeline.train_dataset(examples, batch_size=2, crop_size=32, seed=seed)
+        dataset = pipeline.train_dataset(
+            examples, batch_size=2, crop_size=32, seed=seed, num_classes=21
+        )
         return list(dataset.take(3).as_numpy_iterator())
 
     first, again, other = batches(5), batches(5), batches(6)
@@ -138,33 +143,39 @@ def test_deterministic_under_a_seed(demo_root):
 
 def test_scale_range_and_argument_errors(coordinate_examples):
     dataset = pipeline.train_dataset(
-        coordinate_examples, batch_size=1, crop_size=16, scale_range=(0.7, 1.3), seed=0
+        coordinate_examples, batch_size=1, crop_size=16, scale_range=(0.7, 1.3), seed=0,
+        num_classes=21,
     )
     images, labels = next(iter(dataset))
     assert images.shape == (1, 16, 16, 3)
     with pytest.raises(ValueError, match="not both"):
         pipeline.train_dataset(
-            coordinate_examples, batch_size=1, scales=(1.0, 2.0), scale_range=(0.5, 2.0)
+            coordinate_examples, batch_size=1, scales=(1.0, 2.0), scale_range=(0.5, 2.0),
+            num_classes=21,
         )
     with pytest.raises(ValueError, match="scale_range"):
-        pipeline.train_dataset(coordinate_examples, batch_size=1, scale_range=(2.0, 1.0))
+        pipeline.train_dataset(
+            coordinate_examples, batch_size=1, scale_range=(2.0, 1.0), num_classes=21
+        )
     with pytest.raises(ValueError, match="crop_size"):
-        pipeline.train_dataset(coordinate_examples, batch_size=1, crop_size=(0, 4))
+        pipeline.train_dataset(coordinate_examples, batch_size=1, crop_size=(0, 4), num_classes=21)
     with pytest.raises(ValueError, match="empty"):
-        pipeline.train_dataset([], batch_size=1)
+        pipeline.train_dataset([], batch_size=1, num_classes=21)
 
 
 def test_train_shards_and_per_replica_batch(coordinate_examples):
     contexts = [tf.distribute.InputContext(2, i, 2) for i in range(2)]
     for context in contexts:
         dataset = pipeline.train_dataset(
-            coordinate_examples, batch_size=4, crop_size=16, seed=0, input_context=context
+            coordinate_examples, batch_size=4, crop_size=16, seed=0, input_context=context,
+            num_classes=21,
         )
         assert dataset.element_spec[0].shape == (2, 16, 16, 3)
     seen = []
     for context in contexts:
         dataset = pipeline.eval_dataset(
-            coordinate_examples, batch_size=2, input_context=context, with_metadata=True
+            coordinate_examples, batch_size=2, input_context=context, with_metadata=True,
+            num_classes=21,
         )
         seen.append([m["image_id"][0].decode() for _, _, m in dataset.as_numpy_iterator()])
     assert sorted(seen[0] + seen[1]) == ["img0", "img1", "img2"]
@@ -179,7 +190,7 @@ def test_distribute_datasets_from_function(mirrored_strategy, coordinate_example
             crop_size=16,
             scales=(1.0,),
             seed=0,
-            input_context=context,
+            input_context=context, num_classes=21,
         )
     )
     images, labels = next(iter(distributed))
@@ -191,7 +202,7 @@ def test_distribute_datasets_from_function(mirrored_strategy, coordinate_example
 
 
 def test_eval_full_images_in_order(coordinate_examples):
-    dataset = pipeline.eval_dataset(coordinate_examples, with_metadata=True)
+    dataset = pipeline.eval_dataset(coordinate_examples, with_metadata=True, num_classes=21)
     for (images, labels, metadata), example in zip(
         dataset.as_numpy_iterator(), coordinate_examples
     ):
@@ -210,13 +221,16 @@ def _confusion(prediction, label, num_classes=21):
 
 
 def test_eval_pad_to_scores_like_the_original_size(coordinate_examples):
-    padded = pipeline.eval_dataset(coordinate_examples, batch_size=3, pad_to=(48, 50))
+    padded = pipeline.eval_dataset(
+        coordinate_examples, batch_size=3, pad_to=(48, 50), num_classes=21
+    )
     images, labels = next(iter(padded.as_numpy_iterator()))
     assert images.shape == (3, 48, 50, 3) and labels.shape == (3, 48, 50)
     prediction = np.random.default_rng(0).integers(0, 21, size=labels.shape)
     padded_score = sum(_confusion(prediction[i], labels[i]) for i in range(3))
     original_score = 0
-    for i, (_, label) in enumerate(pipeline.eval_dataset(coordinate_examples).as_numpy_iterator()):
+    whole = pipeline.eval_dataset(coordinate_examples, num_classes=21)
+    for i, (_, label) in enumerate(whole.as_numpy_iterator()):
         height, width = label.shape[1:]
         original_score = original_score + _confusion(prediction[i, :height, :width], label[0])
         mean_rows = np.broadcast_to(MEAN, (48 - height, 50, 3))
@@ -224,14 +238,16 @@ def test_eval_pad_to_scores_like_the_original_size(coordinate_examples):
         assert (labels[i, :, width:] == 255).all()
     np.testing.assert_array_equal(padded_score, original_score)
     normalised = pipeline.eval_dataset(
-        coordinate_examples, batch_size=3, pad_to=(48, 50), normalize=True
+        coordinate_examples, batch_size=3, pad_to=(48, 50), normalize=True, num_classes=21
     )
     normalised_images = next(iter(normalised.as_numpy_iterator()))[0]
     np.testing.assert_allclose(normalised_images, (images - MEAN) / STD, rtol=1e-5, atol=1e-5)
 
 
 def test_eval_batches_without_pad_to_pad_to_the_largest(coordinate_examples):
-    dataset = pipeline.eval_dataset(coordinate_examples[:2], batch_size=2, with_metadata=True)
+    dataset = pipeline.eval_dataset(
+        coordinate_examples[:2], batch_size=2, with_metadata=True, num_classes=21
+    )
     images, labels, metadata = next(iter(dataset.as_numpy_iterator()))
     assert images.shape == (2, 40, 48, 3)
     assert metadata["height"].tolist() == [40, 36] and metadata["width"].tolist() == [48, 44]
@@ -244,17 +260,19 @@ def test_eval_batches_without_pad_to_pad_to_the_largest(coordinate_examples):
 
 
 def test_eval_image_larger_than_pad_to_names_it(coordinate_examples):
-    dataset = pipeline.eval_dataset(coordinate_examples, pad_to=(40, 40))
+    dataset = pipeline.eval_dataset(coordinate_examples, pad_to=(40, 40), num_classes=21)
     with pytest.raises(tf.errors.InvalidArgumentError, match="img0"):
         list(dataset)
 
 
 def test_cache_gives_the_same_batches(demo_root, tmp_path):
     examples = voc.read_voc_split(demo_root, "val")
-    plain = pipeline.train_dataset(examples, batch_size=2, crop_size=24, seed=1)
-    cached = pipeline.train_dataset(examples, batch_size=2, crop_size=24, seed=1, cache=True)
+    plain = pipeline.train_dataset(examples, batch_size=2, crop_size=24, seed=1, num_classes=21)
+    cached = pipeline.train_dataset(
+        examples, batch_size=2, crop_size=24, seed=1, cache=True, num_classes=21
+    )
     on_disk = pipeline.train_dataset(
-        examples, batch_size=2, crop_size=24, seed=1, cache=str(tmp_path / "cache")
+        examples, batch_size=2, crop_size=24, seed=1, cache=str(tmp_path / "cache"), num_classes=21
     )
     for a, b, c in zip(*(d.take(3).as_numpy_iterator() for d in (plain, cached, on_disk))):
         np.testing.assert_array_equal(a[1], b[1])

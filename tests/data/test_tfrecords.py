@@ -62,14 +62,14 @@ def test_train_dataset_from_tfrecords_shards_by_file(voc_fixture, tmp_path):
         examples + voc.read_voc_split(voc_root, "val"), tmp_path, num_shards=4
     )
     pattern = str(tmp_path / "voc-*.tfrecord")
-    dataset = pipeline.train_dataset(pattern, batch_size=2, crop_size=24, seed=0)
+    dataset = pipeline.train_dataset(pattern, batch_size=2, crop_size=24, seed=0, num_classes=21)
     images, labels = next(iter(dataset))
     assert images.shape == (2, 24, 24, 3) and labels.shape == (2, 24, 24)
     ids = []
     for index in range(2):
         context = tf.distribute.InputContext(2, index, 2)
         dataset = pipeline.eval_dataset(
-            pattern, batch_size=2, input_context=context, with_metadata=True
+            pattern, batch_size=2, input_context=context, with_metadata=True, num_classes=21
         )
         ids.append({m["image_id"][0].decode() for _, _, m in dataset.as_numpy_iterator()})
     assert not ids[0] & ids[1] and len(ids[0] | ids[1]) == 5
@@ -130,6 +130,6 @@ def test_tfds_builder_from_manual_dir_gives_the_same_examples(tmp_path):
         tfds.load("voc_segmentation", split="trainaug", data_dir=str(tmp_path / "tfds")),
         batch_size=2,
         crop_size=16,
-        seed=0,
+        seed=0, num_classes=21,
     )
     assert next(iter(batches))[1].shape == (2, 16, 16)

@@ -10,7 +10,7 @@ import pytest
 
 from ema_keras.data import read_voc_split, train_dataset, write_demo_dataset
 from ema_keras.export import load_images
-from ema_keras.training.losses import MaskedSparseCrossEntropy
+from ema_keras.losses import MaskedSparseCrossEntropy
 from ema_keras.models import EMANet
 
 TRAIN_STEPS = 150
@@ -33,7 +33,7 @@ def trained_model_path(demo_root, tmp_path_factory):
         crop_size=CROP,
         scales=(1.0,),
         seed=0,
-        cache=True,
+        cache=True, num_classes=21,
     )
     model = EMANet.from_preset("emanet_tiny_demo", seed=0)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=MaskedSparseCrossEntropy())

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ema_keras.data.voc import VOCExample
 from ema_keras.inference.evaluation import EvaluationResult, evaluate
-from ema_keras.training.metrics import SegmentationMeanIoU
+from ema_keras.metrics import SegmentationMeanIoU
 
 NAMES = ["sky", "road", "car", "bike"]
 LABELS = np.array([[0, 0, 1, 1], [0, 1, 1, 255]], np.uint8)

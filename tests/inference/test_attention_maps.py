@@ -25,6 +25,7 @@ from ema_keras.inference.prediction import (
     plan_predictions,
     predict_files,
 )
+from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_CLASSES = 3
@@ -177,7 +178,7 @@ def test_cli_attention_maps_writes_the_grid(model, tmp_path):
         f"--model={tmp_path / 'model.keras'}", f"--inputs={tmp_path / 'images'}",
         f"--output_dir={tmp_path / 'out'}", "--attention_maps", "--attention_bases=3",
     ]
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL=TESTS_TF_LOG_LEVEL)
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "attention maps" in result.stdout

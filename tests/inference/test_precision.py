@@ -147,7 +147,9 @@ def test_eval_program_runs_the_precision_it_prints(tmp_path, capsys):
     common = [f"--model={path}", f"--data_dir={voc_root}"]
     assert run_program("eval_voc.py", *common) == 0
     float32 = capsys.readouterr().out
-    assert "precision float32 (BatchNorm folded; asked for)" in float32
+    assert "precision float32 (BatchNorm folded; default)" in float32  # nobody asked
+    assert run_program("eval_voc.py", *common, "--precision=float32") == 0
+    assert "precision float32 (BatchNorm folded; asked for)" in capsys.readouterr().out
     assert run_program("eval_voc.py", *common, "--precision=bfloat16") == 0
     bfloat16 = capsys.readouterr().out
     assert "precision bfloat16" in bfloat16 and "argmax agreement with float32" in bfloat16

@@ -16,6 +16,7 @@ from ema_keras.inference.prediction import (
     predict_files,
     predict_label_map,
 )
+from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_CLASSES = 3
@@ -117,7 +118,7 @@ def test_plan_refuses_two_inputs_that_no_name_can_tell_apart(tmp_path):
 
 def run_predict(*flags):
     command = [sys.executable, os.path.join(REPO, "recipes", "predict.py"), *flags]
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL=TESTS_TF_LOG_LEVEL)
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 

@@ -1,9 +1,9 @@
 """The per-backend decisions of `ema_keras.training.backends`, and `ArrayCheckpoint`.
 
-Both run in the TensorFlow test session: `check_settings` takes the backend as
-an argument, and `ArrayCheckpoint` (the checkpoint of JAX and PyTorch runs)
-works on any backend. The runs themselves on JAX and torch are in
-tests/backends/.
+Both run in the TensorFlow test session: `check_settings` (which runs
+`backends.check_backend`) takes the backend as an argument, and
+`ArrayCheckpoint` (the checkpoint of JAX and PyTorch runs) works on any
+backend. The runs themselves on JAX and torch are in tests/backends/.
 """
 
 import json
@@ -17,7 +17,8 @@ import tensorflow as tf
 from ema_keras.data.voc import IGNORE_LABEL
 from ema_keras.training import SettingsError, backends, get_recipe
 from ema_keras.training.checkpointing import ArrayCheckpoint
-from ema_keras.training.metrics import SegmentationMeanIoU
+from ema_keras.training.config import check_settings
+from ema_keras.metrics import SegmentationMeanIoU
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,9 @@ from ema_keras.training.metrics import SegmentationMeanIoU
 )
 def test_what_a_backend_cannot_do_is_refused_naming_the_flag(backend, settings, flag):
     with pytest.raises(SettingsError, match=flag):
-        backends.check_settings(get_recipe("demo", **settings), backend=backend)
+        check_settings(get_recipe("demo", **settings), backend=backend)
+    with pytest.raises(SettingsError, match=flag):  # also when the execution is made
+        backends.make_execution(get_recipe("demo", **settings), backend=backend)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +46,12 @@ def test_what_a_backend_cannot_do_is_refused_naming_the_flag(backend, settings, 
 )
 def test_what_a_backend_can_do_passes(backend, strategy):
     config = get_recipe("demo", strategy=strategy, jit_compile=backend == "jax")
-    assert backends.check_settings(config, backend=backend) is config
+    assert check_settings(config, backend=backend) is config
+    assert backends.check_backend(config, backend=backend) is config
+
+
+def test_the_settings_have_one_check():
+    assert not hasattr(backends, "check_settings")  # config.check_settings runs check_backend
 
 
 def _tiny_model():

@@ -19,9 +19,10 @@ from ema_keras.data.class_weights import (
 )
 from ema_keras.data.errors import DataError
 from ema_keras.training.config import SettingsError, TrainConfig, check_settings
-from ema_keras.training.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
+from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 from tests.backends.backend_testing import backend_environment, run_checks_program
 from tests.backends.loss_checks import weighted_loss_case, weighted_loss_values
+from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 
 def _random_batch(seed, classes=5, ignore_fraction=0.3):
@@ -263,7 +264,7 @@ def test_loss_checks_case_gives_the_numpy_values():
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_weighted_losses_equal_tensorflows_on(backend, tmp_path):
     pytest.importorskip(backend)
-    env = backend_environment(backend, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    env = backend_environment(backend, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL=TESTS_TF_LOG_LEVEL)
     report = run_checks_program("tests.backends.loss_checks", str(tmp_path), env, timeout=300)
     assert f"class-weighted losses on {backend}" in report
     with open(os.path.join(tmp_path, f"weighted_losses_{backend}.json")) as handle:

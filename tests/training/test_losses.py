@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ema_keras.training.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
+from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
 
 
 def _log_softmax(logits):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ema_keras.training.metrics import SegmentationMeanIoU
+from ema_keras.metrics import SegmentationMeanIoU
 
 NUM_CLASSES = 4
 

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.tf_log_level import TESTS_TF_LOG_LEVEL
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_SCRIPT = os.path.join(REPO, "recipes", "train_voc.py")
 
 
 def _environment():
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL=TESTS_TF_LOG_LEVEL)
     env.pop("TF_CONFIG", None)
     return env
 

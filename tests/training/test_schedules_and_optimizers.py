@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ema_keras.training.optimizers import BIAS, DECAYED, PLAIN, ParameterGroupSGD, parameter_groups
-from ema_keras.training.schedules import PolyDecay
+from ema_keras.optimizers import BIAS, DECAYED, PLAIN, ParameterGroupSGD, parameter_groups
+from ema_keras.schedules import PolyDecay
 from tests.backends.optimizer_checks import official_first_step
 
 

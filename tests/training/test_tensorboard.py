@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from ema_keras.training.schedules import PolyDecay
+from ema_keras.schedules import PolyDecay
 from ema_keras.training import tensorboard, train
 
 

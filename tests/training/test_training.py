@@ -139,7 +139,7 @@ def test_xla_across_replicas_is_refused_before_anything_is_written(
 )
 def test_mixed_precision_forward_close_to_float32(policy, min_argmax_agreement):
     from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
-    from ema_keras.training.losses import MaskedSparseCrossEntropy
+    from ema_keras.losses import MaskedSparseCrossEntropy
     from ema_keras.models import EMANet
 
     rng = np.random.default_rng(5)

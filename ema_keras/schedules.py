@@ -3,8 +3,14 @@
 import keras
 from keras import ops
 
+from ema_keras.serialization import PACKAGE
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+
+# The official schedule's power (EMANET.md); TrainConfig's default reads it.
+OFFICIAL_POLY_POWER = 0.9
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
     """`lr = (initial - end) * (1 - step / decay_steps) ** power + end`, with optional warmup.
 
@@ -18,7 +24,7 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
         self,
         initial_learning_rate,
         decay_steps,
-        power=0.9,
+        power=OFFICIAL_POLY_POWER,
         end_learning_rate=0.0,
         warmup_steps=0,
         warmup_start_ratio=0.1,

@@ -3,6 +3,15 @@
 import keras
 from keras import ops
 
+from ema_keras.serialization import PACKAGE
+
+# The official code's SGD (EMANET.md): the VOC recipe's initial rate, momentum, L2 decay
+# on kernels and the biases' learning-rate multiplier. TrainConfig's defaults read them.
+OFFICIAL_LEARNING_RATE = 0.009
+OFFICIAL_MOMENTUM = 0.9
+OFFICIAL_L2_WEIGHT_DECAY = 1e-4
+OFFICIAL_BIAS_LEARNING_RATE_MULTIPLIER = 2.0
+
 # Parameter groups of the official code.
 DECAYED = "decayed"  # convolution and dense kernels: L2 weight decay
 BIAS = "bias"  # their biases: learning rate x bias_learning_rate_multiplier, no decay
@@ -21,6 +30,7 @@ def parameter_groups(model):
     of a layer that has a kernel, `PLAIN` otherwise (BatchNorm gamma and beta).
     """
     groups = {}
+    # Keras 3.15 internal (no public route; tests/test_keras_internals.py): every nested layer.
     for layer in model._flatten_layers(include_self=True, recursive=True):
         kernels = [getattr(layer, name, None) for name in _KERNEL_ATTRIBUTES]
         kernels = [kernel for kernel in kernels if isinstance(kernel, keras.Variable)]
@@ -43,7 +53,7 @@ def _group_from_keras_name(variable):
     return BIAS if variable.name == "bias" else PLAIN
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class ParameterGroupSGD(keras.optimizers.SGD):
     """SGD with momentum and the parameter groups of the official EMANet code.
 
@@ -64,10 +74,10 @@ class ParameterGroupSGD(keras.optimizers.SGD):
 
     def __init__(
         self,
-        learning_rate=0.009,
-        momentum=0.9,
-        l2_weight_decay=1e-4,
-        bias_learning_rate_multiplier=2.0,
+        learning_rate=OFFICIAL_LEARNING_RATE,
+        momentum=OFFICIAL_MOMENTUM,
+        l2_weight_decay=OFFICIAL_L2_WEIGHT_DECAY,
+        bias_learning_rate_multiplier=OFFICIAL_BIAS_LEARNING_RATE_MULTIPLIER,
         nesterov=False,
         name="parameter_group_sgd",
         **kwargs,
@@ -108,6 +118,7 @@ class ParameterGroupSGD(keras.optimizers.SGD):
 
     def variable_group(self, variable):
         """The group this optimizer applies to `variable` (a Keras or replica variable)."""
+        # Keras 3.15 internal (no public route; tests/test_keras_internals.py).
         return self._variable_groups[self._get_variable_index(variable)]
 
     def update_step(self, gradient, variable, learning_rate):

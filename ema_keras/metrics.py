@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from ema_keras.data.voc import IGNORE_LABEL
+from ema_keras.serialization import PACKAGE
 
 
 def _count_dtype():
@@ -16,7 +17,7 @@ def _count_dtype():
     return "float64"
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SegmentationMeanIoU(keras.metrics.Metric):
     """Mean IoU over classes, accumulated as a (classes x classes) confusion matrix.
 

@@ -13,6 +13,10 @@ every image, the training split's foreground rule included. Either way it
 prints, per split, the pairs and image sizes, then a table of pixels per
 class (training split: what `--class_weights` would weigh), naming classes
 that have no pixel. Exit 1 when anything is wrong, naming each file.
+
+It lives beside `ema_keras.cli`, the start-up every program shares, and not
+in `ema_keras.data`: the data package imports nothing above it (no program,
+training or inference).
 """
 
 import sys
@@ -20,6 +24,7 @@ import tempfile
 
 from absl import app, flags
 
+from ema_keras import cli
 from ema_keras.data import training_data
 from ema_keras.data.datasets import get_dataset
 from ema_keras.data.errors import DataError, PreflightError
@@ -131,8 +136,6 @@ def main(argv):
 
 def console_main():
     """`ema-keras-validate`: the shared program start-up (ema_keras.cli) around `main`."""
-    from ema_keras import cli  # the programs' start-up; it imports training and inference
-
     define_flags()
     cli.run(main)
 

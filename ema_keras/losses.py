@@ -18,6 +18,11 @@ import keras
 from keras import ops
 
 from ema_keras.data.voc import IGNORE_LABEL
+from ema_keras.serialization import PACKAGE
+
+# Weight of the auxiliary FCN head's loss in the official code (EMANET.md);
+# `EMANetImageSegmenter.compile` and TrainConfig's default read it.
+AUX_LOSS_WEIGHT = 0.4
 
 
 def _flatten_valid(y_true, y_pred, ignore_label):
@@ -73,7 +78,7 @@ def _pixel_weights(valid, labels, logits, class_weights):
     return valid * ops.take(table, labels)
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class MaskedSparseCrossEntropy(keras.losses.Loss):
     """Cross-entropy from logits, averaged over pixels whose label != ignore_label."""
 
@@ -101,7 +106,7 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
         }
 
 
-@keras.saving.register_keras_serializable(package="ema_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class OHEMCrossEntropy(keras.losses.Loss):
     """Online hard example mining over pixels (as in mmsegmentation's sampler).
 
