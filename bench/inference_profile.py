@@ -29,8 +29,7 @@ import os
 
 from absl import app, flags
 
-from bench import common
-from bench import model_inference
+from bench import common, model_inference
 
 FLAGS = flags.FLAGS
 KERNELS = {"oneDNN": None, "Eigen": "0"}  # TF_ENABLE_ONEDNN_OPTS per Keras run
@@ -179,6 +178,7 @@ def torch_profile(rows, *, size, repeats, threads, preset):
     common.set_threads(threads, frameworks=("torch",))
     import torch
     import torch.nn.functional as F
+
     from bench.torch_reference.emanet_torch import EMAU
     from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 

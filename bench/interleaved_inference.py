@@ -23,10 +23,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from bench import common
-from bench import inference_profile
-from bench import matmul_peak
-from bench import model_inference
+from bench import common, inference_profile, matmul_peak, model_inference
 
 FLAGS = flags.FLAGS
 MATMUL = "float32 matmul 2048^3"

@@ -46,8 +46,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from bench import common
-from bench import matmul_peak
+from bench import common, matmul_peak
 
 FLAGS = flags.FLAGS
 KERAS_RUNTIMES = ("keras_eager", "keras_graph", "keras_xla", "keras_folded", "keras_bfloat16")
@@ -171,6 +170,7 @@ def tflite_runner(model, preset, quantization, size, work_dir, num_threads):
 def torch_runners(depth, output_stride, num_classes, image, *, breakdown):
     """The PyTorch reference (whole model, and its trunk) on the same image, NCHW."""
     import torch
+
     from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 
     torch.manual_seed(0)
@@ -332,6 +332,7 @@ def torch_head_parts(preset, *, size, repeats, threads):
     common.set_threads(threads, frameworks=("torch",))
     import torch
     import torch.nn.functional as F
+
     from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 
     depth, output_stride, num_classes = preset_architecture(preset)

@@ -138,9 +138,9 @@ def torch_step(preset, *, batch, crop, steps, amp, gpu, threads, architecture=No
     common.set_threads(threads, frameworks=("torch",))
     import torch
     from torch import nn
-    from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 
-    from model_inference import preset_architecture
+    from bench.model_inference import preset_architecture
+    from bench.torch_reference.emanet_torch import EMANet as TorchEMANet
 
     torch.manual_seed(0)
     device = "cuda" if gpu else "cpu"

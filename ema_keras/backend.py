@@ -21,6 +21,7 @@ is on their command line (see `ema_keras.log_filter`).
 import itertools
 import os
 import sys
+from contextlib import nullcontext
 
 from ema_keras import log_filter
 
@@ -101,11 +102,8 @@ def _import_tensorflow():
     other line written back (`log_filter.stderr_lines_hidden`); this capture
     runs in every process that imports ema_keras, a library user's too.
     """
-    if log_filter.tf_log_level() < 1 or "tensorflow" in sys.modules:
-        import tensorflow  # noqa: F401
-
-        return
-    with log_filter.stderr_lines_hidden(log_filter.is_library_info):
+    hide = log_filter.tf_log_level() >= 1 and "tensorflow" not in sys.modules
+    with log_filter.stderr_lines_hidden(log_filter.is_library_info) if hide else nullcontext():
         import tensorflow  # noqa: F401
 
 

@@ -17,31 +17,34 @@ DECAYED = "decayed"  # convolution and dense kernels: L2 weight decay
 BIAS = "bias"  # their biases: learning rate x bias_learning_rate_multiplier, no decay
 PLAIN = "plain"  # everything else (BatchNorm gamma/beta, ...): plain SGD
 
-# Attributes under which Keras layers keep their weight matrices
-# (Conv*, Dense, EinsumDense: `kernel`; depthwise and separable convolutions).
-_KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+# Names of the weight matrices of Keras layers (Conv*, Dense, EinsumDense: `kernel`;
+# depthwise and separable convolutions).
+_KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
 def parameter_groups(model):
     """The group of each trainable variable of `model`, keyed by `variable.path`.
 
-    Decided from the layers, not from names a runtime gives the variables: a
-    weight is `DECAYED` when it is a layer's kernel, `BIAS` when it is the bias
-    of a layer that has a kernel, `PLAIN` otherwise (BatchNorm gamma and beta).
+    Decided from each weight's place in its layer, not from names a runtime
+    gives the variables: Keras' `variable.path` is "<layer path>/<name>",
+    the same on every replica. A weight is `DECAYED` when it is a layer's
+    kernel, `BIAS` when it is the `bias` of a layer that has a kernel,
+    `PLAIN` otherwise (BatchNorm gamma and beta).
     """
-    groups = {}
-    # Keras 3.15 internal (no public route; tests/test_keras_internals.py): every nested layer.
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        kernels = [getattr(layer, name, None) for name in _KERNEL_ATTRIBUTES]
-        kernels = [kernel for kernel in kernels if isinstance(kernel, keras.Variable)]
-        for kernel in kernels:
-            groups[kernel.path] = DECAYED
-        bias = getattr(layer, "bias", None)
-        if kernels and isinstance(bias, keras.Variable):
-            groups[bias.path] = BIAS
-    return {
-        variable.path: groups.get(variable.path, PLAIN) for variable in model.trainable_variables
+    layers_with_kernels = {
+        variable.path.rpartition("/")[0]
+        for variable in model.variables
+        if variable.name in _KERNEL_NAMES
     }
+
+    def group(variable):
+        if variable.name in _KERNEL_NAMES:
+            return DECAYED
+        if variable.name == "bias" and variable.path.rpartition("/")[0] in layers_with_kernels:
+            return BIAS
+        return PLAIN
+
+    return {variable.path: group(variable) for variable in model.trainable_variables}
 
 
 def _group_from_keras_name(variable):

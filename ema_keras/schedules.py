@@ -5,7 +5,6 @@ from keras import ops
 
 from ema_keras.serialization import PACKAGE
 
-
 # The official schedule's power (EMANET.md); TrainConfig's default reads it.
 OFFICIAL_POLY_POWER = 0.9
 

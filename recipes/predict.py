@@ -33,6 +33,14 @@ file already there is only replaced if predict wrote it. Every output path is
 checked before anything is written. Exit status: 0 done (unreadable images
 skipped, and listed); 1 a missing or unreadable model, a missing input, or no
 readable image at all; 2 outputs refused (nothing written).
+
+--engine ray runs a pool of model replicas on Ray Data instead (pip install
+'ema-keras[ray]'; one per GPU, or --num_workers CPU workers), for large
+collections: --inputs may also be globs and manifests (.txt: one path per
+line), every file is written atomically, a re-run skips the images already
+complete, and unreadable images are listed in <output_dir>/prediction_report.jsonl
+while the others go on (see docs/evaluation.md). Attention maps are not available
+there; --probabilities adds <stem>_probabilities.npz.
 """
 
 import os
@@ -40,15 +48,13 @@ import os
 from absl import app, flags
 
 from ema_keras import cli
-from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
 from ema_keras.data.datasets import get_dataset
-from ema_keras.data.training_data import colour_dataset
 from ema_keras.data.errors import DataError
 from ema_keras.data.photos import load_photo
-from ema_keras.model_files import load_keras_model
+from ema_keras.data.training_data import colour_dataset
+from ema_keras.inference.attention_maps import DEFAULT_NUM_BASES, MissingAttentionUnitError
+from ema_keras.inference.bulk_prediction import RayNotInstalledError, predict_with_ray
 from ema_keras.inference.precision import inference_model
-from ema_keras.training import load_config
-from ema_keras.visualize import label_colours
 from ema_keras.inference.prediction import (
     OutputConflictError,
     plan_predictions,
@@ -56,6 +62,9 @@ from ema_keras.inference.prediction import (
     read_inputs,
     write_predictions,
 )
+from ema_keras.model_files import load_keras_model
+from ema_keras.training import load_config
+from ema_keras.visualize import label_colours
 
 flags.DEFINE_string("model", None, "A .keras model file.", required=True)
 flags.DEFINE_list("inputs", None, "Image files and/or folders.", required=True)
@@ -93,9 +102,28 @@ cli.define_precision_flags(
     __name__,
     check_images_help="For bfloat16/auto: how many of the inputs to compare with float32 on.",
 )
+flags.DEFINE_enum(
+    "engine",
+    "local",
+    ["local", "ray"],
+    "local: this process, one image after another; ray: a pool of model replicas on Ray Data "
+    "(pip install 'ema-keras[ray]'), resumable, for large collections.",
+)
+flags.DEFINE_integer(
+    "num_workers",
+    None,
+    "--engine ray: model replicas (default: one per GPU, else one per 4 CPUs).",
+    lower_bound=1,
+)
+flags.DEFINE_boolean(
+    "probabilities", False, "--engine ray: also write <stem>_probabilities.npz (softmax, float16)."
+)
 FLAGS = flags.FLAGS
-# Outputs refused (nothing written): exit 2; a model without an EMA unit: exit 1.
-ERRORS = dict(usage_errors=(OutputConflictError,), data_errors=(MissingAttentionUnitError,))
+# Outputs refused (nothing written) or Ray missing: exit 2; a model without an EMA unit: exit 1.
+ERRORS = dict(
+    usage_errors=(OutputConflictError, RayNotInstalledError),
+    data_errors=(MissingAttentionUnitError,),
+)
 
 
 def palette_dataset(name, model_path):
@@ -114,8 +142,38 @@ def palette_dataset(name, model_path):
     return name
 
 
+def predict_on_ray():
+    """--engine ray: the same outputs (and refusals) as the local engine, on Ray Data."""
+    if FLAGS.attention_maps:
+        raise app.UsageError("--attention_maps is not available with --engine ray")
+    summary = predict_with_ray(
+        FLAGS.model,
+        FLAGS.inputs,
+        FLAGS.output_dir,
+        num_workers=FLAGS.num_workers,
+        overlays=True,
+        probabilities=FLAGS.probabilities,
+        legend=FLAGS.legend,
+        dataset=palette_dataset(FLAGS.dataset, FLAGS.model),
+        precision=FLAGS.precision,
+        progress=lambda so_far: print(so_far.progress(), flush=True),
+        scales=FLAGS.scales,
+        flip=FLAGS.flip,
+        window=FLAGS.window,
+    )
+    print(summary.summary())
+    if summary.failed and not summary.done and not summary.skipped:
+        raise DataError(summary.report_path, "none of the images could be predicted")
+    return 0
+
+
 def main(argv):
     del argv
+    if FLAGS.engine == "ray":
+        return predict_on_ray()
+    for name in ("num_workers", "probabilities"):
+        if FLAGS[name].present:
+            raise app.UsageError(f"--{name} is for --engine ray")
     # Planned and checked first: a refusal costs no model load and writes nothing.
     plan = plan_predictions(FLAGS.inputs, FLAGS.output_dir, attention_maps=FLAGS.attention_maps)
     notes, skipped = read_inputs(plan)  # every unreadable file known before anything is written

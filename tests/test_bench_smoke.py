@@ -79,9 +79,7 @@ def test_time_calls_and_table():
 
 def test_profile_census_counts_every_layer_once_with_its_flops(monkeypatch):
     from bench import inference_profile
-
     from ema_keras.layers import tensorflow_ops
-
     from ema_keras.models import DilatedResNet, EMANet
 
     backbone = DilatedResNet(
@@ -111,7 +109,6 @@ def test_profile_census_counts_every_layer_once_with_its_flops(monkeypatch):
 
 def test_inference_bench_agreement_and_runtimes():
     from bench import model_inference
-
     from ema_keras.models import DilatedResNet, EMANet
 
     images = model_inference.demo_images(2, 24)
@@ -134,9 +131,9 @@ def test_inference_bench_agreement_and_runtimes():
 
 
 def test_keras_dilation_lowering_traces_space_to_batch_and_is_restored(monkeypatch):
-    from bench import inference_profile
     import tensorflow as tf
 
+    from bench import inference_profile
     from ema_keras.layers import DilatedConv2D, tensorflow_ops
 
     # As where TensorFlow has the dilated gradient (oneDNN), whatever this CPU is.

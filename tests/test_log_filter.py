@@ -177,3 +177,27 @@ def test_a_program_hides_the_chatter_shows_errors_and_tf_logs_shows_it_all(untra
     assert "Verification failed for ['tflite_int8']" in shown.stderr
     for chatter in ("Ignored output_format", "fully_quantize: ", "XNNPACK delegate"):
         assert chatter in shown.stderr
+
+
+def _train_demo(model_dir, *flags):
+    command = [
+        sys.executable, os.path.join(REPO, "recipes", "train_voc.py"), "--recipe=demo",
+        f"--model_dir={model_dir}", "--steps=2", "--steps_per_checkpoint=2", "--warmup_steps=0",
+        "--verbose=0", *flags,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=_environment(),
+                          cwd=REPO, timeout=600)
+
+
+@pytest.mark.slow
+def test_training_keeps_our_own_info_lines_and_hides_the_savedmodel_writers(tmp_path):
+    quiet = _train_demo(tmp_path / "quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "First training step done" in quiet.stderr  # absl INFO, ours
+    assert "Sharding callback duration" not in quiet.stderr  # absl INFO, TensorFlow's
+    assert [line for line in quiet.stderr.splitlines() if is_library_chatter(line)] == []
+
+    shown = _train_demo(tmp_path / "shown", "--tf_logs")
+    assert shown.returncode == 0, shown.stderr
+    assert "Sharding callback duration" in shown.stderr
+    assert "cache_dataset_ops" in shown.stderr

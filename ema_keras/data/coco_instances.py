@@ -35,8 +35,13 @@ import numpy as np
 
 from ema_keras.data.annotations import AnnotatedDataset, AnnotatedImage
 from ema_keras.data.class_table import ClassTable, ClassTableError, default_palette
-from ema_keras.data.errors import CorruptFileError, DataError, LabelValueError, MissingFileError
-from ema_keras.data.errors import SizeMismatchError
+from ema_keras.data.errors import (
+    CorruptFileError,
+    DataError,
+    LabelValueError,
+    MissingFileError,
+    SizeMismatchError,
+)
 from ema_keras.data.voc import IGNORE_LABEL
 
 CONVERTER = "coco-1"

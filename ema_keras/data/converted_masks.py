@@ -37,8 +37,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ema_keras.data.dataset_spec import Example
-from ema_keras.data.errors import CorruptFileError, DataError, MissingFileError
-from ema_keras.data.errors import PreflightError, SizeMismatchError
+from ema_keras.data.errors import (
+    CorruptFileError,
+    DataError,
+    MissingFileError,
+    PreflightError,
+    SizeMismatchError,
+)
 from ema_keras.data.file_formats import JPEG_SIGNATURE, PNG_SIGNATURE
 from ema_keras.data.image_io import encode_label_png
 

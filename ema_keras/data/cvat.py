@@ -30,8 +30,13 @@ from PIL import Image
 
 from ema_keras.data.annotations import AnnotatedDataset, AnnotatedImage
 from ema_keras.data.class_table import ClassTable, ClassTableError
-from ema_keras.data.errors import CorruptFileError, EmptySplitError, LabelValueError
-from ema_keras.data.errors import MissingFileError, UnsupportedModeError
+from ema_keras.data.errors import (
+    CorruptFileError,
+    EmptySplitError,
+    LabelValueError,
+    MissingFileError,
+    UnsupportedModeError,
+)
 from ema_keras.data.folder import IMAGE_SUFFIXES
 
 CONVERTER = "cvat-1"

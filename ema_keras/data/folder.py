@@ -27,10 +27,18 @@ from PIL import Image
 
 from ema_keras.data.annotations import AnnotatedDataset, AnnotatedImage
 from ema_keras.data.class_table import read_class_table
-from ema_keras.data.errors import CorruptFileError, DataError, MissingFileError
-from ema_keras.data.errors import UnsupportedModeError
-from ema_keras.data.file_formats import PNG_BIT_DEPTH_OFFSET, PNG_COLOR_TYPE_OFFSET
-from ema_keras.data.file_formats import PNG_GRAYSCALE, PNG_SIGNATURE
+from ema_keras.data.errors import (
+    CorruptFileError,
+    DataError,
+    MissingFileError,
+    UnsupportedModeError,
+)
+from ema_keras.data.file_formats import (
+    PNG_BIT_DEPTH_OFFSET,
+    PNG_COLOR_TYPE_OFFSET,
+    PNG_GRAYSCALE,
+    PNG_SIGNATURE,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 MASK_SUFFIX = ".png"

@@ -37,8 +37,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ema_keras.data.class_table import IGNORE_NAME, ClassTableError, parse_class_lines
 from ema_keras.data.converted_masks import displayed_size
-from ema_keras.data.errors import DataError, LabelValueError, SizeMismatchError
-from ema_keras.data.errors import UnsupportedModeError
+from ema_keras.data.errors import (
+    DataError,
+    LabelValueError,
+    SizeMismatchError,
+    UnsupportedModeError,
+)
 from ema_keras.data.file_formats import JPEG_SIGNATURE, check_encoding
 from ema_keras.data.folder import CLASSES_FILE, IMAGE_SUFFIXES, SPLITS_FOLDER
 from ema_keras.data.image_io import encode_label_png

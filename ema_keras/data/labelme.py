@@ -35,8 +35,12 @@ from PIL import Image, ImageDraw
 
 from ema_keras.data.annotations import AnnotatedDataset, AnnotatedImage
 from ema_keras.data.class_table import IGNORE_NAME, ClassTable, ClassTableError, default_palette
-from ema_keras.data.errors import CorruptFileError, LabelValueError, MissingFileError
-from ema_keras.data.errors import SizeMismatchError
+from ema_keras.data.errors import (
+    CorruptFileError,
+    LabelValueError,
+    MissingFileError,
+    SizeMismatchError,
+)
 from ema_keras.data.voc import IGNORE_LABEL
 
 CONVERTER = "labelme-1"

@@ -26,8 +26,8 @@ import hashlib
 import json
 import os
 import time
-from typing import Tuple
 from concurrent.futures import ThreadPoolExecutor
+from typing import Tuple
 
 import numpy as np
 import tensorflow as tf

@@ -17,9 +17,9 @@ import tensorflow as tf
 
 from ema_keras import log_filter
 from ema_keras.export.preprocessing import canvas_numpy
+from ema_keras.export.saved_model import BYTES_SIGNATURE, IMAGES_SIGNATURE, make_logits_fn
 from ema_keras.models.input_contract import model_inputs
 from ema_keras.models.outputs import main_logits
-from ema_keras.export.saved_model import BYTES_SIGNATURE, IMAGES_SIGNATURE, make_logits_fn
 
 FLOAT_THRESHOLD = 0.999
 INT8_THRESHOLD = 0.99

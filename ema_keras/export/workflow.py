@@ -19,7 +19,6 @@ from ema_keras.data.voc import read_voc_split
 from ema_keras.export.onnx import export_onnx, require_onnx, verify_onnx
 from ema_keras.export.saved_model import export_saved_model
 from ema_keras.export.tflite import export_tflite
-from ema_keras.inference.precision import AGREEMENT_THRESHOLD, InferenceChoice, inference_model
 from ema_keras.export.verification import (
     FLOAT_THRESHOLD,
     INT8_THRESHOLD,
@@ -31,6 +30,7 @@ from ema_keras.export.verification import (
     verify_saved_model,
     verify_tflite,
 )
+from ema_keras.inference.precision import AGREEMENT_THRESHOLD, InferenceChoice, inference_model
 from ema_keras.model_files import load_keras_model
 
 # format name -> (file name under output_dir, TFLite quantization or None for the others)

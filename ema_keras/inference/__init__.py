@@ -2,12 +2,14 @@
 
 `multi_scale` predicts class probabilities (single scale, multi-scale + flip,
 sliding window), `evaluation` scores them against a split, `prediction` turns
-images on disk into label PNGs and overlays, and `attention_maps` shows what
+images on disk into label PNGs and overlays (`bulk_prediction`: the same on
+Ray Data, for large collections), and `attention_maps` shows what
 the EMA unit's bases attend to; `folding` and `precision` build the fastest
 inference copy of a model (BatchNorm folded, bfloat16 where it agrees).
 """
 
 from ema_keras.inference.attention_maps import AttentionMaps, attention_grid, attention_maps
+from ema_keras.inference.bulk_prediction import BulkPredictionSummary, predict_with_ray
 from ema_keras.inference.evaluation import EvaluationResult, evaluate
 from ema_keras.inference.folding import fold_batch_norm
 from ema_keras.inference.multi_scale import (
@@ -29,6 +31,7 @@ __all__ = [
     "MULTI_SCALES",
     "PRECISIONS",
     "AttentionMaps",
+    "BulkPredictionSummary",
     "EvaluationResult",
     "InferenceChoice",
     "PrecisionRefusedError",
@@ -40,5 +43,6 @@ __all__ = [
     "predict_files",
     "predict_label_map",
     "predict_probabilities",
+    "predict_with_ray",
     "sliding_window_logits",
 ]

@@ -24,9 +24,8 @@ and loads as a plain `.keras` functional model. It is an inference model:
 its BatchNorms no longer exist to train.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 

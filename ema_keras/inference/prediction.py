@@ -120,8 +120,8 @@ def list_images(inputs):
     seen = set()
     unique = []
     for path, subfolder in found:
-        if _file_key(path) not in seen:
-            seen.add(_file_key(path))
+        if file_key(path) not in seen:
+            seen.add(file_key(path))
             unique.append((path, subfolder))
     return unique
 
@@ -193,26 +193,26 @@ def plan_predictions(inputs, output_dir, *, attention_maps=False):
     ]
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise OutputConflictError(output_dir, f"output_dir {output_dir} is a file, not a folder")
-    inputs_by_key = {_file_key(path): path for path in image_paths}
+    inputs_by_key = {file_key(path): path for path in image_paths}
     outputs = [path for item in plan for path in item.output_paths]
     for path in outputs:
-        if _file_key(path) in inputs_by_key:
+        if file_key(path) in inputs_by_key:
             raise OutputConflictError(
                 path,
-                f"writing {path} would overwrite the input {inputs_by_key[_file_key(path)]}: "
+                f"writing {path} would overwrite the input {inputs_by_key[file_key(path)]}: "
                 "choose an output_dir that holds no input",
             )
     _refuse_shared_outputs(plan)
-    output_folder = _file_key(output_dir)
+    output_folder = file_key(output_dir)
     for path in image_paths:
         # The folder the path names, and the one its file really lives in.
-        named_in = _file_key(os.path.dirname(os.path.abspath(path)))
-        if output_folder in (named_in, os.path.dirname(_file_key(path))):
+        named_in = file_key(os.path.dirname(os.path.abspath(path)))
+        if output_folder in (named_in, os.path.dirname(file_key(path))):
             raise OutputConflictError(
                 path, f"output_dir {output_dir} holds the input {path}: choose another folder"
             )
     for path in outputs:
-        if os.path.lexists(path) and not _written_by_us(path):
+        if os.path.lexists(path) and not written_by_us(path):
             raise OutputConflictError(
                 path,
                 f"{path} exists and was not written by predict: move it, or choose another "
@@ -312,13 +312,8 @@ def write_predictions(
             report.notes[item.image_path] = note
         os.makedirs(os.path.dirname(item.label_path) or ".", exist_ok=True)
         label = predict_label_map(model, image, **inference_options)
-        _save_label_map(label, item.label_path, colours.colormap)
-        picture = overlay(image, label, colours=colours)
-        if legend:
-            picture = with_legend(picture, label, colours)
-        Image.fromarray(picture).save(
-            item.overlay_path, format="JPEG", quality=90, comment=OUTPUT_MARKER
-        )
+        save_label_map(label, item.label_path, colours.colormap)
+        save_overlay(image, label, item.overlay_path, colours, legend=legend)
         if item.attention_path:
             grid = attention_grid(image, mapper(image), attention_bases)
             _save_png(Image.fromarray(grid), item.attention_path)
@@ -341,16 +336,29 @@ def predict_files(model, inputs, output_dir, *, attention_maps=False, **options)
     return write_predictions(model, plan, skipped=skipped, **options)
 
 
-def _file_key(path):
+def file_key(path):
+    """What two paths naming the same file have in common (links and case resolved)."""
     return os.path.normcase(os.path.realpath(path))
 
 
-def _save_label_map(label, path, colormap):
+def save_label_map(label, path, colormap):
+    """(H, W) class ids as a palette PNG at `path`, marked as ours (`written_by_us`)."""
     # As `image_io.save_palette_png`, with the marker that lets a re-run replace the file.
     label = np.ascontiguousarray(label, dtype=np.uint8)
     image = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
     image.putpalette(np.asarray(colormap, np.uint8).tobytes())
     _save_png(image, path)
+
+
+def save_overlay(image, label, path, colours, *, legend=True):
+    """The classes of `label` blended over `image`, as a marked JPEG at `path`.
+
+    With `legend`, a strip on its right names the classes it shows.
+    """
+    picture = overlay(image, label, colours=colours)
+    if legend:
+        picture = with_legend(picture, label, colours)
+    Image.fromarray(picture).save(path, format="JPEG", quality=90, comment=OUTPUT_MARKER)
 
 
 def _save_png(image, path):
@@ -359,7 +367,8 @@ def _save_png(image, path):
     image.save(path, format="PNG", pnginfo=info)
 
 
-def _written_by_us(path):
+def written_by_us(path):
+    """Whether `path` is an image this module wrote (its marker), so a re-run may replace it."""
     if os.path.islink(path) or not os.path.isfile(path):
         return False
     try:

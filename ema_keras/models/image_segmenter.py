@@ -26,8 +26,12 @@ from ema_keras.models.functional_model import (
     check_keywords,
     with_article,
 )
-from ema_keras.models.presets import get_preset, is_preset_name, preset_architecture
-from ema_keras.models.presets import weights_to_load
+from ema_keras.models.presets import (
+    get_preset,
+    is_preset_name,
+    preset_architecture,
+    weights_to_load,
+)
 from ema_keras.optimizers import OFFICIAL_LEARNING_RATE, ParameterGroupSGD, parameter_groups
 from ema_keras.schedules import PolyDecay
 from ema_keras.weights.loading import load_model_weights

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 import keras
 
-from ema_keras.training import checkpointing, strategy as strategies
+from ema_keras.training import checkpointing
+from ema_keras.training import strategy as strategies
 from ema_keras.training.errors import SettingsError
 
 BACKEND = keras.backend.backend()

@@ -23,8 +23,8 @@ from PIL import Image
 from ema_keras import weights
 from ema_keras.data import datasets, demo, pipeline, splits, training_data
 from ema_keras.data.class_weights import resolve_class_weights
-from ema_keras.models.class_info import set_class_info
 from ema_keras.models import build_preset
+from ema_keras.models.class_info import set_class_info
 from ema_keras.training import backends, checkpointing, curves, run_record, tensorboard
 from ema_keras.training.compiling import compile_model
 from ema_keras.training.config import SettingsError

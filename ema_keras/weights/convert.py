@@ -9,9 +9,9 @@ from ema_keras.weights import torch_files, torch_names
 from ema_keras.weights.layer_weights import WeightsMismatchError, assign_layer_weights
 from ema_keras.weights.loading import (
     check_backbone,
-    raise_for_unknown_keys,
     depth_name,
     load_official_state_dict,
+    raise_for_unknown_keys,
 )
 
 OUTPUT_SUFFIXES = (".keras", ".weights.h5")

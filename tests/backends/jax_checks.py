@@ -37,8 +37,8 @@ TENSORFLOW_ONLY_AT_IMPORT = sorted(
 )
 from ema_keras.layers import EMALayer
 from ema_keras.models import EMANet
-from tests.backends.optimizer_checks import check_parameter_groups_follow_the_official_rules
 from tests.backends.layer_checks import check_em_layer_matches_reference
+from tests.backends.optimizer_checks import check_parameter_groups_follow_the_official_rules
 from tests.layers.em_reference import reference_em, reference_update
 
 

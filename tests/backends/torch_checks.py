@@ -21,10 +21,10 @@ import ema_keras
 # Checked first thing: `import ema_keras` on torch must not start TensorFlow.
 TENSORFLOW_AT_IMPORT = "tensorflow" in sys.modules
 from ema_keras.models import EMANet  # noqa: E402
+from tests.backends.layer_checks import check_em_layer_matches_reference  # noqa: E402
 from tests.backends.optimizer_checks import (  # noqa: E402
     check_parameter_groups_follow_the_official_rules,
 )
-from tests.backends.layer_checks import check_em_layer_matches_reference  # noqa: E402
 
 
 def check_tiny_preset_trains_and_saves(work_dir, inputs):

@@ -16,15 +16,31 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from ema_keras.data.class_table import ClassTableError
-from ema_keras.data.coco_instances import decode_rle, polygon_mask, read_coco_instances
-from ema_keras.data.coco_instances import read_coco_layout
+from ema_keras.data.coco_instances import (
+    decode_rle,
+    polygon_mask,
+    read_coco_instances,
+    read_coco_layout,
+)
 from ema_keras.data.cvat import read_cvat
-from ema_keras.data.errors import DataError, EmptySplitError, LabelValueError, MissingFileError
-from ema_keras.data.errors import SizeMismatchError
+from ema_keras.data.errors import (
+    DataError,
+    EmptySplitError,
+    LabelValueError,
+    MissingFileError,
+    SizeMismatchError,
+)
 from ema_keras.data.labelme import read_labelme
-from tests.data.annotation_fixtures import CLASS_NAMES, CVAT_COLOURS, PIXEL_COLOURS
-from tests.data.annotation_fixtures import rle_runs, rle_string, write_coco_instances
-from tests.data.annotation_fixtures import write_cvat_export, write_labelme_folder
+from tests.data.annotation_fixtures import (
+    CLASS_NAMES,
+    CVAT_COLOURS,
+    PIXEL_COLOURS,
+    rle_runs,
+    rle_string,
+    write_coco_instances,
+    write_cvat_export,
+    write_labelme_folder,
+)
 
 SIZE = (48, 64)
 

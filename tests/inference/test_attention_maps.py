@@ -17,14 +17,14 @@ from ema_keras.inference.attention_maps import (
     heat_colours,
     tile_size,
 )
-from ema_keras.model_files import load_keras_model
-from ema_keras.models import EMANet
 from ema_keras.inference.prediction import (
     OUTPUT_MARKER,
     OutputConflictError,
     plan_predictions,
     predict_files,
 )
+from ema_keras.model_files import load_keras_model
+from ema_keras.models import EMANet
 from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

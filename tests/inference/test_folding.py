@@ -1,9 +1,8 @@
 """fold_batch_norm: the folded inference model computes what the original computes."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from ema_keras.inference.folding import fold_batch_norm
 from ema_keras.models import DilatedResNet, EMANet, build_preset

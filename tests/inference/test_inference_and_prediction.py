@@ -9,8 +9,8 @@ from ema_keras.data import write_demo_dataset
 from ema_keras.data.image_io import load_label
 from ema_keras.data.voc import read_voc_split
 from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from ema_keras.inference.evaluation import evaluate
 from ema_keras.inference import predict_probabilities, sliding_window_logits
+from ema_keras.inference.evaluation import evaluate
 from ema_keras.inference.prediction import predict_files, predict_label_map
 from ema_keras.models import model_inputs
 

@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 from ema_keras.data.image_io import load_label
-from ema_keras.models import EMANet
 from ema_keras.inference.prediction import (
     OutputConflictError,
     plan_predictions,
     predict_files,
     predict_label_map,
 )
+from ema_keras.models import EMANet
 from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

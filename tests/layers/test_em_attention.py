@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 
 from ema_keras.layers import EMALayer, EMAUnit
-from tests.layers.em_reference import reference_em, reference_update
 from tests.layer_testing import check_mixed_precision, run_layer_test
+from tests.layers.em_reference import reference_em, reference_update
 
 BATCH, HEIGHT, WIDTH, CHANNELS, NUM_BASES = 4, 6, 5, 16, 8
 

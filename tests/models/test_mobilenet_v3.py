@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.export import export_and_verify
+from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.models import (
     EMANet,
     MobileEMANet,

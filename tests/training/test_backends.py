@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 
 from ema_keras.data.voc import IGNORE_LABEL
+from ema_keras.metrics import SegmentationMeanIoU
 from ema_keras.training import SettingsError, backends, get_recipe
 from ema_keras.training.checkpointing import ArrayCheckpoint
 from ema_keras.training.config import check_settings
-from ema_keras.metrics import SegmentationMeanIoU
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from ema_keras.data.class_weights import (
     resolve_class_weights,
 )
 from ema_keras.data.errors import DataError
-from ema_keras.training.config import SettingsError, TrainConfig, check_settings
 from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
+from ema_keras.training.config import SettingsError, TrainConfig, check_settings
 from tests.backends.backend_testing import backend_environment, run_checks_program
 from tests.backends.loss_checks import weighted_loss_case, weighted_loss_values
 from tests.tf_log_level import TESTS_TF_LOG_LEVEL

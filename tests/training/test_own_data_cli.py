@@ -96,8 +96,8 @@ def test_exif_rotated_square_jpeg_is_trained_as_displayed(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     stored.save(path, quality=95, exif=exif.tobytes())
-    from ema_keras.data.folder import read_folder
     from ema_keras.data.converted_masks import materialize
+    from ema_keras.data.folder import read_folder
 
     examples = materialize(read_folder(str(data)), str(tmp_path / "cache"))
     example = next(e for e in examples if e.image_id == "img000")
@@ -202,10 +202,10 @@ def test_annotation_tool_exports_train_and_evaluate(tmp_path, capsys, kind):
 
 def test_predict_on_a_model_of_a_folder_run_uses_its_folder(tmp_path, capsys):
     """predict.py beside a run of your own data: the run's dataset is no benchmark name."""
-    from ema_keras.models import build_preset
-    from ema_keras.training.run_record import record_run
-    from ema_keras.training.config import get_recipe
     from ema_keras.data.class_table import ClassTable
+    from ema_keras.models import build_preset
+    from ema_keras.training.config import get_recipe
+    from ema_keras.training.run_record import record_run
 
     run = tmp_path / "run"
     run.mkdir()

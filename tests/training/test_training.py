@@ -164,10 +164,9 @@ def test_mixed_precision_forward_close_to_float32(policy, min_argmax_agreement):
 
 @pytest.mark.slow
 def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
+    from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
     from ema_keras.models import EMANet
     from ema_keras.training import trainer
-
-    from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
     rng = np.random.default_rng(5)
     # Raw pixels (what the models take) that normalise to a standard normal.
@@ -188,8 +187,8 @@ def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
 
 def test_trainaug_from_a_raw_sbd_folder_trains_on_converted_labels(tmp_path):
     from ema_keras.data.image_io import load_label
-    from ema_keras.training import get_recipe, trainer
     from ema_keras.data.training_data import resolve_training_data
+    from ema_keras.training import get_recipe
     from tests.data.conftest import write_sbd, write_voc
 
     voc_root, _ = write_voc(str(tmp_path), {"train": ["a1", "a2"], "val": ["v1"]})
@@ -235,9 +234,9 @@ def test_training_refuses_a_bad_file_before_writing_anything(tmp_path, kind, spl
 
 
 def test_eval_pad_size_smaller_than_a_validation_image_is_refused_up_front(tmp_path):
-    from tests.data.conftest import write_voc
-
     from PIL import Image
+
+    from tests.data.conftest import write_voc
 
     voc_root, _ = write_voc(str(tmp_path), {"train": ["a1", "a2"], "val": ["v1", "v2"]})
     images = [os.path.join(voc_root, "JPEGImages", f"{i}.jpg") for i in ("v1", "v2")]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ema_keras.models import DilatedResNet, EMANet, MobileEMANet, presets
+from ema_keras.optimizers import BIAS, DECAYED, parameter_groups
 from ema_keras.training import trainer
 from ema_keras.training.config import SettingsError, TrainConfig
-from ema_keras.optimizers import BIAS, DECAYED, parameter_groups
 from ema_keras.weights import (
     WeightsMismatchError,
     classifier_layers,
