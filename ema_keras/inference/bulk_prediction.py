@@ -47,6 +47,7 @@ from ema_keras.inference.prediction import (
     OutputConflictError,
     file_key,
     plan_predictions,
+    refuse_foreign_file,
     save_label_map,
     save_overlay,
 )
@@ -175,13 +176,8 @@ def plan_bulk_predictions(inputs, output_dir, *, overlays=False, probabilities=F
                     f"writing {path} would overwrite the input {inputs_by_key[file_key(path)]}: "
                     "choose an output_dir that holds no input",
                 )
-        path = item.probabilities_path
-        if path and os.path.lexists(path) and not _probabilities_written_by_us(path):
-            raise OutputConflictError(
-                path,
-                f"{path} exists and was not written by predict: move it, or choose another "
-                "output_dir",
-            )
+        if item.probabilities_path:
+            refuse_foreign_file(item.probabilities_path, _probabilities_written_by_us)
     report_path = os.path.join(os.fspath(output_dir), REPORT_NAME)
     if os.path.lexists(report_path) and not _is_report(report_path):
         raise OutputConflictError(

@@ -212,13 +212,19 @@ def plan_predictions(inputs, output_dir, *, attention_maps=False):
                 path, f"output_dir {output_dir} holds the input {path}: choose another folder"
             )
     for path in outputs:
-        if os.path.lexists(path) and not written_by_us(path):
-            raise OutputConflictError(
-                path,
-                f"{path} exists and was not written by predict: move it, or choose another "
-                "output_dir",
-            )
+        refuse_foreign_file(path, written_by_us)
     return plan
+
+
+def refuse_foreign_file(path, ours):
+    """Raises `OutputConflictError` when `path` exists and `ours(path)` says predict did not
+    write it: an output never replaces a file of the user's."""
+    if os.path.lexists(path) and not ours(path):
+        raise OutputConflictError(
+            path,
+            f"{path} exists and was not written by predict: move it, or choose another "
+            "output_dir",
+        )
 
 
 def _refuse_shared_outputs(plan):
