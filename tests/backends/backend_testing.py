@@ -21,13 +21,13 @@ def backend_environment(backend, **variables):
     return dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=pythonpath, **variables)
 
 
-def run_checks_program(module, work_dir, env, timeout=600):
-    """`python -m <module> <work_dir>` from the repository in `env`; returns what it printed.
+def run_checks_program(module, work_dir, env, timeout=600, arguments=()):
+    """`python -m <module> <work_dir> <arguments>` from the repository in `env`; returns its output.
 
     Fails the test with the program's output when it exits non-zero.
     """
     result = subprocess.run(
-        [sys.executable, "-m", module, work_dir],
+        [sys.executable, "-m", module, work_dir, *arguments],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -1,17 +1,22 @@
-"""The training recipe on JAX, run as a program by `test_jax_recipe.py` (the test session is TF).
+"""The training recipe on JAX, run as programs by `test_jax_recipe.py` (the test session is TF).
 
     KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 \
-        python -m tests.backends.jax_recipe_checks WORK_DIR
+        python -m tests.backends.jax_recipe_checks WORK_DIR one_device
+    ... python -m tests.backends.jax_recipe_checks WORK_DIR mirrored
 
 Trains the demo recipe, shrunk, through `ema_keras.training.train` on the
-generated demo set: data-parallel over the two host devices (`--strategy
-mirrored`), then on one device with the same global batch. Writes, in
-WORK_DIR, each run's folder (`mirrored/`, `one_device/`) and `checks.json`:
-how far each variable is from one device to the other, and from the mirrored
-run's one device to its other. Then resumes the mirrored run from its first
+generated demo set, each run in its own process as a user runs it (no state
+of one run can reach the other): `one_device` trains on one device and keeps
+its variables in `one_device.npz`; `mirrored` trains data-parallel over the
+two host devices (`--strategy mirrored`) on the same global batches and
+writes `checks.json`: how far each variable is from the one-device run's, and
+from the mirrored run's one device to its other; each run's variables before
+the first step (a digest), so a difference says whether it came from the
+start or from training. Then it resumes the mirrored run from its first
 checkpoint, as after a kill between two checkpoints.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +29,8 @@ from ema_keras.data import write_demo_dataset
 from ema_keras.training import get_recipe, train
 from ema_keras.training.checkpointing import ArrayCheckpoint
 from tests.tiny_recipe import TINY_TRAINING
+
+ONE_DEVICE_FILE = "one_device.npz"
 
 
 def tiny_config(data_dir, strategy):
@@ -43,12 +50,68 @@ def largest_relative_difference(actual, expected):
     return float(np.max(np.abs(actual - expected))) / scale
 
 
-def main(work_dir):
-    assert keras.backend.backend() == "jax"
-    data_dir = write_demo_dataset(
+def variables_digest(variables):
+    digest = hashlib.sha256()
+    for variable in variables:
+        digest.update(variable.path.encode())
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    return digest.hexdigest()
+
+
+def train_recording(config, model_dir, on_train_begin):
+    """`train(config, model_dir)` with `on_train_begin(model)` called before the first step.
+
+    train() builds its own callbacks; the recorder joins them through fit's
+    callbacks argument.
+    """
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            on_train_begin(self.model)
+
+    original_fit = keras.Model.fit
+
+    def fit_with_recorder(self, *args, callbacks=None, **kwargs):
+        return original_fit(self, *args, callbacks=[Recorder(), *callbacks], **kwargs)
+
+    keras.Model.fit = fit_with_recorder
+    try:
+        return train(config, model_dir)
+    finally:
+        keras.Model.fit = original_fit
+
+
+def demo_data(work_dir):
+    return write_demo_dataset(
         os.path.join(work_dir, "voc"), num_train=16, num_val=5, image_size=(64, 80), seed=3
     )
-    mirrored = train(tiny_config(data_dir, "mirrored"), os.path.join(work_dir, "mirrored"))
+
+
+def run_one_device(work_dir):
+    start = {}
+    result = train_recording(
+        tiny_config(demo_data(work_dir), "one_device"),
+        os.path.join(work_dir, "one_device"),
+        lambda model: start.update(digest=variables_digest(model.variables)),
+    )
+    variables = result.model.variables
+    np.savez(
+        os.path.join(work_dir, ONE_DEVICE_FILE),
+        paths=np.array([v.path for v in variables]),
+        start_digest=np.array(start["digest"]),
+        val_mean_iou=np.array(result.val_mean_iou),
+        **{f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)},
+    )
+
+
+def run_mirrored(work_dir):
+    data_dir = demo_data(work_dir)
+    start = {}
+    mirrored = train_recording(
+        tiny_config(data_dir, "mirrored"),
+        os.path.join(work_dir, "mirrored"),
+        lambda model: start.update(digest=variables_digest(model.variables)),
+    )
     variables = mirrored.model.variables + mirrored.model.optimizer.variables
     copies_differ = [
         variable.path
@@ -58,23 +121,26 @@ def main(work_dir):
         )
     ]
     shard_counts = sorted({len(shard_values(variable)) for variable in variables})
-    one_device = train(tiny_config(data_dir, "one_device"), os.path.join(work_dir, "one_device"))
+    with np.load(os.path.join(work_dir, ONE_DEVICE_FILE)) as one_device:
+        one_device_paths = [str(path) for path in one_device["paths"]]
+        expected = {path: one_device[f"v{i}"] for i, path in enumerate(one_device_paths)}
+        one_device_start = str(one_device["start_digest"])
+        one_device_val_mean_iou = float(one_device["val_mean_iou"])
     differences = {
-        expected.path: largest_relative_difference(
-            keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected)
+        variable.path: largest_relative_difference(
+            keras.ops.convert_to_numpy(variable), expected[variable.path]
         )
-        for expected, actual in zip(one_device.model.variables, mirrored.model.variables)
+        for variable in mirrored.model.variables
+        if variable.path in expected
     }
-    paths_match = [v.path for v in one_device.model.variables] == [
-        v.path for v in mirrored.model.variables
-    ]
     report = {
         "step": mirrored.step,
         "val_mean_iou": mirrored.val_mean_iou,
-        "one_device_val_mean_iou": one_device.val_mean_iou,
+        "one_device_val_mean_iou": one_device_val_mean_iou,
+        "start_digests_equal": start["digest"] == one_device_start,
         "shards_per_variable": shard_counts,
         "variables_differing_between_devices": copies_differ,
-        "paths_match": paths_match,
+        "paths_match": [v.path for v in mirrored.model.variables] == one_device_paths,
         "relative_difference_to_one_device": differences,
     }
     report.update(check_resume(data_dir, work_dir, mirrored))
@@ -100,24 +166,13 @@ def check_resume(data_dir, work_dir, finished):
         saved_bases = [stored[f"v{i}"] for i, path in enumerate(stored["paths"]) if "bases" in path]
     restored = {}
 
-    class RecordRestored(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            restored["step"] = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-            restored["bases"] = [
-                keras.ops.convert_to_numpy(v) for v in self.model.variables if "bases" in v.path
-            ]
+    def record_restored(model):
+        restored["step"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        restored["bases"] = [
+            keras.ops.convert_to_numpy(v) for v in model.variables if "bases" in v.path
+        ]
 
-    # train() builds its own callbacks; the recorder joins them through fit's callbacks argument.
-    original_fit = keras.Model.fit
-
-    def fit_with_recorder(self, *args, callbacks=None, **kwargs):
-        return original_fit(self, *args, callbacks=[RecordRestored(), *callbacks], **kwargs)
-
-    keras.Model.fit = fit_with_recorder
-    try:
-        resumed = train(tiny_config(data_dir, "mirrored"), run_dir)
-    finally:
-        keras.Model.fit = original_fit
+    resumed = train_recording(tiny_config(data_dir, "mirrored"), run_dir, record_restored)
     return {
         "resumed_from_step": restored["step"],
         "resumed_to_step": resumed.step,
@@ -128,4 +183,5 @@ def check_resume(data_dir, work_dir, finished):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    assert keras.backend.backend() == "jax"
+    {"one_device": run_one_device, "mirrored": run_mirrored}[sys.argv[2]](sys.argv[1])
