@@ -25,14 +25,14 @@ from ema_keras import cost, layers, models
 from ema_keras.version import __version__
 
 # Subpackages that need TensorFlow (tf.data, tf.distribute, SavedModel, LiteRT).
-_TENSORFLOW_SUBPACKAGES = ("data", "inference", "training")
+_TENSORFLOW_SUBPACKAGES = ("data", "inference", "quantization", "training")
 
 # What a compiled or trained `.keras` file names besides its layers: Keras alone,
 # registered on every backend so that `keras.models.load_model` reads every file we write.
 from ema_keras import losses, metrics, optimizers, schedules  # noqa: E402,F401
 
 if _backend.BACKEND == "tensorflow":
-    from ema_keras import data, inference, training  # noqa: F401
+    from ema_keras import data, inference, quantization, training  # noqa: F401
 
 
 def __getattr__(name):
@@ -48,6 +48,7 @@ __all__ = [
     "inference",
     "layers",
     "models",
+    "quantization",
     "training",
     "__version__",
 ]

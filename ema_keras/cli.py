@@ -29,6 +29,7 @@ absl's logger drops TensorFlow's and Keras' INFO records (our own stay).
 """
 
 import contextlib
+import dataclasses
 import logging as python_logging
 import os
 import sys
@@ -38,10 +39,13 @@ from absl import app, flags
 from ema_keras import log_filter
 from ema_keras.data.discovery import DataNotFoundError
 from ema_keras.data.errors import DataError
+from ema_keras.inference import distributed_evaluation
 from ema_keras.inference.precision import INFERENCE_PRECISIONS, PrecisionRefusedError
 from ema_keras.model_files import InvalidModelFileError
+from ema_keras.training import backends
+from ema_keras.training import strategy as strategies
 from ema_keras.training.checkpointing import TrainingDiverged
-from ema_keras.training.config import SettingsError
+from ema_keras.training.config import SettingsError, TrainConfig
 
 USAGE_ERROR = 2
 DATA_ERROR = 1
@@ -142,6 +146,53 @@ def define_scales_flag(module_name, default, help_text):
         ScalesParser(), "scales", default, help_text, serializer=flags.ListSerializer(","),
         module_name=program_module(module_name),
     )
+
+
+def define_strategy_flag(module_name, default, help_text=None):
+    """--strategy, the one definition of train_voc.py's and eval_voc.py's: a name of
+    `ema_keras.training.strategy.STRATEGIES`, checked where it is used (`check_settings`,
+    `evaluation_replicas`); the help is TrainConfig's unless `help_text`. Filed under
+    `module_name` as `define_precision_flags` files its flags."""
+    if help_text is None:
+        help_text = {field.name: field for field in dataclasses.fields(TrainConfig)}[
+            "strategy"
+        ].metadata["help"]
+    flags.DEFINE_string(
+        "strategy", default, help_text, module_name=program_module(module_name)
+    )
+
+
+# What --strategy may be for an evaluation, per Keras backend (training's tpu is not:
+# whole images of every size would compile a TPU program per size).
+EVALUATION_STRATEGIES = {
+    "tensorflow": ("one_device", "mirrored", "multi_worker"),
+    "jax": ("one_device", "mirrored"),
+    "torch": ("one_device",),
+}
+
+
+def evaluation_replicas(strategy_name):
+    """The `ema_keras.inference.distributed_evaluation.EvaluationReplicas` that --strategy names
+    on the current Keras backend, built as training builds its strategy; a name the backend
+    cannot evaluate with is a `SettingsError` (one line). Call it before TensorFlow runs an op
+    (mirrored on CPUs splits the CPU into logical devices)."""
+    backend = backends.BACKEND
+    allowed = EVALUATION_STRATEGIES.get(backend, ("one_device",))
+    if strategy_name not in allowed:
+        raise SettingsError(
+            f"--strategy {strategy_name!r} cannot evaluate on KERAS_BACKEND={backend}; use "
+            f"{' or '.join(allowed)}."
+        )
+    name = f"--strategy {strategy_name}"
+    if backend == "tensorflow":
+        strategy = strategies.make_strategy(strategy_name)
+        return distributed_evaluation.tensorflow_replicas(
+            strategy, name=name, chief=strategies.is_chief(strategy)
+        )
+    backends._keep_tensorflow_to_the_cpu()  # tf.data reads the files, the backend computes
+    if strategy_name == "mirrored":
+        return distributed_evaluation.jax_replicas(name=name)
+    return distributed_evaluation.one_device(name=name)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@
 'ema-keras[onnx]'). Verification images come from --split of --data_dir (or
 --images); full-integer int8 is calibrated on --calibration_split. Exits non-zero when a variant's
 pixel agreement with Keras falls below its threshold (that variant's file is
-then left as <name>.FAILED.<ext>, not under its final name).
+then left as <name>.FAILED.<ext>, not under its final name). --qat_model adds the
+full-integer file of a quantization-aware copy (docs/mobile.md), emanet_int8_qat.tflite.
 """
 
 from absl import app, flags, logging
@@ -64,6 +65,12 @@ cli.define_precision_flags(
 flags.DEFINE_integer(
     "num_threads", None, "TFLite interpreter and onnxruntime threads (default: all cores)."
 )
+flags.DEFINE_string(
+    "qat_model",
+    None,
+    "A quantization-aware copy of --model, fine-tuned (ema_keras.quantization): also writes "
+    "emanet_int8_qat.tflite with its learnt ranges, verified against it and against --model.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -109,7 +116,7 @@ def main(argv):
             data_dir=FLAGS.data_dir, split=FLAGS.split, limit=FLAGS.num_images
         )
         calibration = None
-        if "tflite_int8" in formats:
+        if "tflite_int8" in formats or FLAGS.qat_model:
             calibration = export.load_images(
                 data_dir=FLAGS.data_dir,
                 split=FLAGS.calibration_split,
@@ -122,7 +129,7 @@ def main(argv):
         )
     thresholds = {
         name: FLAGS.int8_threshold if "int8" in name else FLAGS.float_threshold
-        for name in export.FORMATS
+        for name in (*export.FORMATS, export.QAT_FORMAT)
     }
     try:
         with cli.precision_flag(FLAGS.precision):  # refused before anything is written
@@ -138,6 +145,7 @@ def main(argv):
                 thresholds=thresholds,
                 num_threads=FLAGS.num_threads,
                 saved_model_precision=FLAGS.precision,
+                qat_model=FLAGS.qat_model and export.load_model(FLAGS.qat_model),
             )
     except export.ExportVerificationError as error:
         failed = [report.format for report in error.reports if not report.passed]

@@ -5,6 +5,8 @@
         --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip --output_json runs/voc/ms_flip.json
     python recipes/eval_voc.py --model_dir runs/cityscapes          # 769x769 windows
 
+    python recipes/eval_voc.py --model_dir runs/voc --strategy mirrored --flip   # all GPUs
+
 --dataset defaults to the training run's (train_config.json), else voc; Cityscapes
 is scored by sliding window (--window, default the dataset's 769) and every table
 names the dataset's classes.
@@ -13,7 +15,10 @@ Prints the per-class IoU table (markdown) and the mean IoU. The model runs with 
 BatchNorms folded into its convolutions, in --precision: float32 (the default: the
 scores of the paper's protocol), bfloat16, or auto (bfloat16 where the CPU has it
 natively, kept only if its class maps agree with float32's on >= 99.5% of the pixels
-of the first --precision_check_images images; see docs/evaluation.md).
+of the first --precision_check_images images; see docs/evaluation.md). --strategy
+shares the images out over devices (mirrored: all local GPUs, else two logical CPUs; on
+JAX every local device) or machines (multi_worker, TF_CONFIG): each replica scores whole
+images and the integer counts are summed, so the scores equal one device's.
 """
 
 import json
@@ -23,7 +28,7 @@ from absl import app, flags
 
 from ema_keras import cli
 from ema_keras.data import preflight_check, training_data
-from ema_keras.inference.evaluation import evaluate
+from ema_keras.inference.distributed_evaluation import evaluate_on_replicas
 from ema_keras.inference.evaluation_setup import (
     checked_inference_model,
     class_names,
@@ -70,6 +75,13 @@ cli.define_precision_flags(
     check_images_help="For bfloat16/auto: how many of the split's first images to compare "
     "with float32 on.",
 )
+cli.define_strategy_flag(
+    __name__,
+    "one_device",
+    "Where to score: one_device, mirrored (all local GPUs, else 2 logical CPUs; on JAX every "
+    "local device) or multi_worker (TensorFlow, TF_CONFIG). Each replica scores whole images; "
+    "the result equals one device's.",
+)
 flags.DEFINE_string("output_json", None, "Write the result as JSON here.")
 flags.DEFINE_string("output_markdown", None, "Write the per-class table here.")
 FLAGS = flags.FLAGS
@@ -81,6 +93,8 @@ def main(argv):
         folder = os.path.dirname(os.path.abspath(FLAGS[flag].value or "."))
         if not os.path.isdir(folder):
             raise app.UsageError(f"--{flag}: the folder {folder} does not exist; create it first.")
+    # Before TensorFlow runs anything: mirrored on CPUs splits the CPU into logical devices.
+    replicas = cli.evaluation_replicas(FLAGS.strategy)
     model_path = find_model_file(FLAGS.model, FLAGS.model_dir)
     data = evaluation_split(
         FLAGS.dataset, FLAGS.data_dir, FLAGS.split, FLAGS.num_classes, FLAGS.model_dir
@@ -97,9 +111,10 @@ def main(argv):
             data.num_classes, asked=cli.precision_asked(),
         )
     print(choice.describe())
-    result = evaluate(
+    result = evaluate_on_replicas(
         choice.model,
         data.examples,
+        replicas,
         num_classes=data.num_classes,
         scales=FLAGS.scales,
         flip=FLAGS.flip,
@@ -109,9 +124,14 @@ def main(argv):
         class_names=class_names(choice.model, data.class_table),
     )
     table = result.to_markdown()
-    print(f"{model_path} on {data.split} ({result.num_images} images), {result.settings}:")
+    print(
+        f"{model_path} on {data.split} ({result.num_images} images, {replicas.describe()}), "
+        f"{result.settings}:"
+    )
     print(table)
     print(f"mIoU: {100 * result.mean_iou:.2f}")
+    if not replicas.chief:
+        return 0  # every worker has the result; the chief writes it
     if FLAGS.output_json:
         with open(FLAGS.output_json, "w") as file:
             json.dump(result.to_json(), file, indent=2)

@@ -49,6 +49,8 @@ def _define_config_flags():
         kind = typing.get_args(field.type) or (field.type,)
         if field.name == "scales":
             cli.define_scales_flag(__name__, None, help_text)
+        elif field.name == "strategy":
+            cli.define_strategy_flag(__name__, None, help_text)
         elif bool in kind:
             flags.DEFINE_boolean(field.name, None, help_text)
         elif int in kind:

@@ -100,16 +100,19 @@ _ABOVE_THE_LIBRARY = ("ema_keras.cli", "ema_keras.validation_program")
 FORBIDDEN = {
     "ema_keras.layers": ("ema_keras.models", "ema_keras.data", "ema_keras.training",
                          "ema_keras.inference", "ema_keras.export", "ema_keras.weights",
+                         "ema_keras.quantization",
                          *_ABOVE_THE_LIBRARY),
     "ema_keras.data": ("ema_keras.models", "ema_keras.training", "ema_keras.inference",
                        "ema_keras.export", "ema_keras.weights", *_ABOVE_THE_LIBRARY),
     "ema_keras.models": ("ema_keras.training", "ema_keras.inference", "ema_keras.export",
-                         *_ABOVE_THE_LIBRARY),
+                         "ema_keras.quantization", *_ABOVE_THE_LIBRARY),
     "ema_keras.weights": ("ema_keras.training", "ema_keras.inference", "ema_keras.export",
                           *_ABOVE_THE_LIBRARY),
     # Inference may read a training run (its record, its model files): not the reverse.
-    "ema_keras.inference": ("ema_keras.export", *_ABOVE_THE_LIBRARY),
+    "ema_keras.inference": ("ema_keras.export", "ema_keras.quantization", *_ABOVE_THE_LIBRARY),
     "ema_keras.training": ("ema_keras.inference", "ema_keras.export", *_ABOVE_THE_LIBRARY),
+    # Quantization-aware training folds with inference's folding; export writes its files.
+    "ema_keras.quantization": ("ema_keras.training", "ema_keras.export", *_ABOVE_THE_LIBRARY),
     "ema_keras.export": ("ema_keras.training", *_ABOVE_THE_LIBRARY),
 }  # fmt: skip
 

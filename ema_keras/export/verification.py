@@ -190,6 +190,27 @@ def tflite_interpreter(path, num_threads=None):
     return interpreter
 
 
+def tflite_operators(path):
+    """[(op name, output dtype name)] of a TFLite file, in execution order (before delegation).
+
+    A full-integer file's kernels output "int8" (shape arithmetic "int32");
+    a "float32" output is a float island. Read with ai_edge_litert's
+    operator listing (`_get_ops_details`, the only one it has) on an
+    interpreter without delegates, so every op of the file is listed.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=os.fspath(path),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    return [
+        (op["op_name"], np.dtype(tensors[op["outputs"][0]]["dtype"]).name)
+        for op in interpreter._get_ops_details()
+    ]
+
+
 def _quantize(values, details):
     scale, zero_point = details["quantization"]
     dtype = details["dtype"]

@@ -53,6 +53,10 @@ DEFAULT_THRESHOLDS = {
     "onnx": FLOAT_THRESHOLD,
 }
 REPORT_FILE = "verification.json"
+# The full-integer file of a quantization-aware copy (`export_and_verify(..., qat_model=)`):
+# verified against that copy, then against the float model as "tflite_int8_qat_vs_float".
+QAT_FORMAT = "tflite_int8_qat"
+QAT_FILE = "emanet_int8_qat.tflite"
 
 
 class ExportVerificationError(RuntimeError):
@@ -161,6 +165,30 @@ def _export_one(name, final_path, write, verify, threshold):
     return report
 
 
+def _export_qat(
+    qat_model, model, output_dir, images, representative_images, image_size, threshold,
+    num_threads,
+):  # fmt: skip
+    """The QAT file against the QAT copy (published if it passes), then against `model`."""
+
+    def write(path):
+        export_tflite(qat_model, path, quantization="int8", image_size=image_size,
+                      representative_images=representative_images)  # fmt: skip
+
+    def verify(path):
+        return verify_tflite(path, qat_model, images, threshold=threshold,
+                             num_threads=num_threads)  # fmt: skip
+
+    report = _export_one(QAT_FORMAT, os.path.join(output_dir, QAT_FILE), write, verify, threshold)
+    if report.error is not None:
+        return [report]
+    against_float = verify_tflite(
+        report.path, model, images, threshold=threshold, num_threads=num_threads,
+        format_name=f"{QAT_FORMAT}_vs_float",
+    )  # fmt: skip
+    return [report, against_float]
+
+
 def export_and_verify(
     model,
     output_dir,
@@ -176,6 +204,7 @@ def export_and_verify(
     saved_model_precision="float32",
     print_table=True,
     raise_on_failure=True,
+    qat_model=None,
 ):
     """Exports `model` in each of `formats`, verifies each file, and publishes those that pass.
 
@@ -202,6 +231,11 @@ def export_and_verify(
             falls below it on the check images.
         raise_on_failure: raise `ExportVerificationError` when a variant
             fails; otherwise only return the reports.
+        qat_model: a quantization-aware copy of `model`, fine-tuned
+            (`ema_keras.quantization`): adds `QAT_FORMAT`, the full-integer
+            file with the ranges it learnt (`representative_images` calibrate
+            only the tensors it leaves unquantized), verified against it and
+            then against `model` (threshold of "tflite_int8").
 
     Returns:
         A list of `VerificationReport`, one per format, in order.
@@ -209,7 +243,7 @@ def export_and_verify(
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     unknown = [name for name in formats if name not in FORMATS]
-    if unknown or not formats:
+    if unknown or not (formats or qat_model is not None):
         raise ValueError(
             f"Unknown or no export formats {unknown or list(formats)}; choose from {list(FORMATS)}."
         )
@@ -225,6 +259,12 @@ def export_and_verify(
     os.makedirs(output_dir, exist_ok=True)
 
     reports = []
+    if qat_model is not None:
+        thresholds.setdefault(QAT_FORMAT, thresholds["tflite_int8"])
+        reports.extend(
+            _export_qat(qat_model, model, output_dir, images, representative_images,
+                        image_size, thresholds[QAT_FORMAT], num_threads)
+        )  # fmt: skip
     for name in formats:
         file_name, quantization = FORMATS[name]
         threshold = thresholds[name]

@@ -1,7 +1,8 @@
 """Inference: from a trained model to scores, label maps and attention maps.
 
 `multi_scale` predicts class probabilities (single scale, multi-scale + flip,
-sliding window), `evaluation` scores them against a split, `prediction` turns
+sliding window), `evaluation` scores them against a split (`distributed_evaluation`: on
+every device and worker, the same integer counts), `prediction` turns
 images on disk into label PNGs and overlays (`bulk_prediction`: the same on
 Ray Data, for large collections), and `attention_maps` shows what
 the EMA unit's bases attend to; `folding` and `precision` build the fastest
@@ -10,6 +11,7 @@ inference copy of a model (BatchNorm folded, bfloat16 where it agrees).
 
 from ema_keras.inference.attention_maps import AttentionMaps, attention_grid, attention_maps
 from ema_keras.inference.bulk_prediction import BulkPredictionSummary, predict_with_ray
+from ema_keras.inference.distributed_evaluation import EvaluationReplicas, evaluate_on_replicas
 from ema_keras.inference.evaluation import EvaluationResult, evaluate
 from ema_keras.inference.folding import fold_batch_norm
 from ema_keras.inference.multi_scale import (
@@ -32,12 +34,14 @@ __all__ = [
     "PRECISIONS",
     "AttentionMaps",
     "BulkPredictionSummary",
+    "EvaluationReplicas",
     "EvaluationResult",
     "InferenceChoice",
     "PrecisionRefusedError",
     "attention_grid",
     "attention_maps",
     "evaluate",
+    "evaluate_on_replicas",
     "fold_batch_norm",
     "inference_model",
     "predict_files",

@@ -20,6 +20,11 @@ from ema_keras.models.outputs import main_logits
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
+def _numpy_logits(model, images):
+    """The model's logits as a NumPy array, on any Keras backend (the rest here is TensorFlow)."""
+    return np.asarray(main_logits(model(model_inputs(model, images), training=False)))
+
+
 def _tiles(length, window, stride):
     """Start offsets covering [0, length) with windows of `window` every `stride`."""
     if length <= window:
@@ -49,7 +54,7 @@ def sliding_window_logits(model, images, window, stride=None):
     for top in _tiles(padded_height, window_height, stride_height):
         for left in _tiles(padded_width, window_width, stride_width):
             crop = images[:, top : top + window_height, left : left + window_width]
-            logits = main_logits(model(model_inputs(model, crop), training=False)).numpy()
+            logits = _numpy_logits(model, crop)
             if total is None:
                 total = np.zeros(
                     (images.shape[0], padded_height, padded_width, logits.shape[-1]), np.float32
@@ -61,7 +66,7 @@ def sliding_window_logits(model, images, window, stride=None):
 
 def _logits_at(model, images, window, stride):
     if window is None:
-        return main_logits(model(model_inputs(model, images), training=False)).numpy()
+        return _numpy_logits(model, images)
     return sliding_window_logits(model, images, window, stride)
 
 

@@ -7,13 +7,14 @@ with the settings of its published anchor (docs/datasets.md).
 """
 
 import dataclasses
+import math
 from typing import Optional, Tuple
 
 from ema_keras.data.class_weights import CLASS_WEIGHT_MODES, is_class_weights_setting
 from ema_keras.data.datasets import DATASETS
 from ema_keras.data.pipeline import OFFICIAL_SCALES
 from ema_keras.data.training_data import dataset_names, is_custom
-from ema_keras.losses import AUX_LOSS_WEIGHT
+from ema_keras.losses import AUX_LOSS_WEIGHT, DISTILL_TEMPERATURE, DISTILL_WEIGHT
 from ema_keras.models.preset_files import is_preset_location
 from ema_keras.models.presets import preset_names
 from ema_keras.optimizers import (
@@ -73,6 +74,18 @@ class TrainConfig:
         False,
         "Train only the head and classifier: the image encoder keeps the weights it starts from "
         "(set --weights or --backbone_weights), its BatchNorms their moving statistics.",
+    )
+    teacher: Optional[str] = _setting(
+        None,
+        "A trained model of the same classes to distil into this one (channel-wise, on the "
+        "logits): a .keras file, or a preset folder, hf://, kaggle:// or preset name with weights.",
+    )
+    distill_temperature: float = _setting(
+        DISTILL_TEMPERATURE,
+        "Temperature of the spatial softmax of each class's logits in the --teacher's term.",
+    )
+    distill_weight: float = _setting(
+        DISTILL_WEIGHT, "Weight of the --teacher's distillation term in the loss (0: none)."
     )
     # Data. `data_dir` is a folder of `dataset` (VOCdevkit or VOC2012 for voc);
     # None trains on the generated demo dataset. `train_tfrecords` (a glob)
@@ -202,6 +215,12 @@ def check_settings(config, backend=backends.BACKEND):
             f"--class_weights {config.class_weights!r} is neither one of "
             f"{', '.join(CLASS_WEIGHT_MODES)} nor an existing file of weights."
         )
+    if not (math.isfinite(config.distill_temperature) and config.distill_temperature > 0.0):
+        raise SettingsError(
+            f"--distill_temperature must be above 0, got {config.distill_temperature}."
+        )
+    if not (math.isfinite(config.distill_weight) and config.distill_weight >= 0.0):
+        raise SettingsError(f"--distill_weight must be 0 or more, got {config.distill_weight}.")
     if not 0.0 < config.val_fraction < 1.0:
         raise SettingsError(f"--val_fraction must be between 0 and 1, got {config.val_fraction}.")
     if is_custom(config.dataset):

@@ -25,7 +25,14 @@ from ema_keras.data import datasets, demo, pipeline, splits, training_data
 from ema_keras.data.class_weights import resolve_class_weights
 from ema_keras.models import build_preset
 from ema_keras.models.class_info import set_class_info
-from ema_keras.training import backends, checkpointing, curves, run_record, tensorboard
+from ema_keras.training import (
+    backends,
+    checkpointing,
+    curves,
+    distillation,
+    run_record,
+    tensorboard,
+)
 from ema_keras.training.compiling import compile_model
 from ema_keras.training.config import SettingsError
 from ema_keras.training.first_step import FirstStepTimer
@@ -89,13 +96,16 @@ def refuse_before_writing(config, model_dir):
     read is left to the pre-run check, which names it).
     """
     _refuse_frozen_random_backbone(config)
-    annotated = None
+    annotated = table = None
     if config.data_dir is not None and training_data.is_custom(config.dataset):
         annotated = training_data.read_annotated(config.dataset, config.data_dir)
+        table = annotated.class_table
         run_record.refuse_other_classes(annotated.class_table, model_dir)
     elif not training_data.is_custom(config.dataset):
         table = training_data.class_table_of(config.dataset, config.num_classes)
         run_record.refuse_other_classes(table, model_dir)
+    if table is not None:
+        distillation.refuse_unfit_teacher(config, table.num_classes)
     if not config.validate:
         return
     needed = max(_validation_image_sides(config, model_dir, annotated), default=0)
@@ -226,6 +236,9 @@ def _train(config, model_dir, execution, first_step):
         logging.info("Resuming from step %d (%s).", initial_step, checkpoint.latest)
     if initial_epoch >= epochs:
         return _finished_run(model, initial_step, model_dir, chief)
+    if config.teacher:
+        with execution.scope():
+            distillation.distil_into(model, config)
     targets = _label_targets(model)
 
     def dataset_fn(input_context):
