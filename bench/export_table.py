@@ -47,14 +47,14 @@ def train_tiny_model(voc_root, steps):
 
     from ema_keras.data import read_voc_split, train_dataset
     from ema_keras.losses import MaskedSparseCrossEntropy
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
 
     keras.utils.set_random_seed(0)
     dataset = train_dataset(
         read_voc_split(voc_root, "train"), batch_size=8, crop_size=64, scales=(1.0,), seed=0,
         num_classes=21,
     )
-    model = EMANet.from_preset("emanet_tiny_demo", seed=0)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", seed=0)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=MaskedSparseCrossEntropy())
     model.fit(dataset, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
     return model
@@ -88,7 +88,7 @@ def main(argv):
 
     from ema_keras import export
     from ema_keras.data import write_demo_dataset
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
 
     quick = FLAGS.quick
     size = FLAGS.image_size or (128 if quick else 513)
@@ -110,7 +110,7 @@ def main(argv):
         model, name = train_tiny_model(voc_root, FLAGS.train_steps), "emanet_tiny_demo (trained)"
         name += f", {FLAGS.train_steps} steps"
     else:
-        model = EMANet.from_preset("emanet_resnet101_os8_voc", seed=0)
+        model = EMANetImageSegmenter.from_preset("emanet_resnet101_os8_voc", seed=0)
         name = "emanet_resnet101_os8_voc (random weights, BatchNorm statistics of 2 images)"
     elapsed = time.perf_counter() - start
     print(f"model ready in {elapsed:.0f} s: {name}, {model.count_params():,} parameters")

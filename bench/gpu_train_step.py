@@ -109,14 +109,14 @@ def keras_jax_step(preset, *, batch, crop, steps, warmup, policy, device):
     import jax
     import keras
 
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
 
     platform = jax.devices()[0].platform
     if device == "gpu" and platform != "gpu":
         raise RuntimeError(f"--device gpu, but JAX sees only {platform} devices.")
     # No keras.utils.set_random_seed: it imports TensorFlow where installed.
     keras.mixed_precision.set_global_policy(policy)
-    model = EMANet.from_preset(preset, seed=0)
+    model = EMANetImageSegmenter.from_preset(preset, seed=0)
     optimizer = keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM)
     if policy == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -182,17 +182,18 @@ def torch_architecture(preset):
     """
     from ema_keras.models.presets import get_preset
 
-    config = get_preset(preset)
-    backbone = config["backbone"]
-    if "depth" in backbone:
+    config = get_preset(preset)  # segmenter, its backbone (the head), its image encoder
+    head = config["backbone"]
+    encoder = head["image_encoder"]
+    if "depth" in encoder:
         return None
     return {
         "num_classes": config["num_classes"],
-        "block_counts": backbone["block_counts"],
-        "output_stride": backbone["output_stride"],
-        "head_channels": config.get("head_channels", 512),
-        "classifier_channels": config.get("classifier_channels", 256),
-        "num_bases": config.get("ema_num_bases", 64),
+        "block_counts": encoder["block_counts"],
+        "output_stride": encoder["output_stride"],
+        "head_channels": head.get("head_channels", 512),
+        "classifier_channels": head.get("classifier_channels", 256),
+        "num_bases": head.get("ema_num_bases", 64),
     }
 
 

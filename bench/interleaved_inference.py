@@ -36,10 +36,10 @@ def runners(preset, size):
 
     from ema_keras import cost
     from ema_keras.inference.folding import fold_batch_norm
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
 
     keras.utils.set_random_seed(0)
-    model = EMANet.from_preset(preset, seed=0)
+    model = EMANetImageSegmenter.from_preset(preset, seed=0)
     flops = cost.model_cost(model, input_size=(size, size))["total"].flops
     image = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
     x = tf.constant(image)

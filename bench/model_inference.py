@@ -64,9 +64,10 @@ def preset_architecture(preset):
     """(depth, output_stride) of a preset, for the PyTorch model."""
     from ema_keras.models.presets import get_preset
 
-    config = get_preset(preset)
-    backbone = config["backbone"]
-    if backbone.get("stem") != "deep" or config.get("aux_head") or config.get("concat_input"):
+    config = get_preset(preset)  # segmenter, its backbone (the head), its image encoder
+    backbone = config["backbone"]["image_encoder"]
+    concat_input = config["backbone"].get("concat_input")
+    if backbone.get("stem") != "deep" or config.get("aux_head") or concat_input:
         raise ValueError(
             f"Preset {preset!r} is not the official architecture (deep stem, no aux head), "
             "which is all the PyTorch reference builds."
@@ -99,7 +100,10 @@ def keras_runners(model, image, *, breakdown, runtimes=KERAS_RUNTIMES):
     runners["keras_eager"] = lambda: model(x, training=False).numpy()
     trunk = None
     if breakdown:
-        backbone = tf.function(lambda v: model.backbone(v, training=False)["P5"])
+        from ema_keras.models.segmenter_parts import image_encoder_of
+
+        encoder = image_encoder_of(model)
+        backbone = tf.function(lambda v: encoder(v, training=False)["P5"])
         trunk = lambda: backbone(x).numpy()  # noqa: E731
     return runners, trunk, graphs
 
@@ -215,10 +219,10 @@ def tensorflow_runtimes(
     import keras
 
     from ema_keras import cost
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
 
     keras.utils.set_random_seed(0)
-    model = EMANet.from_preset(preset, seed=0)
+    model = EMANetImageSegmenter.from_preset(preset, seed=0)
     model_cost = cost.model_cost(model, input_size=(size, size))
     image = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
     runners, keras_trunk, graphs = keras_runners(
@@ -298,12 +302,15 @@ def keras_head_parts(preset, *, size, repeats, threads):
     import keras
     import tensorflow as tf
 
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
+    from ema_keras.models.segmenter_parts import find_layer
 
     keras.utils.set_random_seed(0)
-    model = EMANet.from_preset(preset, seed=0)
+    model = EMANetImageSegmenter.from_preset(preset, seed=0)
     side = feature_size(size, model.backbone.output_stride)
-    layer = model.get_layer
+
+    def layer(name):
+        return find_layer(model, name)[0]
 
     def conv_bn_relu(name):
         return lambda x: layer(f"{name}_relu")(layer(f"{name}_bn")(layer(f"{name}_conv")(x)))
@@ -312,12 +319,14 @@ def keras_head_parts(preset, *, size, repeats, threads):
         return tf.random.stateless_normal((1, side, side, channels), seed=(0, channels))
 
     image = tf.zeros((1, size, size, 3))
-    heads = model.head_channels
+    heads = model.backbone.head_channels
     parts = {
-        HEAD_PARTS[0]: (conv_bn_relu("pre_ema"), random(model.backbone.output["P5"].shape[-1])),
+        HEAD_PARTS[0]: (
+            conv_bn_relu("pre_ema"), random(model.image_encoder.output["P5"].shape[-1])
+        ),
         HEAD_PARTS[1]: (lambda x: layer("ema_unit")(x, training=False), random(heads)),
         HEAD_PARTS[2]: (conv_bn_relu("post_ema"), random(heads)),
-        HEAD_PARTS[3]: (layer("classifier_conv"), random(model.classifier_channels)),
+        HEAD_PARTS[3]: (layer("classifier_conv"), random(model.backbone.classifier_channels)),
         HEAD_PARTS[4]: (lambda x: layer("logits")([x, image]), random(model.num_classes)),
     }
     seconds = {}

@@ -53,10 +53,10 @@ def model_rate(preset, *, batch_size, crop_size, steps):
     import numpy as np
 
     try:
-        from ema_keras.models import EMANet
+        from ema_keras.models import EMANetImageSegmenter
     except ImportError:
         return None
-    model = EMANet.from_preset(preset)
+    model = EMANetImageSegmenter.from_preset(preset)
     model.compile(
         optimizer=keras.optimizers.SGD(0.009, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),

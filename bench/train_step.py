@@ -66,11 +66,11 @@ def keras_step(preset, *, batch, crop, steps, mixed, xla, gpu, threads):
     import tensorflow as tf
 
     from ema_keras.losses import MaskedSparseCrossEntropy
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
 
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    model = EMANet.from_preset(preset, seed=0)
+    model = EMANetImageSegmenter.from_preset(preset, seed=0)
     loss_fn = MaskedSparseCrossEntropy()
     optimizer = keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM)
     if mixed:

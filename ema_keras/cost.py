@@ -116,17 +116,19 @@ def layer_cost(layer):
 
 
 def model_cost(model, input_size=None):
-    """Cost of an `EMANet` or `MobileEMANet` (or a backbone alone) by part, for one image.
+    """Cost of an EMANet segmenter (or a backbone, or an encoder alone) by part, for one image.
 
-    Returns a dict of `Cost`: "backbone", "head" (everything after the
-    backbone except the auxiliary head, EMA unit included), "ema_unit",
+    Returns a dict of `Cost`: "backbone" (the image encoder, the paper's
+    backbone), "head" (everything after it except the auxiliary head, EMA
+    unit included), "ema_unit",
     "pre_ema" (the 3x3 conv-BN before the unit), "aux_head" and "total".
     The paper's "extra" cost of EMANet over its backbone is
     `pre_ema + ema_unit`.
 
     Args:
-        model: a built `EMANet`, `MobileEMANet`, `DilatedResNet` or
-            `MobileNetV3Backbone`.
+        model: a built `EMANetImageSegmenter` (or 0.1's `EMANet`,
+            `MobileEMANet`), `EMANetBackbone`, `MobileEMANetBackbone`,
+            `DilatedResNet` or `MobileNetV3Backbone`.
         input_size: (height, width); the model is rebuilt from its config at
             that size if it was built for another (or a dynamic) one.
     """
@@ -173,19 +175,29 @@ def _leaf_layers(model, part=None):
 
 
 def _rebuild(model, input_size):
-    from ema_keras.models import EMANet, MobileEMANet
+    """`model` built anew from its config for images of `input_size` (its weights not copied).
 
-    image_shape = (int(input_size[0]), int(input_size[1]), model.input.shape[-1])
-    if isinstance(model, _backbone_classes()):
-        return type(model).from_config({**model.get_config(), "image_shape": image_shape})
-    if isinstance(model, (EMANet, MobileEMANet)):
-        backbone = _rebuild(model.backbone, input_size)
-        config = {**model.get_config(), "backbone": backbone, "image_shape": image_shape}
-        return type(model).from_config(config)
-    raise ValueError(
-        f"`input_size` needs an EMANet, MobileEMANet or one of their backbones to rebuild, "
-        f"got {type(model).__name__}."
-    )
+    Every level that records an `image_shape` (the image encoder; 0.1's
+    segmenters too) gets the new one.
+    """
+    from ema_keras.models.functional_model import FunctionalModel
+
+    if not isinstance(model, FunctionalModel):
+        raise ValueError(
+            f"`input_size` needs an EMANet segmenter or one of its backbones to rebuild, "
+            f"got {type(model).__name__}."
+        )
+    image_shape = [int(input_size[0]), int(input_size[1]), int(model.input.shape[-1])]
+
+    def resized(config):
+        if isinstance(config, dict):
+            config = {key: resized(value) for key, value in config.items()}
+            if "image_shape" in config:
+                config["image_shape"] = image_shape
+        return config
+
+    serialized = resized(keras.saving.serialize_keras_object(model))
+    return keras.saving.deserialize_keras_object(serialized)
 
 
 def _static_shape(tensor, layer):
@@ -214,7 +226,7 @@ def cost_table(depth, *, output_stride=8, input_size=(513, 513), widths=(256, 51
     with "model", "params", "macs", and "paper_params", "paper_macs" (None
     where the paper gives no figure).
     """
-    from ema_keras.models import DilatedResNet, EMANet
+    from ema_keras.models import DilatedResNet, EMANetBackbone, EMANetImageSegmenter
 
     height, width = input_size
     backbone = DilatedResNet(
@@ -225,7 +237,9 @@ def cost_table(depth, *, output_stride=8, input_size=(513, 513), widths=(256, 51
     rows = [_row(name, trunk, PAPER_FIGURES.get((depth, "trunk")) if output_stride == 8 else None)]
     _, feature_height, feature_width, _ = backbone.output["P5"].shape
     for channels in widths:
-        model = EMANet(backbone=backbone, head_channels=channels, image_shape=(height, width, 3))
+        model = EMANetImageSegmenter(
+            backbone=EMANetBackbone(image_encoder=backbone, head_channels=channels)
+        )
         parts = model_cost(model)
         paper = PAPER_FIGURES.get((depth, f"emanet_{channels}")) if output_stride == 8 else None
         local = parts["pre_ema"] + non_local_cost(channels, feature_height, feature_width)

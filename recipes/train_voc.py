@@ -11,6 +11,10 @@
   python recipes/train_voc.py --recipe voc_official --strategy mirrored \\
       --data_dir /data/VOCdevkit --sbd_dir /data/benchmark_RELEASE --model_dir runs/voc
 
+  # For phones: then 300 quantization-aware steps, written as runs/mobile/qat.keras
+  # (export_model.py --qat_model runs/mobile/qat.keras writes its int8 TFLite file):
+  python recipes/train_voc.py --recipe demo_mobile --model_dir runs/mobile --qat_steps 300
+
   # The same on the JAX backend (keras.distribution.DataParallel, same tf.data input):
   KERAS_BACKEND=jax python recipes/train_voc.py --recipe voc_official --strategy mirrored ...
 
@@ -85,7 +89,13 @@ def main(argv):
         )
     config = with_found_data(config, FLAGS.recipe)
     logging.info("Training on Keras' %s backend with %s", backends.BACKEND, config)
-    result = training.train(config, FLAGS.model_dir)
+    stage = None
+    if config.qat_steps:
+        # Imported only when asked for: quantization loads the inference package.
+        from ema_keras.quantization import QuantizationAwareStage
+
+        stage = QuantizationAwareStage(config.qat_steps, learning_rate=config.qat_learning_rate)
+    result = training.train(config, FLAGS.model_dir, after_training=stage)
     miou = "n/a" if result.val_mean_iou is None else f"{result.val_mean_iou:.4f}"
     print(f"Trained to step {result.step}; validation mIoU {miou}; model in {FLAGS.model_dir}")
     return 0

@@ -80,15 +80,17 @@ def test_time_calls_and_table():
 def test_profile_census_counts_every_layer_once_with_its_flops(monkeypatch):
     from bench import inference_profile
     from ema_keras.layers import tensorflow_ops
-    from ema_keras.models import DilatedResNet, EMANet
+    from ema_keras.models import DilatedResNet, EMANetBackbone, EMANetImageSegmenter
 
     backbone = DilatedResNet(
         block_counts=[1, 1, 3, 1], width=8, output_stride=8, image_shape=(33, 33, 3)
     )
-    model = EMANet(
-        backbone=backbone, num_classes=3, head_channels=16, classifier_channels=8,
-        ema_num_bases=4, image_shape=(33, 33, 3),
-    )  # fmt: skip
+    model = EMANetImageSegmenter(
+        backbone=EMANetBackbone(
+            image_encoder=backbone, head_channels=16, classifier_channels=8, ema_num_bases=4
+        ),
+        num_classes=3,
+    )
     rows = inference_profile.census(model)
     leaves = list(inference_profile._leaf_layers(model))
     assert sum(row[5] for row in rows) == len(leaves)
@@ -109,14 +111,17 @@ def test_profile_census_counts_every_layer_once_with_its_flops(monkeypatch):
 
 def test_inference_bench_agreement_and_runtimes():
     from bench import model_inference
-    from ema_keras.models import DilatedResNet, EMANet
+    from ema_keras.models import DilatedResNet, EMANetBackbone, EMANetImageSegmenter
 
     images = model_inference.demo_images(2, 24)
     assert len(images) == 2 and images[0].shape == (24, 24, 3) and images[0].dtype == np.uint8
     assert not np.array_equal(images[0], images[1])
-    model = EMANet(
-        backbone=DilatedResNet(block_counts=[1, 1, 1, 1], width=8), num_classes=3,
-        head_channels=16, classifier_channels=8, ema_num_bases=4,
+    model = EMANetImageSegmenter(
+        backbone=EMANetBackbone(
+            image_encoder=DilatedResNet(block_counts=[1, 1, 1, 1], width=8), head_channels=16,
+            classifier_channels=8, ema_num_bases=4,
+        ),
+        num_classes=3,
     )  # fmt: skip
     runners, _, graphs = model_inference.keras_runners(
         model, images[0][None].astype("float32"), breakdown=False,

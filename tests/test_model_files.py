@@ -8,7 +8,7 @@ import pytest
 
 from ema_keras import export, weights
 from ema_keras.model_files import InvalidModelFileError, load_keras_model, read_keras_config
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 
 NUM_CLASSES = 3
 
@@ -16,7 +16,7 @@ NUM_CLASSES = 3
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("model_files") / "tiny.keras"
-    EMANet.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES).save(path)
+    EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES).save(path)
     return str(path)
 
 
@@ -60,10 +60,13 @@ LOADERS = {
     "load_keras_model": load_keras_model,
     "export.load_model": export.load_model,
     "load_model_weights": lambda path: weights.load_model_weights(
-        EMANet.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES), path
+        EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES), path
     ),
     "load_backbone_weights": lambda path: weights.load_backbone_weights(
-        EMANet.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES).backbone, path
+        EMANetImageSegmenter.from_preset(
+            "emanet_tiny_demo", num_classes=NUM_CLASSES
+        ).image_encoder,
+        path,
     ),
 }
 
@@ -95,9 +98,9 @@ def test_every_loader_names_a_missing_file(loader, tmp_path):
 
 
 def test_the_config_is_read_and_the_model_loaded_uncompiled(model_path):
-    assert read_keras_config(model_path)["class_name"] == "EMANet"
+    assert read_keras_config(model_path)["class_name"] == "EMANetImageSegmenter"
     model = load_keras_model(model_path)
-    assert isinstance(model, EMANet) and model.num_classes == NUM_CLASSES
+    assert isinstance(model, EMANetImageSegmenter) and model.num_classes == NUM_CLASSES
     assert not model.compiled
 
 

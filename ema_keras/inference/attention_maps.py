@@ -23,6 +23,7 @@ from keras import ops
 from PIL import Image, ImageDraw
 
 from ema_keras.models.input_contract import model_inputs
+from ema_keras.models.segmenter_parts import find_layer
 
 EMA_UNIT = "ema_unit"
 DEFAULT_NUM_BASES = 8  # tiles of a grid: as many as the paper's figures show
@@ -76,14 +77,15 @@ class AttentionMapper:
 
     def __init__(self, model):
         try:
-            self.unit = model.get_layer(EMA_UNIT)
+            self.unit, owner = find_layer(model, EMA_UNIT)
         except ValueError:
             raise MissingAttentionUnitError(
                 f"model {model.name!r} has no {EMA_UNIT!r} layer: attention maps need an EMANet"
             ) from None
-        # From the image to the features the EMA unit receives.
+        # From the image to the features the EMA unit receives (the unit's
+        # owner, the backbone or 0.1's segmenter, takes the image as it is).
         self.model = model
-        self.feature_model = keras.Model(model.input, self.unit.input, name="ema_unit_input")
+        self.feature_model = keras.Model(owner.input, self.unit.input, name="ema_unit_input")
 
     def unit_features(self, images):
         """(B, H, W, 3) raw RGB pixels -> (B, h, w, C) float32 input of the EMA unit."""

@@ -1,4 +1,10 @@
-"""EMANet models: backbones, the segmenters, their presets and preset folders.
+"""EMANet models: image encoders, backbones, the segmenter, presets and preset folders.
+
+The family, keras-hub's shape: an image encoder (`DilatedResNet`,
+`MobileNetV3Backbone`) inside a backbone that adds the EMA head
+(`EMANetBackbone`, `MobileEMANetBackbone`) inside the task model that
+classifies (`EMANetImageSegmenter`). `EMANet` and `MobileEMANet` are 0.1's
+classes, kept for the files they saved.
 
     from ema_keras.models import EMANetImageSegmenter
     model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3)
@@ -9,9 +15,11 @@
 from ema_keras.models.class_info import ClassInfo, class_info, set_class_info
 from ema_keras.models.dilated_resnet import DilatedResNet, dilation_scheme
 from ema_keras.models.emanet import EMANet
+from ema_keras.models.emanet_backbone import EMANetBackbone
 from ema_keras.models.image_segmenter import EMANetImageSegmenter
 from ema_keras.models.input_contract import expects_raw_pixels, model_inputs
 from ema_keras.models.mobile_emanet import MobileEMANet
+from ema_keras.models.mobile_emanet_backbone import MobileEMANetBackbone
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
 from ema_keras.models.preset_files import is_preset_location
 from ema_keras.models.preset_upload import upload_preset
@@ -34,8 +42,10 @@ __all__ = [
     "ClassInfo",
     "DilatedResNet",
     "EMANet",
+    "EMANetBackbone",
     "EMANetImageSegmenter",
     "MobileEMANet",
+    "MobileEMANetBackbone",
     "MobileNetV3Backbone",
     "PRESETS",
     "Preset",

@@ -1,17 +1,20 @@
-"""EMANet: a dilated ResNet, the EMA head, logits bilinearly resized to the image."""
+"""EMANet: 0.1's segmenter class, the layout of the `.keras` files it saved.
+
+The model family is `EMANetImageSegmenter` on an `EMANetBackbone` (which
+`EMANet.from_preset` builds, with a DeprecationWarning); this class stays so
+that files saved by 0.1 load, predict and train as they did: the head's
+layers sit in the segmenter itself, beside the `DilatedResNet`.
+"""
 
 import keras
 
 from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
-from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.class_info import checked_class_info
 from ema_keras.models.dilated_resnet import DilatedResNet
-from ema_keras.models.image_segmenter import (
-    EMANetImageSegmenter,
-    apply_classifier,
-    pyramid_features,
-)
+from ema_keras.models.emanet_backbone import apply_ema_head, encoder_pyramid
+from ema_keras.models.legacy_segmenter import LegacySegmenter
+from ema_keras.models.segmenter_base import apply_classifier
 from ema_keras.serialization import PACKAGE
 
 
@@ -24,8 +27,8 @@ def apply_dropout_classifier(x, num_classes, *, dropout, name, seed=None, dtype=
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class EMANet(EMANetImageSegmenter):
-    """EMANet semantic segmenter (Li et al., ICCV 2019).
+class EMANet(LegacySegmenter):
+    """Deprecated: 0.1's EMANet, kept for its files; build `EMANetImageSegmenter`.
 
     Head, as in the official code: 3x3 conv-BN-ReLU from the backbone's P5 to
     `head_channels` (`pre_ema_*`), the EMA unit (`ema_unit`), 3x3 conv-BN-ReLU
@@ -73,6 +76,7 @@ class EMANet(EMANetImageSegmenter):
     """
 
     architecture = "emanet"
+    successor = "EMANetImageSegmenter(backbone=EMANetBackbone(image_encoder=DilatedResNet(...)))"
     backbone_class = DilatedResNet
     classifier_layer_names = ("classifier_conv", "aux_classifier_conv")
     # `from_preset` keywords that go to both the backbone and the head.
@@ -107,6 +111,7 @@ class EMANet(EMANetImageSegmenter):
         palette=None,
         **kwargs,
     ):
+        self.warn_if_built_directly()
         levels = ("P4", "P5") if aux_head else ("P5",)
         for arg, value in (
             ("num_classes", num_classes),
@@ -126,24 +131,13 @@ class EMANet(EMANetImageSegmenter):
         # === Functional model ===
         conv_args = dict(batch_norm=batch_norm, seed=seed, dtype=dtype)
         inputs = keras.Input(shape=tuple(image_shape), name="image")
-        features = pyramid_features(backbone, inputs, levels, "DilatedResNet")
-        x = apply_conv_bn(features["P5"], head_channels, 3, name="pre_ema", **conv_args)
-        x = EMAUnit(
-            num_bases=ema_num_bases,
-            num_iterations=ema_num_iterations,
-            momentum=ema_momentum,
-            normalize_average=ema_normalize_average,
-            batch_norm_momentum=batch_norm["momentum"],
-            batch_norm_epsilon=batch_norm["epsilon"],
-            batch_norm_synchronized=batch_norm["synchronized"],
-            seed=layer_seed(seed, "ema_unit"),
-            dtype=dtype,
-            name="ema_unit",
-        )(x)
-        x = apply_conv_bn(x, classifier_channels, 3, name="post_ema", **conv_args)
-        if concat_input:
-            x = keras.layers.Concatenate(dtype=dtype, name="concat_input")([features["P5"], x])
-            x = apply_conv_bn(x, classifier_channels, 3, name="concat_input", **conv_args)
+        features = encoder_pyramid(backbone, inputs, levels, "EMANet", "backbone")
+        x = apply_ema_head(
+            features["P5"], head_channels, classifier_channels, ema_num_bases=ema_num_bases,
+            ema_num_iterations=ema_num_iterations, ema_momentum=ema_momentum,
+            ema_normalize_average=ema_normalize_average, concat_input=concat_input,
+            batch_norm=batch_norm, seed=seed, dtype=dtype,
+        )  # fmt: skip
         x = apply_dropout_classifier(
             x, num_classes, dropout=dropout, name="classifier", seed=seed, dtype=dtype
         )

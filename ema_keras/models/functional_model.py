@@ -34,6 +34,39 @@ def check_keywords(owner, keywords, accepted):
         raise TypeError(unknown_keyword_message(owner, unknown[0], accepted))
 
 
+def merge_overrides(levels, classes, shared, overrides, owner, renamed=None):
+    """Places each override in the argument dicts `levels` (outermost first) of `classes`.
+
+    A keyword in `shared` goes to every level whose class takes it; any other
+    to the innermost that takes it (an encoder's `batch_norm_epsilon` is its
+    own). An unknown keyword raises a `TypeError` naming it; an old name in
+    `renamed` warns and is renamed.
+    """
+    renamed = dict(renamed or {})
+    for old in set(renamed) & set(overrides):
+        warnings.warn(
+            f"{owner}({old}=...) is deprecated; use {renamed[old]}=...",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+    overrides = {renamed.get(key, key): value for key, value in overrides.items()}
+    arguments = [
+        set(cls.config_arguments()) - {"backbone", "image_encoder"} for cls in classes
+    ]
+    # `backbone=` and `image_encoder=` (built models or dicts) are taken before this.
+    accepted = set().union(*arguments) | set(BASE_ARGUMENTS)
+    accepted |= {"load_weights", "backbone", "image_encoder"}
+    check_keywords(owner, overrides, sorted(accepted))
+    for key, value in overrides.items():
+        targets = [level for level, taken in zip(levels, arguments) if key in taken]
+        if key in BASE_ARGUMENTS or not targets:
+            targets = levels[:1]
+        elif key not in shared:
+            targets = targets[-1:]
+        for level in targets:
+            level[key] = value
+
+
 def _checked_init(init):
     """Wraps a subclass `__init__`: keywords checked and renamed, or a clone."""
     parameters = list(inspect.signature(init).parameters.values())

@@ -1,101 +1,191 @@
-"""EMANetImageSegmenter: what every EMANet segmenter shares, its presets above all.
+"""EMANetImageSegmenter: an EMANet backbone, the classifier, logits at the image's size.
 
-`EMANet` (dilated ResNet, the paper's head) and `MobileEMANet` (MobileNetV3,
-the phone head) are its two architectures. Through this class:
+    model = EMANetImageSegmenter.from_preset("emanet_resnet50_os8_voc", num_classes=5)
+    model = EMANetImageSegmenter(
+        backbone=EMANetBackbone(image_encoder=DilatedResNet(depth=50)), num_classes=5
+    )
 
-- `EMANetImageSegmenter.from_preset(preset, **overrides)` builds any preset: a
-  built-in name (`ema_keras.models.presets`), a preset folder written by
-  `save_to_preset`, `"hf://org/name"` or `"kaggle://owner/model/keras/variant"`;
-  `EMANet.from_preset` and `MobileEMANet.from_preset` build their own only;
-- `model.save_to_preset(folder)` writes keras-hub's layout (`config.json`,
-  `model.weights.h5`, `metadata.json`; see `ema_keras.models.preset_files`),
-  which `upload_preset` shares.
+`from_preset(preset, **overrides)` builds any preset: a built-in name
+(`ema_keras.models.presets`), a preset folder written by `save_to_preset`,
+`"hf://org/name"` or `"kaggle://owner/model/keras/variant"`.
 """
 
-import warnings
+import copy
 
 import keras
 
-from ema_keras.layers.conv_bn import layer_seed
-from ema_keras.losses import AUX_LOSS_WEIGHT, MaskedSparseCrossEntropy
-from ema_keras.metrics import SegmentationMeanIoU
+from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
+from ema_keras.layers.resize import BilinearResize
 from ema_keras.models import preset_files
+from ema_keras.models.class_info import checked_class_info
+from ema_keras.models.emanet_backbone import FEATURES, EMAHeadBackbone, EMANetBackbone
 from ema_keras.models.functional_model import (
     BASE_ARGUMENTS,
-    FunctionalModel,
     check_keywords,
+    merge_overrides,
     with_article,
 )
+from ema_keras.models.mobile_emanet_backbone import MobileEMANetBackbone
 from ema_keras.models.presets import (
     get_preset,
     is_preset_name,
     preset_architecture,
     weights_to_load,
 )
-from ema_keras.optimizers import OFFICIAL_LEARNING_RATE, ParameterGroupSGD, parameter_groups
-from ema_keras.schedules import PolyDecay
+from ema_keras.models.segmenter_base import SegmenterBase, apply_classifier
+from ema_keras.serialization import PACKAGE
 from ema_keras.weights.loading import load_model_weights
 
+# Preset architecture name -> the backbone class its presets describe.
+BACKBONES = {cls.architecture: cls for cls in (EMANetBackbone, MobileEMANetBackbone)}
 
-def pyramid_features(backbone, inputs, levels, owner):
-    """The backbone's `pyramid_outputs` (a dict with `levels`) computed on `inputs`.
 
-    A `DilatedResNet` or `MobileNetV3Backbone` returns its pyramid; any other
-    `keras.Model` with a `pyramid_outputs` dict (keras-hub's backbones) is
-    wrapped in a model returning it.
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EMANetImageSegmenter(SegmenterBase):
+    """EMANet semantic segmenter (Li et al., ICCV 2019): a backbone and its classifier.
+
+    On the backbone's features: channel dropout and a 1x1 conv with bias
+    (`classifier_dropout`, `classifier_conv`), then a bilinear resize to the
+    input image (`logits`, float32 whatever the dtype policy). A backbone
+    with a `low_level_feature_key` (`MobileEMANetBackbone`: P3) has that level
+    classified too and the two summed, LR-ASPP's fusion (`head_dropout`,
+    `classifier_high`, `classifier_low`, `classifier_add`).
+
+    `aux_head` (mmsegmentation's option) adds an FCN head on the encoder's P4
+    (3x3 conv-BN-ReLU to `aux_channels`, dropout, 1x1 conv: `aux_*`); the
+    model then returns `{"logits": ..., "aux_logits": ...}`, both (B, H, W,
+    num_classes), which `compile()` weighs 1.0 and 0.4 as the official code.
+
+    Input: what the backbone's image encoder takes; those built now take raw
+    RGB pixels 0..255 (`expects_raw_pixels(model)` answers for any model).
+
+    Args:
+        backbone: an `EMANetBackbone` or a `MobileEMANetBackbone`.
+        num_classes: number of classes (21 for PASCAL VOC).
+        dropout: channel dropout rate before the classifiers.
+        aux_head: add the auxiliary FCN head on the encoder's P4.
+        aux_channels: channels of the auxiliary head's conv.
+        align_corners: bilinear upsampling convention (True = official).
+        batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized: the
+            auxiliary head's BatchNorm settings.
+        seed: seed of the initializers and dropout.
+        dtype: dtype policy of the classifier's layers (logits stay float32).
+        class_names, palette: the classes' names and display colours ([r, g, b]
+            0..255), one per class, or None; saved with the model for the tools
+            that read it (`ema_keras.models.class_info`).
     """
-    pyramid = getattr(backbone, "pyramid_outputs", None)
-    if not isinstance(backbone, keras.Model) or not isinstance(pyramid, dict):
-        raise ValueError(
-            f"`backbone` must be a {owner} (or a keras.Model with a `pyramid_outputs` dict), "
-            f"got {type(backbone).__name__}."
+
+    classifier_layer_names = (
+        "classifier_conv", "aux_classifier_conv", "classifier_high", "classifier_low",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        backbone,
+        num_classes=21,
+        dropout=0.1,
+        aux_head=False,
+        aux_channels=256,
+        align_corners=True,
+        batch_norm_momentum=0.9,
+        batch_norm_epsilon=1e-5,
+        batch_norm_synchronized=None,
+        seed=None,
+        dtype=None,
+        class_names=None,
+        palette=None,
+        **kwargs,
+    ):
+        if not isinstance(backbone, EMAHeadBackbone):
+            raise ValueError(
+                "`backbone` must be an EMANetBackbone or a MobileEMANetBackbone (an image "
+                f"encoder such as {type(backbone).__name__} goes in one: "
+                "EMANetBackbone(image_encoder=...)), "
+                f"got {type(backbone).__name__}."
+            )
+        for arg, value in (("num_classes", num_classes), ("aux_channels", aux_channels)):
+            if int(value) < 1:
+                raise ValueError(f"`{arg}` must be >= 1, got {value}.")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+        if aux_head and "P4" not in backbone.output:
+            raise ValueError("`aux_head` reads the encoder's P4, which this backbone lacks.")
+        class_names, palette = checked_class_info(class_names, palette, num_classes)
+        batch_norm = batch_norm_settings(
+            batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized
         )
-    if any(level not in pyramid for level in levels):
-        raise ValueError(
-            f"The backbone's `pyramid_outputs` ({sorted(pyramid)}) lack {list(levels)}."
-        )
-    own, wanted = keras.tree.flatten(backbone.output), keras.tree.flatten(pyramid)
-    if len(own) == len(wanted) and all(a is b for a, b in zip(own, wanted)):
-        return backbone(inputs)
-    pyramid_model = keras.Model(backbone.inputs, pyramid, name=f"{backbone.name}_pyramid")
-    return pyramid_model(inputs)
+        kwargs.setdefault("name", f"{backbone.architecture}_image_segmenter")
 
+        # === Functional model ===
+        inputs = keras.Input(shape=tuple(backbone.input.shape[1:]), name="image")
+        outputs = backbone(inputs)
+        low_level = backbone.low_level_feature_key
+        head = "head" if low_level else "classifier"
+        x = keras.layers.SpatialDropout2D(
+            dropout, seed=layer_seed(seed, f"{head}_dropout"), dtype=dtype,
+            name=f"{head}_dropout",
+        )(outputs[FEATURES])  # fmt: skip
+        if low_level:
+            high = apply_classifier(x, num_classes, name="classifier_high", seed=seed, dtype=dtype)
+            low = apply_classifier(
+                outputs[low_level], num_classes, name="classifier_low", seed=seed, dtype=dtype
+            )
+            x = keras.layers.Add(dtype=dtype, name="classifier_add")([high, low])
+        else:
+            x = apply_classifier(x, num_classes, name="classifier_conv", seed=seed, dtype=dtype)
+        # float32 logits: the resize runs (and returns) in float32 under mixed precision.
+        logits = BilinearResize(align_corners, dtype="float32", name="logits")([x, inputs])
+        model_outputs = logits
+        if aux_head:
+            y = apply_conv_bn(
+                outputs["P4"], aux_channels, 3, name="aux", batch_norm=batch_norm, seed=seed,
+                dtype=dtype,
+            )  # fmt: skip
+            y = keras.layers.SpatialDropout2D(
+                dropout, seed=layer_seed(seed, "aux_classifier_dropout"), dtype=dtype,
+                name="aux_classifier_dropout",
+            )(y)  # fmt: skip
+            y = apply_classifier(y, num_classes, name="aux_classifier_conv", seed=seed, dtype=dtype)
+            aux_logits = BilinearResize(align_corners, dtype="float32", name="aux_logits")(
+                [y, inputs]
+            )
+            model_outputs = {"logits": logits, "aux_logits": aux_logits}
+        super().__init__(inputs=inputs, outputs=model_outputs, dtype=dtype, **kwargs)
 
-class EMANetImageSegmenter(FunctionalModel):
-    """Base of the EMANet segmenters: building from presets and saving as one.
+        # === Config ===
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.dropout = float(dropout)
+        self.aux_head = bool(aux_head)
+        self.aux_channels = int(aux_channels)
+        self.align_corners = bool(align_corners)
+        self.batch_norm_momentum = batch_norm["momentum"]
+        self.batch_norm_epsilon = batch_norm["epsilon"]
+        self.batch_norm_synchronized = batch_norm["synchronized"]
+        self.seed = seed
+        self.class_names = class_names
+        self.palette = palette
 
-    A subclass sets `architecture` (its name in the preset data),
-    `backbone_class` (the backbone its presets describe),
-    `classifier_layer_names` (its layers that output the classes) and
-    `shared_arguments` (keywords of `from_preset` that go to both the
-    backbone and the head).
-    """
-
-    architecture = None
-    backbone_class = None
-    # The layers whose outputs are the classes (the aux head's only when the model
-    # has one): all that fine-tuning to new classes re-initialises.
-    classifier_layer_names = ()
-    shared_arguments = ()
-    _architectures = {}  # architecture name -> class, filled as the subclasses are defined
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("architecture"):
-            EMANetImageSegmenter._architectures[cls.architecture] = cls
+    @property
+    def image_encoder(self):
+        """The backbone's image encoder (the ImageNet trunk: a `DilatedResNet`, ...)."""
+        return self.backbone.image_encoder
 
     @classmethod
     def from_preset(cls, preset, /, *, load_weights=None, **overrides):
         """Builds a preset: a built-in name, a preset folder, `hf://...` or `kaggle://...`.
 
-        `overrides` replace the preset's arguments; an unknown keyword raises
-        a `TypeError` naming it. Backbone arguments (for `EMANet`: `depth`,
-        `block_counts`, `stem`, `output_stride`, `multi_grid`, `width`,
-        `use_conv_bias`, `include_preprocessing`; for `MobileEMANet`:
-        `variant`, `output_stride`, `include_preprocessing`) go to the
-        backbone; BatchNorm settings, `image_shape`, `seed` and `dtype` to
-        both; the rest to the head. `backbone=` may be a built backbone or a
-        dict of backbone arguments (built-in presets only).
+        `overrides` replace the preset's arguments wherever they belong: the
+        image encoder's (for the ResNets: `depth`, `block_counts`, `stem`,
+        `output_stride`, `multi_grid`, `width`, `use_conv_bias`,
+        `include_preprocessing`, `image_shape`; for MobileNetV3: `variant`,
+        ...), the backbone's head (`head_channels`, `ema_num_bases`, ...), the
+        segmenter's (`num_classes`, `dropout`, `aux_head`, ...); `seed`,
+        `dtype` and the BatchNorm settings go to all three (MobileNetV3 keeps
+        its own epsilon). An unknown keyword raises a `TypeError` naming it.
+        `backbone=` and `image_encoder=` may be built models or dicts of
+        their arguments (built-in presets only).
 
         `load_weights`: `None` (default) loads the preset's weights when it
         has them; `True` requires them; `False` never loads. A built-in
@@ -119,174 +209,89 @@ class EMANetImageSegmenter(FunctionalModel):
             )
         if not is_preset_name(preset) and preset_files.is_preset_location(preset):
             return preset_files.load_preset(
-                cls, preset, load_weights=load_weights, overrides=overrides
+                SegmenterBase, preset, load_weights=load_weights, overrides=overrides
             )
-        architecture = cls._architectures[preset_architecture(preset)]
-        if not issubclass(architecture, cls):
-            raise ValueError(
-                f"Preset {preset!r} is {with_article(architecture.__name__)}: build it with "
-                f"{architecture.__name__}.from_preset or EMANetImageSegmenter.from_preset."
-            )
+        backbone_class = BACKBONES[preset_architecture(preset)]
         weights = weights_to_load(preset, load_weights)
-        model = architecture._from_arguments(get_preset(preset), overrides)
+        model = build_segmenter(
+            backbone_class, get_preset(preset), overrides, owner=f"{cls.__name__}.from_preset"
+        )
         if weights is not None:
             load_model_weights(model, weights)
         return model
 
-    @classmethod
-    def _from_arguments(cls, config, overrides):
-        """`cls(**config)` with `overrides` applied, the backbone from `config["backbone"]`."""
-        owner = f"{cls.__name__}.from_preset"
-        renamed = {**cls._renamed_arguments, **cls.backbone_class._renamed_arguments}
-        accepted = set(
-            cls.config_arguments() + cls.backbone_class.config_arguments() + list(BASE_ARGUMENTS)
-        )
-        given = [key for key in overrides if key not in renamed]
-        check_keywords(owner, given, sorted(accepted | {"load_weights"}))
-        for old in set(renamed) & set(overrides):
-            warnings.warn(
-                f"{owner}({old}=...) is deprecated; use {renamed[old]}=...",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-        overrides = {renamed.get(key, key): value for key, value in overrides.items()}
-        backbone = _build_backbone(
-            cls.backbone_class, config.pop("backbone"), overrides, cls.shared_arguments
-        )
-        config.update(overrides, backbone=backbone)
-        return cls(**config)
 
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        metrics="auto",
-        *,
-        loss_weights="auto",
-        decay_steps=None,
-        **kwargs,
-    ):
-        """`keras.Model.compile` with the official EMANet training setup as its defaults.
+def build_segmenter(backbone_class, config, overrides=None, *, owner="EMANetImageSegmenter"):
+    """The segmenter of a preset's `config` with `overrides` merged in (see `from_preset`).
 
-        - `optimizer="auto"`: the official SGD (`ParameterGroupSGD`: learning
-          rate 0.009, momentum 0.9, L2 decay 1e-4 on kernels, biases at twice
-          the rate, BatchNorm undecayed) with this model's parameter groups.
-          With `decay_steps` (the training steps) its rate follows the poly
-          schedule to 0 (`PolyDecay(0.009, decay_steps, power=0.9)`); without,
-          it stays at 0.009.
-        - `loss="auto"`: cross-entropy over the pixels not labelled 255
-          (`MaskedSparseCrossEntropy`), one per output.
-        - `loss_weights="auto"`: with an auxiliary head and a loss per output
-          (the default, or a dict), 1.0 for `logits` and 0.4 for `aux_logits`,
-          as the official code weights them; else none.
-        - `metrics="auto"`: mean IoU over the classes (`SegmentationMeanIoU`)
-          of `logits`.
-
-        Anything else (an optimizer, a loss, `None`) is passed to Keras as given.
-
-            model = EMANetImageSegmenter.from_preset("emanet_mobilenetv3_small_voc")
-            model.compile(decay_steps=30_000)
-            model.fit(images_and_masks, steps_per_epoch=1000, epochs=30)
-        """
-        if optimizer == "auto":
-            learning_rate = OFFICIAL_LEARNING_RATE
-            if decay_steps is not None:
-                learning_rate = PolyDecay(learning_rate, decay_steps)
-            optimizer = ParameterGroupSGD(learning_rate=learning_rate)
-            optimizer.set_parameter_groups(parameter_groups(self))
-        elif decay_steps is not None:
-            raise ValueError(
-                "`decay_steps` sets the schedule of optimizer='auto'; give your own optimizer "
-                "its own schedule."
-            )
-        objectives = segmenter_objectives(self, MaskedSparseCrossEntropy)
-        if loss_weights == "auto" and not (loss == "auto" or isinstance(loss, dict)):
-            loss_weights = None  # one loss given for every output: Keras weighs them alike
-        super().compile(
-            optimizer=optimizer,
-            loss=objectives["loss"] if loss == "auto" else loss,
-            loss_weights=objectives["loss_weights"] if loss_weights == "auto" else loss_weights,
-            metrics=objectives["metrics"] if metrics == "auto" else metrics,
-            **kwargs,
-        )
-
-    def compile_from_config(self, config):
-        # A saved compile config holds what Keras' own compile received (the
-        # optimizer, losses and metrics as resolved above), so a file compiles
-        # back through it. Keras skips a class whose compile is overridden
-        # unless the class says how, as here (Keras 3.15's contract).
-        super().compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)  # its slots, for the saved state
-
-    def save_to_preset(self, preset_dir, *, max_shard_size=None):
-        """Writes the model as a preset folder, which `from_preset(preset_dir)` builds back.
-
-        keras-hub's layout: `config.json` (the model, Keras-serialised),
-        `model.weights.h5` (its weights; sharded into `model.weights.json`
-        and `model_NNNNN.weights.h5` files of at most `max_shard_size` GB
-        when given) and `metadata.json` (`keras_version`,
-        `ema_keras_version`, `parameter_count`, `date_saved`, the class count,
-        names and palette). The folder must be new or empty; it appears
-        whole or not at all. Share it with `ema_keras.models.upload_preset`.
-        """
-        preset_files.save_preset(self, preset_dir, max_shard_size=max_shard_size)
-
-
-def segmenter_objectives(model, make_loss, aux_loss_weight=AUX_LOSS_WEIGHT):
-    """The loss, loss weights and metrics a segmenter trains with, as `compile` takes them.
-
-    One `make_loss()` per output; for a model with an auxiliary head (outputs
-    `{"logits", "aux_logits"}`) the auxiliary loss weighs `aux_loss_weight`;
-    mean IoU over the classes of the logits (their last axis), which the
-    metric counts must match whatever the config said.
+    `config` holds the segmenter's arguments, `config["backbone"]` the
+    backbone's, `config["backbone"]["image_encoder"]` the encoder's. A config
+    in the layout of 0.1 (`EMANet`'s arguments, `"backbone"` the encoder's)
+    is read as that (`nested_config`).
     """
-    outputs = model.output
-    if isinstance(outputs, dict):
-        num_classes = int(outputs["logits"].shape[-1])
-        return {
-            "loss": {name: make_loss() for name in outputs},
-            "loss_weights": {"logits": 1.0, "aux_logits": float(aux_loss_weight)},
-            "metrics": {"logits": [SegmentationMeanIoU(num_classes)]},
-        }
-    num_classes = int(outputs.shape[-1])
-    return {
-        "loss": make_loss(),
-        "loss_weights": None,
-        "metrics": [SegmentationMeanIoU(num_classes)],
-    }
+    config = nested_config(backbone_class, config)
+    overrides = dict(overrides or {})
+    encoder_class = backbone_class.image_encoder_class
+    built_backbone = _built(overrides, "backbone", EMAHeadBackbone, config, backbone_class)
+    built_encoder = _built(
+        overrides, "image_encoder", keras.Model, config["backbone"], encoder_class
+    )
+    levels = [config, config["backbone"], config["backbone"]["image_encoder"]]
+    classes = [EMANetImageSegmenter, backbone_class, encoder_class]
+    kept = 1 if built_backbone is not None else 2 if built_encoder is not None else 3
+    given_to_built = sorted(
+        key
+        for key in overrides
+        if key not in set(EMANetImageSegmenter.config_arguments()) | set(BASE_ARGUMENTS)
+        and any(key in cls.config_arguments() for cls in classes[kept:])
+    )
+    if given_to_built:
+        raise ValueError(f"Backbone arguments {given_to_built} given with a built backbone.")
+    merge_overrides(
+        levels[:kept], classes[:kept], backbone_class.shared_arguments, overrides, owner,
+        renamed=encoder_class._renamed_arguments,
+    )  # fmt: skip
+    if built_backbone is None:
+        encoder = built_encoder or encoder_class(**config["backbone"]["image_encoder"])
+        built_backbone = backbone_class(**{**config["backbone"], "image_encoder": encoder})
+    return EMANetImageSegmenter(**{**config, "backbone": built_backbone})
 
 
-def _build_backbone(backbone_class, preset_backbone, overrides, shared_args):
-    """The backbone of a preset with `overrides` applied; removes the backbone's keys from them.
+def nested_config(backbone_class, config):
+    """A copy of `config` in the segmenter / backbone / encoder layout.
 
-    `overrides["backbone"]` may be a built backbone (kept as is) or a dict of
-    backbone arguments; keys of `overrides` that are backbone arguments go to
-    the backbone, those in `shared_args` go to both backbone and head.
+    0.1's layout (`EMANet`'s or `MobileEMANet`'s arguments, `"backbone"` the
+    encoder's) is split by argument: the head's go to the backbone,
+    `image_shape` to the encoder, and `classifier_channels`, which sized the
+    auxiliary head too, also becomes `aux_channels`.
     """
-    backbone = overrides.pop("backbone", None)
-    backbone_args = backbone_class.config_arguments()
-    backbone_overrides = {
-        key: overrides.pop(key)
-        for key in list(overrides)
-        if key in backbone_args and key not in shared_args
-    }
-    if isinstance(backbone, keras.Model):
-        if backbone_overrides:
-            raise ValueError(
-                f"Backbone arguments {sorted(backbone_overrides)} given with a built backbone."
-            )
-        return backbone
-    shared = {key: value for key, value in overrides.items() if key in shared_args}
-    return backbone_class(**{**preset_backbone, **(backbone or {}), **shared, **backbone_overrides})
+    config = copy.deepcopy(dict(config))
+    if "image_encoder" in config.get("backbone", {}):
+        return config
+    encoder = config.pop("backbone", {})
+    if "image_shape" in config:
+        encoder["image_shape"] = config.pop("image_shape")
+    backbone = {"image_encoder": encoder}
+    for key in backbone_class.config_arguments():
+        if key in config and key != "image_encoder":
+            shared = key in backbone_class.shared_arguments
+            backbone[key] = config[key] if shared else config.pop(key)
+            if key == "classifier_channels":
+                config.setdefault("aux_channels", backbone[key])
+    return {**config, "backbone": backbone}
 
 
-def apply_classifier(x, num_classes, *, name, seed=None, dtype=None):
-    """A 1x1 conv with bias from the features to the classes."""
-    return keras.layers.Conv2D(
-        num_classes,
-        1,
-        kernel_initializer=keras.initializers.GlorotUniform(layer_seed(seed, name)),
-        dtype=dtype,
-        name=name,
-    )(x)
+def _built(overrides, key, model_class, config, level_class):
+    """A built model given as `overrides[key]` (taken out), else None; a dict merges into config."""
+    value = overrides.pop(key, None)
+    if isinstance(value, model_class):
+        return value
+    if isinstance(value, keras.Model):
+        raise ValueError(
+            f"`{key}` must be {with_article(model_class.__name__)} or a dict of its arguments, "
+            f"got {with_article(type(value).__name__)}."
+        )
+    if value is not None:
+        check_keywords(f"{level_class.__name__} ({key}=...)", value, level_class.config_arguments())
+        config[key].update(value)
+    return None

@@ -1,42 +1,32 @@
-"""MobileEMANet: a MobileNetV3 backbone and a light EMA head with LR-ASPP-style fusion."""
+"""MobileEMANet: 0.1's phone segmenter class, the layout of the `.keras` files it saved.
+
+The model family is `EMANetImageSegmenter` on a `MobileEMANetBackbone` (which
+`MobileEMANet.from_preset` builds, with a DeprecationWarning); this class
+stays so that files saved by 0.1 load, predict and train as they did.
+"""
 
 import keras
 
-from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
-from ema_keras.layers.em_attention import EMAUnit
+from ema_keras.layers.conv_bn import batch_norm_settings, layer_seed
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.class_info import checked_class_info
-from ema_keras.models.image_segmenter import (
-    EMANetImageSegmenter,
-    apply_classifier,
-    pyramid_features,
-)
+from ema_keras.models.emanet_backbone import encoder_pyramid
+from ema_keras.models.legacy_segmenter import LegacySegmenter
+from ema_keras.models.mobile_emanet_backbone import apply_mobile_ema_head
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
+from ema_keras.models.segmenter_base import apply_classifier
 from ema_keras.serialization import PACKAGE
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MobileEMANet(EMANetImageSegmenter):
-    """EMANet for phones: MobileNetV3 and a light EMA head, full-integer int8 friendly.
+class MobileEMANet(LegacySegmenter):
+    """Deprecated: 0.1's MobileEMANet, kept for its files; build `EMANetImageSegmenter`.
 
-    Head (`head_*`, `ema_unit`, `classifier_*`):
-
-    - a 1x1 conv-BN-ReLU projects the backbone's P5 (960 / 576 channels at
-      its output stride: 1/16 in the Large preset, 1/32 in the Small one,
-      where 1/16 missed the 40 ms int8 goal) to `head_channels` (128): a 3x3
-      conv there would cost more than the whole Small trunk, and 128
-      channels is LR-ASPP's width;
-    - the EMA unit with few bases and one iteration (K=16, T=1 by default).
-      Measured alone on the 33x33x128 map of a 513x513 image (Keras,
-      float32, one thread, AMD EPYC): K=16/T=1 1.3 ms, K=32/T=2 1.7 ms,
-      K=64/T=3 (the paper's) 3.1 ms. All are small next to the trunk, so
-      the choice is for int8: every iteration adds a softmax and an
-      L2-normalisation that are requantised, and ~1,000 pixels leave 64
-      bases sparsely used. It supplies the global context LR-ASPP gets
-      from its pooling branch, so that branch is left out;
-    - LR-ASPP's fusion: the head's map bilinearly resized to P3 (1/8) and
-      classified, plus a 1x1 classifier on P3's low-level features, summed;
-    - a bilinear resize of the sum to the image (`logits`, float32).
+    Head (`head_*`, `ema_unit`, `classifier_*`): `MobileEMANetBackbone`'s light
+    EMA head (its docstring gives the measurements behind it) and LR-ASPP's
+    fusion, all in this one model: the head's map resized to P3 and
+    classified, plus a 1x1 classifier on P3, summed, then a bilinear resize
+    to the image (`logits`, float32).
 
     Input: raw RGB pixels 0..255 with a `MobileNetV3Backbone` built now
     (`include_preprocessing=True`, its default), see `expects_raw_pixels`.
@@ -65,6 +55,9 @@ class MobileEMANet(EMANetImageSegmenter):
     """
 
     architecture = "mobile_emanet"
+    successor = (
+        "EMANetImageSegmenter(backbone=MobileEMANetBackbone(image_encoder=...))"
+    )
     # It classifies twice, the EMA head's map and P3's low-level features, and sums.
     classifier_layer_names = ("classifier_high", "classifier_low")
     backbone_class = MobileNetV3Backbone
@@ -95,6 +88,7 @@ class MobileEMANet(EMANetImageSegmenter):
         palette=None,
         **kwargs,
     ):
+        self.warn_if_built_directly()
         for arg, value in (("num_classes", num_classes), ("head_channels", head_channels)):
             if int(value) < 1:
                 raise ValueError(f"`{arg}` must be >= 1, got {value}.")
@@ -108,23 +102,12 @@ class MobileEMANet(EMANetImageSegmenter):
 
         # === Functional model ===
         inputs = keras.Input(shape=tuple(image_shape), name="image")
-        features = pyramid_features(backbone, inputs, ("P3", "P5"), "MobileNetV3Backbone")
-        x = apply_conv_bn(
-            features["P5"], head_channels, 1, name="head", batch_norm=batch_norm, seed=seed,
-            dtype=dtype,
+        features = encoder_pyramid(backbone, inputs, ("P3", "P5"), "MobileEMANet", "backbone")
+        x = apply_mobile_ema_head(
+            features["P5"], features["P3"], head_channels, ema_num_bases=ema_num_bases,
+            ema_num_iterations=ema_num_iterations, ema_momentum=ema_momentum,
+            align_corners=align_corners, batch_norm=batch_norm, seed=seed, dtype=dtype,
         )  # fmt: skip
-        x = EMAUnit(
-            num_bases=ema_num_bases,
-            num_iterations=ema_num_iterations,
-            momentum=ema_momentum,
-            batch_norm_momentum=batch_norm["momentum"],
-            batch_norm_epsilon=batch_norm["epsilon"],
-            batch_norm_synchronized=batch_norm["synchronized"],
-            seed=layer_seed(seed, "ema_unit"),
-            dtype=dtype,
-            name="ema_unit",
-        )(x)
-        x = BilinearResize(align_corners, dtype=dtype, name="head_resize")([x, features["P3"]])
         x = keras.layers.SpatialDropout2D(
             dropout, seed=layer_seed(seed, "head_dropout"), dtype=dtype, name="head_dropout"
         )(x)

@@ -26,7 +26,7 @@ import tempfile
 
 import keras
 
-from ema_keras.models.functional_model import BASE_ARGUMENTS, check_keywords
+from ema_keras.models.functional_model import FunctionalModel, merge_overrides
 from ema_keras.version import __version__
 from ema_keras.weights.loading import copy_fine_tuning_weights
 
@@ -171,27 +171,33 @@ def _weights_path(preset, *, required):
 
 
 def _with_overrides(config, model_class, overrides):
-    """The serialised model config with `overrides` merged in, backbone arguments into its own."""
-    backbone_class = model_class.backbone_class
-    backbone = config["config"].get("backbone")
-    backbone_is_ours = (
-        isinstance(backbone, dict)
-        and keras.saving.get_registered_object(backbone.get("registered_name", ""))
-        is backbone_class
-    )
-    backbone_args = backbone_class.config_arguments() if backbone_is_ours else []
-    accepted = set(model_class.config_arguments() + backbone_args + list(BASE_ARGUMENTS))
-    accepted.discard("backbone")
-    check_keywords(f"{model_class.__name__}.from_preset", overrides, sorted(accepted))
+    """The serialised model config with `overrides` merged in, each where it belongs.
+
+    The levels are the model's and those of the models it holds (an
+    `EMANetImageSegmenter`'s backbone and the backbone's image encoder; a
+    0.1 `EMANet`'s encoder), placed as `merge_overrides` places them.
+    """
     config = json.loads(json.dumps(config))  # a copy
-    head, shared = config["config"], model_class.shared_arguments
-    for key, value in overrides.items():
-        if key in backbone_args:
-            head["backbone"]["config"][key] = value
-            if key not in shared:
-                continue
-        head[key] = value
+    levels, classes = [], []
+    level, level_class = config, model_class
+    while level is not None:
+        levels.append(level["config"])
+        classes.append(level_class)
+        level, level_class = _held_model(level["config"])
+    shared = sorted({name for cls in classes for name in getattr(cls, "shared_arguments", ())})
+    merge_overrides(levels, classes, shared, overrides, f"{model_class.__name__}.from_preset")
     return config
+
+
+def _held_model(arguments):
+    """The serialised model (and its registered class) among `arguments`, or (None, None)."""
+    for key in ("backbone", "image_encoder"):
+        value = arguments.get(key)
+        if isinstance(value, dict) and "config" in value:
+            held_class = keras.saving.get_registered_object(value.get("registered_name", ""))
+            if isinstance(held_class, type) and issubclass(held_class, FunctionalModel):
+                return value, held_class
+    return None, None
 
 
 def save_preset(model, preset_dir, *, max_shard_size=None):

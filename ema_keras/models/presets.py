@@ -1,10 +1,11 @@
 """The built-in presets: named EMANet configurations, as read-only data.
 
-Each `Preset` names the segmenter class that builds it (`architecture`:
-"emanet" for `EMANet`, "mobile_emanet" for `MobileEMANet`), its keyword
-arguments (`config`; `config["backbone"]` holds the backbone's: a
-`DilatedResNet`'s or a `MobileNetV3Backbone`'s) and, when it has them, the
-location of its weights (a local path, `file://` or `http(s)://`, downloaded
+Each `Preset` names its architecture (the backbone that builds it:
+"emanet" for `EMANetBackbone` on a `DilatedResNet`, "mobile_emanet" for
+`MobileEMANetBackbone` on a `MobileNetV3Backbone`), its keyword arguments
+(`config`: the `EMANetImageSegmenter`'s; `config["backbone"]` the backbone's;
+`config["backbone"]["image_encoder"]` the encoder's) and, when it has them,
+the location of its weights (a local path, `file://` or `http(s)://`, downloaded
 once into the Keras cache). The built-in presets carry no weights yet.
 
 `EMANetImageSegmenter.from_preset(name)` builds any of them; a model of your
@@ -47,23 +48,26 @@ class Preset:
 
 
 def _paper(depth, output_stride):
+    encoder = {"depth": depth, "stem": "deep", "output_stride": output_stride}
     return {
         "backbone": {
-            "depth": depth, "stem": "deep", "output_stride": output_stride,
+            "image_encoder": {**encoder, "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM},
             "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
         },
         "num_classes": _VOC_CLASSES,
         "batch_norm_momentum": _OFFICIAL_BN_MOMENTUM,
-    }  # fmt: skip
+    }
 
 
 def _mobile(variant, output_stride):
     return {
-        "backbone": {"variant": variant, "output_stride": output_stride},
+        "backbone": {
+            "image_encoder": {"variant": variant, "output_stride": output_stride},
+            "head_channels": 128,
+            "ema_num_bases": 16,
+            "ema_num_iterations": 1,
+        },
         "num_classes": _VOC_CLASSES,
-        "head_channels": 128,
-        "ema_num_bases": 16,
-        "ema_num_iterations": 1,
     }
 
 
@@ -94,7 +98,7 @@ _BUILTIN = (
         "emanet_resnet50_os16",
         f"EMANet ResNet-50, deep stem, output stride 16, BN momentum 0.9. {_NO_WEIGHTS}",
         {
-            "backbone": {"depth": 50, "stem": "deep", "output_stride": 16},
+            "backbone": {"image_encoder": {"depth": 50, "stem": "deep", "output_stride": 16}},
             "num_classes": _VOC_CLASSES,
         },
     ),
@@ -105,10 +109,12 @@ _BUILTIN = (
         "EMANet ResNet-50, standard stem, output stride 8, aux head and concat input "
         f"(mmsegmentation's). {_NO_WEIGHTS}",
         {
-            "backbone": {"depth": 50, "stem": "standard", "output_stride": 8},
+            "backbone": {
+                "image_encoder": {"depth": 50, "stem": "standard", "output_stride": 8},
+                "concat_input": True,
+            },
             "num_classes": _VOC_CLASSES,
             "aux_head": True,
-            "concat_input": True,
         },
     ),
     # Seconds on a CPU: one block per stage, 8 base channels, 8 bases.
@@ -117,16 +123,19 @@ _BUILTIN = (
         f"A tiny EMANet for tests and demos (seconds on a CPU). {_NO_WEIGHTS}",
         {
             "backbone": {
-                "block_counts": [1, 1, 1, 1], "width": 8, "stem": "deep", "output_stride": 8
+                "image_encoder": {
+                    "block_counts": [1, 1, 1, 1], "width": 8, "stem": "deep", "output_stride": 8
+                },
+                "head_channels": 32,
+                "classifier_channels": 32,
+                "ema_num_bases": 8,
             },
             "num_classes": _VOC_CLASSES,
-            "head_channels": 32,
-            "classifier_channels": 32,
-            "ema_num_bases": 8,
+            "aux_channels": 32,
         },
     ),
     # Phones (issue 14): MobileNetV3 and the light EMA head of `MobileEMANet`.
-    # ImageNet trunks load with `model.backbone.load_imagenet_weights(path)`
+    # ImageNet trunks load with `model.image_encoder.load_imagenet_weights(path)`
     # (keras.applications .h5). Small runs at output stride 32: its last
     # stage (576-channel expansions, 5x5 depthwise) at 1/16 cost half its MACs
     # and ~40% of its int8 latency at 513 (docs/mobile.md), over the 40 ms goal.
@@ -173,7 +182,7 @@ def is_preset_name(name):
 
 
 def get_preset(name):
-    """A deep copy of the preset's keyword arguments (`"backbone"`: the backbone's)."""
+    """A deep copy of the preset's keyword arguments (the segmenter's, nested as in `Preset`)."""
     return copy.deepcopy(dict(_entry(name).config))
 
 
@@ -183,7 +192,7 @@ def describe_preset(name):
 
 
 def preset_architecture(name):
-    """The segmenter class that builds the preset: "emanet" (`EMANet`) or "mobile_emanet"."""
+    """The preset's architecture: "emanet" (`EMANetBackbone`) or "mobile_emanet"."""
     return _entry(name).architecture
 
 
@@ -192,8 +201,8 @@ def register_preset(
 ):
     """Deprecated: save a model with `model.save_to_preset(folder)` and build it from there.
 
-    Adds a named configuration (`config`: the segmenter's keyword arguments,
-    `"backbone"`: the backbone's) with optional `weights` (a local path,
+    Adds a named configuration (`config`: the segmenter's keyword arguments
+    nested as a `Preset`'s, or 0.1's `EMANet` arguments) with optional `weights` (a local path,
     `file://` or `http(s)://` URL of a `.keras` / `.weights.h5` file) to this
     process's presets. Built-in names cannot be replaced.
     """

@@ -11,7 +11,11 @@ See docs/mobile.md.
 """
 
 from ema_keras.quantization.activation_quantizer import ActivationQuantizer, fake_quantize
-from ema_keras.quantization.fine_tuning import fine_tune
+from ema_keras.quantization.fine_tuning import (
+    QuantizationAwareStage,
+    compile_for_fine_tuning,
+    fine_tune,
+)
 from ema_keras.quantization.qat_model import (
     activation_quantizers,
     is_quantization_aware,
@@ -27,11 +31,13 @@ from ema_keras.quantization.quantized_hard_sigmoid import QuantizedHardSigmoid
 
 __all__ = [
     "ActivationQuantizer",
+    "QuantizationAwareStage",
     "QuantizedConv2D",
     "QuantizedDepthwiseConv2D",
     "QuantizedEMAUnit",
     "QuantizedHardSigmoid",
     "activation_quantizers",
+    "compile_for_fine_tuning",
     "fake_quantize",
     "fine_tune",
     "is_quantization_aware",

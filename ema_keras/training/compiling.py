@@ -6,7 +6,7 @@ backend, and compiling for a recipe is as portable as they are.
 """
 
 from ema_keras.losses import MaskedSparseCrossEntropy, OHEMCrossEntropy
-from ema_keras.models.image_segmenter import segmenter_objectives
+from ema_keras.models.segmenter_base import segmenter_objectives
 from ema_keras.optimizers import ParameterGroupSGD, parameter_groups
 from ema_keras.schedules import PolyDecay
 

@@ -87,6 +87,16 @@ class TrainConfig:
     distill_weight: float = _setting(
         DISTILL_WEIGHT, "Weight of the --teacher's distillation term in the loss (0: none)."
     )
+    qat_steps: int = _setting(
+        0,
+        "Quantization-aware fine-tuning steps after training (0: none): a copy with its "
+        "BatchNorms folded and int8 fake-quantization is fine-tuned on the training data, "
+        "scored on the validation set and written as qat.keras, which export_model.py "
+        "--qat_model turns into a full-integer TFLite file (docs/mobile.md).",
+    )
+    qat_learning_rate: float = _setting(
+        1e-4, "Constant SGD learning rate (momentum 0.9) of the --qat_steps fine-tune."
+    )
     # Data. `data_dir` is a folder of `dataset` (VOCdevkit or VOC2012 for voc);
     # None trains on the generated demo dataset. `train_tfrecords` (a glob)
     # replaces the folder.
@@ -221,6 +231,12 @@ def check_settings(config, backend=backends.BACKEND):
         )
     if not (math.isfinite(config.distill_weight) and config.distill_weight >= 0.0):
         raise SettingsError(f"--distill_weight must be 0 or more, got {config.distill_weight}.")
+    if config.qat_steps < 0:
+        raise SettingsError(f"--qat_steps must be 0 or more, got {config.qat_steps}.")
+    if not (math.isfinite(config.qat_learning_rate) and config.qat_learning_rate > 0.0):
+        raise SettingsError(
+            f"--qat_learning_rate must be above 0, got {config.qat_learning_rate}."
+        )
     if not 0.0 < config.val_fraction < 1.0:
         raise SettingsError(f"--val_fraction must be between 0 and 1, got {config.val_fraction}.")
     if is_custom(config.dataset):

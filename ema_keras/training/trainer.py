@@ -25,6 +25,7 @@ from ema_keras.data import datasets, demo, pipeline, splits, training_data
 from ema_keras.data.class_weights import resolve_class_weights
 from ema_keras.models import build_preset
 from ema_keras.models.class_info import set_class_info
+from ema_keras.models.segmenter_parts import image_encoder_of
 from ema_keras.training import (
     backends,
     checkpointing,
@@ -70,11 +71,11 @@ def build_model(config):
         if loaded.reinitialised:
             logging.info("%s", loaded.message)
     elif config.backbone_weights:
-        weights.load_backbone_weights(model.backbone, config.backbone_weights)
+        weights.load_backbone_weights(image_encoder_of(model), config.backbone_weights)
     if config.freeze_backbone:
         # Before compiling: the optimizer and its parameter groups see only
         # the head's variables.
-        model.backbone.trainable = False
+        image_encoder_of(model).trainable = False
     return model
 
 
@@ -188,7 +189,7 @@ def _monitor_name(model):
     return "val_logits_mean_iou" if isinstance(model.output, dict) else "val_mean_iou"
 
 
-def train(config, model_dir):
+def train(config, model_dir, *, after_training=None):
     """Trains (or resumes training) into `model_dir`; returns a `TrainResult`.
 
     Writes, on the chief: checkpoints (`checkpoints/`, resumed automatically),
@@ -198,14 +199,50 @@ def train(config, model_dir):
     is written. Raises `checkpointing.TrainingDiverged` if the loss becomes
     NaN or Inf. Running a finished training again trains nothing and keeps
     what it recorded.
+
+    `after_training`: a stage that fine-tunes a copy of the trained model
+    (`ema_keras.quantization.QuantizationAwareStage` for `--qat_steps`): an
+    object with `derive(model)` (the compiled copy, built in the strategy's
+    scope), `steps`, `file_name` and `description`. The copy is fitted on
+    the training data, scored on the validation data, written as
+    `file_name` and its score recorded in `summary.json` under the file's
+    stem (`qat_val_mean_iou`). A finished run whose copy is missing gets
+    only this stage.
     """
     first_step = FirstStepTimer()
     execution = backends.make_execution(config)
     with execution.active():
-        return _train(config, model_dir, execution, first_step)
+        return _train(config, model_dir, execution, first_step, after_training)
 
 
-def _train(config, model_dir, execution, first_step):
+def _stage_pending(stage, model_dir):
+    return stage is not None and not os.path.isfile(os.path.join(model_dir, stage.file_name))
+
+
+def _run_stage(stage, model, config, execution, train_data, validation_data, model_dir):
+    """Fits `stage`'s copy of the trained model; returns its validation mIoU (or None)."""
+    with execution.scope():
+        derived = stage.derive(model)
+    if isinstance(execution.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _work_around_keras_multi_worker_fit(derived, config, execution.strategy)
+    derived.fit(
+        train_data, steps_per_epoch=stage.steps, epochs=1, shuffle=False, verbose=config.verbose
+    )
+    score = None
+    if validation_data is not None:
+        scores = derived.evaluate(validation_data, return_dict=True, verbose=0)
+        score = float(scores[_monitor_name(derived)[len("val_"):]])
+    path = os.path.join(model_dir, stage.file_name)
+    if execution.chief:
+        checkpointing.save_model_atomically(derived, path)
+    logging.info(
+        "%s: %d steps; validation mIoU %s; model in %s.", stage.description, stage.steps,
+        "not measured" if score is None else f"{score:.4f}", path,
+    )  # fmt: skip
+    return score
+
+
+def _train(config, model_dir, execution, first_step, after_training=None):
     chief = execution.chief
     epochs, steps_per_epoch = checkpointing.chunk_plan(config.steps, config.steps_per_checkpoint)
     run_record.refuse_other_run(config, model_dir)
@@ -234,9 +271,10 @@ def _train(config, model_dir, execution, first_step):
     initial_epoch = initial_step // steps_per_epoch
     if initial_step:
         logging.info("Resuming from step %d (%s).", initial_step, checkpoint.latest)
-    if initial_epoch >= epochs:
+    trained = initial_epoch >= epochs
+    if trained and not _stage_pending(after_training, model_dir):
         return _finished_run(model, initial_step, model_dir, chief)
-    if config.teacher:
+    if config.teacher and not trained:
         with execution.scope():
             distillation.distil_into(model, config)
     targets = _label_targets(model)
@@ -300,31 +338,44 @@ def _train(config, model_dir, execution, first_step):
                 else None,
             ),
         ]
-    history = model.fit(
-        train_data,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        shuffle=False,  # the dataset shuffles itself, seeded
-        callbacks=callbacks,
-        verbose=config.verbose,
-    ).history
-    guard.raise_if_diverged()
+    if trained:  # only the stage is owed
+        result = _finished_run(model, initial_step, model_dir, chief)
+        summary = _read_summary(model_dir) or {"step": initial_step}
+    else:
+        history = model.fit(
+            train_data,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data,
+            shuffle=False,  # the dataset shuffles itself, seeded
+            callbacks=callbacks,
+            verbose=config.verbose,
+        ).history
+        guard.raise_if_diverged()
 
-    step = int(model.optimizer.iterations.numpy())
-    val_mean_iou = None
-    monitor = _monitor_name(model)
-    if history.get(monitor):
-        val_mean_iou = float(history[monitor][-1])
-    summary = {
-        "step": step,
-        "val_mean_iou": val_mean_iou,
-        "first_step_seconds": first_step.seconds,
-    }
-    if chief:
-        _write_final_outputs(model, model_dir, summary)
-    return TrainResult(model, history, step, val_mean_iou, model_dir)
+        step = int(model.optimizer.iterations.numpy())
+        val_mean_iou = None
+        monitor = _monitor_name(model)
+        if history.get(monitor):
+            val_mean_iou = float(history[monitor][-1])
+        summary = {
+            "step": step,
+            "val_mean_iou": val_mean_iou,
+            "first_step_seconds": first_step.seconds,
+        }
+        if chief:
+            _write_final_outputs(model, model_dir, summary)
+        result = TrainResult(model, history, step, val_mean_iou, model_dir)
+    if _stage_pending(after_training, model_dir):
+        score = _run_stage(
+            after_training, model, config, execution, train_data, validation_data, model_dir
+        )
+        summary[after_training.file_name[: -len(".keras")] + "_val_mean_iou"] = score
+        if chief:
+            with open(os.path.join(model_dir, SUMMARY_FILE), "w") as file:
+                json.dump(summary, file, indent=2)
+    return result
 
 
 def _write_final_outputs(model, model_dir, summary):
@@ -334,6 +385,14 @@ def _write_final_outputs(model, model_dir, summary):
         json.dump(summary, file, indent=2)
 
 
+def _read_summary(model_dir):
+    path = os.path.join(model_dir, SUMMARY_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
+
+
 def _finished_run(model, step, model_dir, chief):
     """A run whose checkpoint is at its last step: its recorded result, nothing rewritten.
 
@@ -341,11 +400,8 @@ def _finished_run(model, step, model_dir, chief):
     them written now (the validation mIoU then comes from history.csv).
     """
     logging.info("%s is already trained to its last step (%d).", model_dir, step)
-    summary_path = os.path.join(model_dir, SUMMARY_FILE)
-    if os.path.isfile(summary_path):
-        with open(summary_path) as file:
-            summary = json.load(file)
-    else:
+    summary = _read_summary(model_dir)
+    if summary is None:
         history_path = os.path.join(model_dir, curves.HISTORY_FILE)
         rows = curves.read_history(model_dir) if os.path.isfile(history_path) else {}
         scores = [row[_monitor_name(model)] for row in rows.values() if _monitor_name(model) in row]

@@ -2,10 +2,10 @@
 
 Loading (no torch needed for Keras files):
 
-    model = EMANet.from_preset("emanet_resnet101_os8_voc")
+    model = EMANetImageSegmenter.from_preset("emanet_resnet101_os8_voc")
     load_model_weights(model, "emanet_r101_voc.keras")            # full model
     load_fine_tuning_weights(model_3_classes, "emanet_r101_voc.keras")  # all but classifiers
-    load_backbone_weights(model.backbone, "resnet101_deep.keras")  # ImageNet trunk
+    load_backbone_weights(model.image_encoder, "resnet101_deep.keras")  # ImageNet trunk
 
 Converting (needs torch, `pip install 'ema-keras[convert]'`):
 

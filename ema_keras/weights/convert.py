@@ -3,7 +3,12 @@
 import os
 
 from ema_keras.models.dilated_resnet import BLOCK_COUNTS, DilatedResNet
-from ema_keras.models.emanet import EMANet
+from ema_keras.models.emanet_backbone import EMANetBackbone
+from ema_keras.models.image_segmenter import (
+    EMANetImageSegmenter,
+    build_segmenter,
+    nested_config,
+)
 from ema_keras.models.presets import get_preset
 from ema_keras.weights import torch_files, torch_names
 from ema_keras.weights.layer_weights import WeightsMismatchError, assign_layer_weights
@@ -75,7 +80,8 @@ def convert_official_checkpoint(
         "ema_num_iterations": int(num_iterations),
     }
     if preset is not None:
-        preset_backbone = get_preset(preset)["backbone"]
+        preset_backbone = nested_config(EMANetBackbone, get_preset(preset))["backbone"]
+        preset_backbone = preset_backbone["image_encoder"]
         preset_counts = preset_backbone.get("block_counts")
         preset_counts = preset_counts or BLOCK_COUNTS[preset_backbone["depth"]]
         if list(preset_counts) != counts:
@@ -86,12 +92,10 @@ def convert_official_checkpoint(
         overrides = dict(head)
         if output_stride is not None:
             overrides["output_stride"] = output_stride
-        model = EMANet.from_preset(preset, **overrides)
+        model = EMANetImageSegmenter.from_preset(preset, **overrides)
     else:
-        backbone = DilatedResNet(
-            **_depth_args(counts), stem="deep", output_stride=output_stride or 8
-        )
-        model = EMANet(backbone=backbone, **head)
+        encoder = {**_depth_args(counts), "stem": "deep", "output_stride": output_stride or 8}
+        model = build_segmenter(EMANetBackbone, {"backbone": encoder, **head})
     load_official_state_dict(model, state_dict, source=source)
     _save(model, output_path)
     return model

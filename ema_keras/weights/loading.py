@@ -14,8 +14,12 @@ import tempfile
 import keras
 
 from ema_keras.models.dilated_resnet import BLOCK_COUNTS, DilatedResNet
-from ema_keras.models.functional_model import with_article as _a
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
+from ema_keras.models.segmenter_parts import (
+    architecture_of,
+    architecture_of_config,
+    image_encoder_of,
+)
 from ema_keras.serialization import PACKAGE
 from ema_keras.weights import keras_files, torch_files, torch_names
 from ema_keras.weights.layer_weights import (
@@ -29,7 +33,9 @@ from ema_keras.weights.layer_weights import (
 _IMAGENET_CLASSIFIERS = ("predictions", "probs", "fc1000")
 _BLOCK_NAME = re.compile(r"^conv([2-5])_block(\d+)_")
 # The segmenter classes whose files this module loads.
-_MODEL_CLASS_NAMES = ("EMANet", "MobileEMANet")
+_MODEL_CLASS_NAMES = ("EMANetImageSegmenter", "EMANet", "MobileEMANet")
+_BACKBONE_CLASS_NAMES = ("DilatedResNet", "MobileNetV3Backbone", "EMANetBackbone",
+                         "MobileEMANetBackbone")  # fmt: skip
 
 
 def _model_class(class_name):
@@ -136,10 +142,10 @@ def copy_fine_tuning_weights(model, source, *, source_name):
     `source_name` names it in messages.
     """
     _check_model(model)
-    if type(source) is not type(model):
+    if architecture_of(source) != architecture_of(model):
         raise WeightsMismatchError(
-            f"{source_name} holds {_a(type(source).__name__)} but the model is "
-            f"{_a(type(model).__name__)}."
+            f"{source_name} holds {_describe(architecture_of(source))} but the model is "
+            f"{_describe(architecture_of(model))}."
         )
     return _assign(model, model_weights(source), source_name, source.num_classes)
 
@@ -181,13 +187,14 @@ def _assign(model, weights, source, file_classes):
 def _check_model(model):
     if not _is_segmenter(model):
         raise TypeError(
-            f"load_model_weights expects an EMANet or a MobileEMANet, got "
-            f"{type(model).__name__}; for a backbone use load_backbone_weights."
+            f"load_model_weights expects an EMANet segmenter (EMANetImageSegmenter, or 0.1's "
+            f"EMANet or MobileEMANet), got {type(model).__name__}; for a trunk use "
+            "load_backbone_weights."
         )
 
 
 def _refuse_official_into_mobile(model, source):
-    if isinstance(model, _model_class("MobileEMANet")):
+    if architecture_of(model) == "mobile_emanet":
         raise WeightsMismatchError(
             f"{source}: a PyTorch file can only be an official EMANet checkpoint, a dilated "
             "ResNet, which a MobileEMANet cannot load; start it from a MobileEMANet `.keras` "
@@ -273,7 +280,8 @@ def load_backbone_weights(backbone, path):
     backbone of any output stride.
 
     Args:
-        backbone: the `DilatedResNet` (for an EMANet: `model.backbone`).
+        backbone: the `DilatedResNet` (of a segmenter: `model.image_encoder`; an
+            `EMANetBackbone` gives its own).
         path: one of
             - a `keras.applications` ResNet50/101/152 ImageNet `.h5` file
               (standard stem, conv biases: the backbone must be
@@ -301,7 +309,11 @@ def load_backbone_weights(backbone, path):
         backbone.load_imagenet_weights(path)
         return backbone
     if _is_segmenter(backbone):
-        raise TypeError("load_backbone_weights expects a backbone: pass `model.backbone`.")
+        raise TypeError(
+            "load_backbone_weights expects a trunk: pass `model.image_encoder` (0.1's EMANet: "
+            "`model.backbone`)."
+        )
+    backbone = getattr(backbone, "image_encoder", backbone)  # an EMANetBackbone's trunk
     if not isinstance(backbone, DilatedResNet):
         raise TypeError(
             f"load_backbone_weights expects a DilatedResNet, got {type(backbone).__name__}."
@@ -316,8 +328,9 @@ def load_backbone_weights(backbone, path):
         assign_layer_weights(backbone, weights, source=path, ignore_layers=head)
     elif path.endswith(".keras"):
         source = keras_files.load_keras_model(path)
-        if isinstance(source, _model_class("EMANet")):
-            source = source.backbone
+        if _is_segmenter(source):
+            source = image_encoder_of(source)
+        source = getattr(source, "image_encoder", source)  # an EMANetBackbone's trunk
         if not isinstance(source, DilatedResNet):
             raise ValueError(
                 f"{path} holds a {type(source).__name__}, not a DilatedResNet or EMANet."
@@ -355,11 +368,11 @@ def _load_official(model, state_dict, source, new_classifier):
     if layout != "official":
         raise WeightsMismatchError(
             f"{source} is a {layout} ResNet backbone, not an EMANet checkpoint: load it with "
-            "load_backbone_weights(model.backbone, ...)."
+            "load_backbone_weights(model.image_encoder, ...)."
         )
     weights, unknown, _ = torch_names.to_keras_names(state_dict, layout)
     raise_for_unknown_keys(unknown, source)
-    check_backbone(model.backbone, weights, source)
+    check_backbone(image_encoder_of(model), weights, source)
     classifier = weights.get("classifier_conv", {}).get("bias")
     # Without a classifier bias the count is unknown: assigning reports it missing.
     file_classes = model.num_classes if classifier is None else int(classifier.shape[0])
@@ -404,22 +417,29 @@ def check_backbone(backbone, weights, source):
 def _check_keras_file(model, config, path, new_classifier):
     """Refuses a `.keras` file of another kind of model; returns its class count."""
     class_name = config.get("class_name")
-    if class_name in ("DilatedResNet", "MobileNetV3Backbone"):
+    if class_name in _BACKBONE_CLASS_NAMES:
         raise WeightsMismatchError(
             f"{path} holds a backbone only: load it with "
-            "load_backbone_weights(model.backbone, ...)."
+            "load_backbone_weights(model.image_encoder, ...)."
         )
     if class_name not in _MODEL_CLASS_NAMES:
-        raise WeightsMismatchError(f"{path} holds a {class_name}, not an EMANet or MobileEMANet.")
-    if not isinstance(model, _model_class(class_name)):
+        raise WeightsMismatchError(f"{path} holds a {class_name}, not an EMANet segmenter.")
+    file_architecture = architecture_of_config(config)
+    if file_architecture != architecture_of(model):
         raise WeightsMismatchError(
-            f"{path} holds {_a(class_name)} but the model is {_a(type(model).__name__)}: build "
-            f"{_a(class_name)} (one of its presets) to load it."
+            f"{path} holds {_describe(file_architecture)} but the model is "
+            f"{_describe(architecture_of(model))}: build one of the file's presets to load it."
         )
     num_classes = config["config"].get("num_classes")
     if num_classes != model.num_classes and not new_classifier:
         raise _class_count_error(path, num_classes, model.num_classes)
     return num_classes
+
+
+def _describe(architecture):
+    return {"emanet": "a dilated-ResNet EMANet", "mobile_emanet": "a MobileNetV3 EMANet"}.get(
+        architecture, "another model"
+    )
 
 
 def _load_native(model, path):

@@ -36,14 +36,14 @@ TENSORFLOW_ONLY_AT_IMPORT = sorted(
     and name not in KERAS_ONLY
 )
 from ema_keras.layers import EMALayer
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 from tests.backends.layer_checks import check_em_layer_matches_reference
 from tests.backends.optimizer_checks import check_parameter_groups_follow_the_official_rules
 from tests.layers.em_reference import reference_em, reference_update
 
 
 def check_tiny_preset(work_dir, inputs):
-    model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, seed=0)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3, seed=0)
     outputs = model.predict(inputs, verbose=0)
     assert outputs.shape == inputs.shape[:3] + (3,), outputs.shape
     labels = np.random.default_rng(1).integers(0, 3, size=inputs.shape[:3])
@@ -51,7 +51,7 @@ def check_tiny_preset(work_dir, inputs):
         optimizer=keras.optimizers.SGD(0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    bases = model.get_layer("ema_unit").em_attention.bases
+    bases = model.backbone.get_layer("ema_unit").em_attention.bases
     before = keras.ops.convert_to_numpy(bases).copy()
     history = model.fit(inputs, labels, batch_size=len(inputs), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 from tests.backends.backend_testing import backend_environment, relative_error, run_checks_program
 
 pytest.importorskip(
@@ -32,7 +32,7 @@ def jax_run(tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp("jax"))
     inputs = np.random.default_rng(5).normal(size=(2, 48, 40, 3)).astype("float32")
     np.save(os.path.join(work_dir, "inputs.npy"), inputs)
-    model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, seed=1)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3, seed=1)
     model.save(os.path.join(work_dir, "tensorflow.keras"))
     tensorflow_outputs = model.predict(inputs, verbose=0)
     env = backend_environment("jax", XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS="cpu")
@@ -65,6 +65,6 @@ def test_file_saved_on_tensorflow_loads_on_jax(jax_run):
 def test_file_saved_on_jax_loads_on_tensorflow(jax_run):
     work_dir, inputs, _, _ = jax_run
     model = keras.models.load_model(os.path.join(work_dir, "jax.keras"))
-    assert isinstance(model, EMANet)
+    assert isinstance(model, EMANetImageSegmenter)
     jax_outputs = np.load(os.path.join(work_dir, "jax_outputs.npy"))
     assert relative_error(model.predict(inputs, verbose=0), jax_outputs) <= 1e-5

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 from tests.backends.backend_testing import (
     REPO_ROOT,
     backend_environment,
@@ -33,7 +33,7 @@ def torch_run(tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp("torch"))
     inputs = np.random.default_rng(5).normal(size=(2, 48, 40, 3)).astype("float32")
     np.save(os.path.join(work_dir, "inputs.npy"), inputs)
-    model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, seed=1)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3, seed=1)
     model.save(os.path.join(work_dir, "tensorflow.keras"))
     tensorflow_outputs = model.predict(inputs, verbose=0)
     environment = backend_environment("torch")
@@ -62,7 +62,7 @@ def test_file_saved_on_tensorflow_loads_on_torch(torch_run):
 def test_file_saved_on_torch_loads_on_tensorflow(torch_run):
     work_dir, inputs, _, _ = torch_run
     model = keras.models.load_model(os.path.join(work_dir, "torch.keras"))
-    assert isinstance(model, EMANet)
+    assert isinstance(model, EMANetImageSegmenter)
     torch_outputs = np.load(os.path.join(work_dir, "torch_outputs.npy"))
     assert relative_error(model.predict(inputs, verbose=0), torch_outputs) <= 1e-5
 
@@ -92,4 +92,4 @@ def test_training_recipe_runs_on_torch(tmp_path):
         "checkpoint.json", "ckpt-1.npz", "ckpt-2.npz"
     ]
     reloaded = keras.models.load_model(os.path.join(model_dir, "last.keras"))
-    assert isinstance(reloaded, EMANet)
+    assert isinstance(reloaded, EMANetImageSegmenter)

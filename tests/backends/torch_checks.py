@@ -20,7 +20,7 @@ import ema_keras
 
 # Checked first thing: `import ema_keras` on torch must not start TensorFlow.
 TENSORFLOW_AT_IMPORT = "tensorflow" in sys.modules
-from ema_keras.models import EMANet  # noqa: E402
+from ema_keras.models import EMANetImageSegmenter  # noqa: E402
 from tests.backends.layer_checks import check_em_layer_matches_reference  # noqa: E402
 from tests.backends.optimizer_checks import (  # noqa: E402
     check_parameter_groups_follow_the_official_rules,
@@ -28,7 +28,7 @@ from tests.backends.optimizer_checks import (  # noqa: E402
 
 
 def check_tiny_preset_trains_and_saves(work_dir, inputs):
-    model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, dropout=0.0, seed=0)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3, dropout=0.0, seed=0)
     assert model.predict(inputs, verbose=0).shape == inputs.shape[:3] + (3,)
     # Learnable labels: the class of a pixel is the sign pattern of two channels.
     labels = (inputs[..., 0] > 0).astype("int32") + (inputs[..., 1] > 0).astype("int32")
@@ -36,7 +36,7 @@ def check_tiny_preset_trains_and_saves(work_dir, inputs):
         optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    bases = model.get_layer("ema_unit").em_attention.bases
+    bases = model.backbone.get_layer("ema_unit").em_attention.bases
     before = keras.ops.convert_to_numpy(bases).copy()
     losses = model.fit(inputs, labels, batch_size=len(inputs), epochs=4, verbose=0).history["loss"]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
@@ -46,7 +46,7 @@ def check_tiny_preset_trains_and_saves(work_dir, inputs):
     outputs = model.predict(inputs, verbose=0)
     np.save(os.path.join(work_dir, "torch_outputs.npy"), outputs)
     reloaded = keras.models.load_model(path)
-    assert isinstance(reloaded, EMANet)
+    assert isinstance(reloaded, EMANetImageSegmenter)
     np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), outputs, rtol=0, atol=1e-6)
     print(f"tiny preset fits 4 steps (loss {losses[0]:.4f} -> {losses[-1]:.4f}), saves, reloads")
 

@@ -11,7 +11,7 @@ import pytest
 from ema_keras.data import read_voc_split, train_dataset, write_demo_dataset
 from ema_keras.export import load_images
 from ema_keras.losses import MaskedSparseCrossEntropy
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 
 TRAIN_STEPS = 150
 CROP = 48
@@ -35,7 +35,7 @@ def trained_model_path(demo_root, tmp_path_factory):
         seed=0,
         cache=True, num_classes=21,
     )
-    model = EMANet.from_preset("emanet_tiny_demo", seed=0)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", seed=0)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=MaskedSparseCrossEntropy())
     model.fit(dataset, steps_per_epoch=TRAIN_STEPS, epochs=1, shuffle=False, verbose=0)
     path = tmp_path_factory.mktemp("export_model") / "trained.keras"

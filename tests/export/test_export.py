@@ -13,7 +13,7 @@ from ema_keras import export
 from ema_keras.data.decode import decode_image
 from ema_keras.data.pipeline import IMAGENET_MEAN, normalize_image
 from ema_keras.export import workflow
-from ema_keras.models import EMANet, expects_raw_pixels, model_inputs
+from ema_keras.models import EMANetImageSegmenter, expects_raw_pixels, model_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CANVAS = (72, 72)
@@ -26,7 +26,7 @@ def keras_labels(model, image):
 
 def perturbed_copy(model, seed=0):
     """The same network with noise of the weights' own scale added to its classifier."""
-    copy = EMANet.from_config(model.get_config())
+    copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
     kernel = copy.get_layer("classifier_conv").kernel
     noise = np.random.default_rng(seed).normal(0.0, float(np.std(kernel.numpy())), kernel.shape)
@@ -70,7 +70,7 @@ def test_fit_to_canvas_pads_with_the_mean_and_scales_large_images_down():
 
 
 def test_bad_arguments_raise_clear_errors(tmp_path):
-    model = EMANet.from_preset("emanet_tiny_demo")
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo")
     with pytest.raises(ValueError, match="quantization"):
         export.export_tflite(model, tmp_path / "m.tflite", quantization="int4")
     with pytest.raises(ValueError, match="representative_images"):
@@ -163,8 +163,10 @@ def test_dynamic_size_tflite_runs_on_two_sizes(trained_model, tmp_path):
 
 
 def test_tflite_normalises_once_whichever_input_the_model_takes(trained_model, tmp_path):
-    normalised_input = EMANet.from_preset("emanet_tiny_demo", include_preprocessing=False)
-    plain = EMANet.from_config(
+    normalised_input = EMANetImageSegmenter.from_preset(
+        "emanet_tiny_demo", include_preprocessing=False
+    )
+    plain = EMANetImageSegmenter.from_config(
         {**trained_model.get_config(), "backbone": normalised_input.backbone, "name": "plain"}
     )
     plain.set_weights(trained_model.get_weights())  # the same weights, normalised input
@@ -185,7 +187,7 @@ def test_tflite_normalises_once_whichever_input_the_model_takes(trained_model, t
 
 
 def test_aux_head_models_export_only_the_main_logits(tmp_path):
-    model = EMANet.from_preset("emanet_tiny_demo", aux_head=True)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", aux_head=True)
     path = export.export_tflite(model, tmp_path / "aux.tflite", image_size=(40, 48))
     runner = export.tflite_interpreter(path).get_signature_runner()
     assert list(runner.get_output_details()) == ["logits"]
@@ -241,7 +243,7 @@ def test_a_file_the_interpreter_cannot_run_is_reported_and_kept_as_failed(tmp_pa
         raise RuntimeError("tflite/kernels/div.cc: data[i] != zero_point")
 
     monkeypatch.setattr(workflow, "verify_tflite", refuse)
-    model = EMANet.from_preset("emanet_tiny_demo")
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo")
     image = np.random.default_rng(2).integers(0, 256, (32, 40, 3)).astype("uint8")
     with pytest.raises(export.ExportVerificationError, match="ERROR: RuntimeError") as raised:
         export.export_and_verify(

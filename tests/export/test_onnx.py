@@ -132,9 +132,9 @@ def test_cli_rejects_unknown_formats_and_the_wrong_file_name(trained_model, tmp_
 def test_mobile_model_converts_cleanly_and_matches_keras(tmp_path):
     import onnx
 
-    from ema_keras.models import MobileEMANet
+    from ema_keras.models import EMANetImageSegmenter
 
-    model = MobileEMANet.from_preset("emanet_mobilenetv3_small_voc", num_classes=3, seed=0)
+    model = EMANetImageSegmenter.from_preset("emanet_mobilenetv3_small_voc", num_classes=3, seed=0)
     path = export.export_onnx(model, tmp_path / "mobile.onnx", image_size=(64, 64))
     # Hard-swish's `x + 3` reaches tf2onnx as a (1,) constant, so its transpose
     # optimizer runs: a scalar makes it fail and leave two Transposes per conv

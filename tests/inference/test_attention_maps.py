@@ -24,7 +24,7 @@ from ema_keras.inference.prediction import (
     predict_files,
 )
 from ema_keras.model_files import load_keras_model
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,7 +34,7 @@ IMAGE_SHAPE = (40, 56, 3)
 
 @pytest.fixture(scope="module")
 def model():
-    return EMANet.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES, seed=0)
+    return EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def image():
 
 def unit_input(model, image):
     """(h, w, C) float64 features the EMA unit receives for `image` (raw pixels in)."""
-    features = keras.Model(model.input, model.get_layer("ema_unit").input)(
+    features = keras.Model(model.backbone.input, model.backbone.get_layer("ema_unit").input)(
         image[None].astype(np.float32), training=False
     )
     return np.asarray(features, np.float64)[0]
@@ -52,7 +52,7 @@ def unit_input(model, image):
 
 def em_by_hand(model, features):
     """The unit's input projection and EMANET.md's EM iterations, in numpy."""
-    unit = model.get_layer("ema_unit")
+    unit = model.backbone.get_layer("ema_unit")
     kernel = np.asarray(unit.input_kernel, np.float64)[0, 0]  # (C, C)
     x = features.reshape(-1, features.shape[-1]) @ kernel + np.asarray(unit.input_bias)
     bases = np.asarray(unit.em_attention.bases, np.float64)  # (C, K)
@@ -67,7 +67,7 @@ def em_by_hand(model, features):
 
 def test_responsibilities_sum_to_one_at_the_units_feature_resolution(model, image):
     maps = attention_maps(model, image)
-    num_bases = model.get_layer("ema_unit").num_bases
+    num_bases = model.backbone.get_layer("ema_unit").num_bases
     assert maps.responsibilities.shape == unit_input(model, image).shape[:2] + (num_bases,)
     assert maps.responsibilities.shape == (5, 7, 8)  # output stride 8
     np.testing.assert_allclose(maps.responsibilities.sum(axis=-1), 1.0, atol=1e-5)
@@ -82,7 +82,7 @@ def test_responsibilities_are_the_em_iterations_on_the_units_input(model, image)
     expected = em_by_hand(model, unit_input(model, image))
     np.testing.assert_allclose(maps.responsibilities, expected, atol=1e-5)
     # The same weights in a model that expects normalised input: the same maps.
-    plain = EMANet.from_preset(
+    plain = EMANetImageSegmenter.from_preset(
         "emanet_tiny_demo", num_classes=NUM_CLASSES, seed=0, include_preprocessing=False
     )
     plain.set_weights(model.get_weights())

@@ -28,7 +28,7 @@ from ema_keras.inference.bulk_prediction import (
 from ema_keras.inference.precision import inference_model
 from ema_keras.inference.prediction import OutputConflictError, predict_files
 from ema_keras.model_files import load_keras_model
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 from tests.cli_testing import run_program
 from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
@@ -52,7 +52,7 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    EMANet.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES, seed=0).save(path)
+    EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES, seed=0).save(path)
     return path
 
 

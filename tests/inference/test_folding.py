@@ -5,13 +5,24 @@ import numpy as np
 import pytest
 
 from ema_keras.inference.folding import fold_batch_norm
-from ema_keras.models import DilatedResNet, EMANet, build_preset
+from ema_keras.models import (
+    DilatedResNet,
+    EMANet,
+    EMANetBackbone,
+    EMANetImageSegmenter,
+    build_preset,
+)
 
 
-def tiny_emanet(**kwargs):
-    backbone = DilatedResNet(block_counts=[1, 1, 1, 1], width=8, output_stride=8, seed=1)
-    settings = dict(num_classes=5, head_channels=32, classifier_channels=16, ema_num_bases=8)
-    return EMANet(backbone=backbone, seed=2, **{**settings, **kwargs})
+def tiny_emanet(concat_input=False, **kwargs):
+    encoder = DilatedResNet(block_counts=[1, 1, 1, 1], width=8, output_stride=8, seed=1)
+    backbone = EMANetBackbone(
+        image_encoder=encoder, head_channels=32, classifier_channels=16, ema_num_bases=8,
+        concat_input=concat_input, seed=2,
+    )  # fmt: skip
+    return EMANetImageSegmenter(
+        backbone=backbone, **{"num_classes": 5, "aux_channels": 16, "seed": 2, **kwargs}
+    )
 
 
 def trained_statistics(model, seed=0):
@@ -67,6 +78,23 @@ def test_emanet_folded_equals_original_before_and_after_a_keras_round_trip(tmp_p
     # The original is untouched: its layers were copied, not shared.
     np.testing.assert_array_equal(model(x, training=False).numpy(), reference)
     assert not set(map(id, folded.layers)) & set(map(id, _all_layers(model)))
+
+
+def test_a_file_of_0_1s_layout_folds_into_its_own_layout():
+    encoder = DilatedResNet(block_counts=[1, 1, 1, 1], width=8, output_stride=8, seed=1)
+    with pytest.warns(DeprecationWarning):
+        model = EMANet(
+            backbone=encoder, num_classes=5, head_channels=32, classifier_channels=16,
+            ema_num_bases=8, aux_head=True, seed=2,
+        )  # fmt: skip
+    model = trained_statistics(model, seed=6)
+    x = images()
+    reference = model(x, training=False)
+    folded = fold_batch_norm(model)
+    assert count(folded, keras.layers.BatchNormalization) == 0
+    assert folded.get_layer("ema_unit").output_norm.built  # flat, as the family's copy
+    for name in ("logits", "aux_logits"):
+        assert_same_logits(folded(x)[name].numpy(), reference[name].numpy())
 
 
 def test_aux_head_outputs_and_other_layers_are_kept():

@@ -15,7 +15,7 @@ from ema_keras.inference.prediction import (
     predict_files,
     predict_label_map,
 )
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 from tests.tf_log_level import TESTS_TF_LOG_LEVEL
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,7 +24,7 @@ NUM_CLASSES = 3
 
 @pytest.fixture(scope="module")
 def model():
-    return EMANet.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES, seed=0)
+    return EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=NUM_CLASSES, seed=0)
 
 
 def write_images(folder, *names, seed=0):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ema_keras.data.photos import load_photo
 from ema_keras.inference.prediction import predict_files, predict_label_map
-from ema_keras.models import EMANet, set_class_info
+from ema_keras.models import EMANetImageSegmenter, set_class_info
 from ema_keras.visualize import label_colours, with_legend
 from tests.inference.test_prediction import run_predict, snapshot
 
@@ -24,7 +24,7 @@ SIZE = (24, 32)  # height, width
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """A 3-class model that carries its class names and palette, saved as a .keras file."""
-    model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, seed=0)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3, seed=0)
     set_class_info(model, NAMES, PALETTE)
     path = tmp_path_factory.mktemp("model") / "model.keras"
     model.save(path)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from ema_keras.inference.folding import fold_batch_norm
 from ema_keras.layers import DilatedConv2D, tensorflow_ops
-from ema_keras.models import DilatedResNet, EMANet
+from ema_keras.models import DilatedResNet, EMANetBackbone, EMANetImageSegmenter
 from tests.layer_testing import check_inference_gradients_equal, traced_op_types
 
 
@@ -129,11 +129,14 @@ def test_serialization_round_trip(tmp_path):
 
 def test_emanet_dilated_blocks_use_it_and_trace_no_space_to_batch(native_dilation):
     keras.utils.set_random_seed(0)
-    model = EMANet(
-        backbone=DilatedResNet(block_counts=[1, 1, 2, 2], width=8, output_stride=8),
-        num_classes=3, head_channels=16, classifier_channels=8, ema_num_bases=4,
-    )  # fmt: skip
-    backbone_layers = model.get_layer(model.backbone.name).layers
+    encoder = DilatedResNet(block_counts=[1, 1, 2, 2], width=8, output_stride=8)
+    model = EMANetImageSegmenter(
+        backbone=EMANetBackbone(
+            image_encoder=encoder, head_channels=16, classifier_channels=8, ema_num_bases=4
+        ),
+        num_classes=3,
+    )
+    backbone_layers = model.image_encoder.layers
     dilated = [layer for layer in backbone_layers if isinstance(layer, DilatedConv2D)]
     plain = [layer for layer in backbone_layers if type(layer) is keras.layers.Conv2D]
     assert dilated and all(max(layer.dilation_rate) > 1 for layer in dilated)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from ema_keras.models import DilatedResNet, EMANet
+from ema_keras.models import DilatedResNet, EMANet, EMANetBackbone, EMANetImageSegmenter
 from ema_keras.models.functional_model import FunctionalModel
 
 TINY = dict(block_counts=[1, 1, 1, 1], width=8)
@@ -20,23 +20,35 @@ def images(batch=2, height=32, width=32, seed=0):
 
 
 def tiny_emanet(**kwargs):
-    return EMANet.from_preset("emanet_tiny_demo", num_classes=3, **kwargs)
+    return EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3, **kwargs)
+
+
+def legacy_tiny_emanet(**kwargs):
+    """0.1's `EMANet`, as 0.1's `EMANet.from_preset("emanet_tiny_demo", num_classes=3)` built it."""
+    encoder_args = {key: kwargs.pop(key) for key in ("include_preprocessing",) if key in kwargs}
+    backbone = DilatedResNet(stem="deep", seed=kwargs.get("seed"), **TINY, **encoder_args)
+    with pytest.warns(DeprecationWarning, match="0.1's layout"):
+        return EMANet(
+            backbone=backbone, num_classes=3, head_channels=32, classifier_channels=32,
+            ema_num_bases=8, **kwargs,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "build, message",
     [
         (
-            lambda: EMANet.from_preset("emanet_tiny_demo", num_clases=3),
-            "EMANet.from_preset got an unexpected keyword argument 'num_clases' "
-            "(did you mean 'num_classes'?). Accepted: align_corners, aux_head, backbone,",
+            lambda: EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_clases=3),
+            "EMANetImageSegmenter.from_preset got an unexpected keyword argument 'num_clases' "
+            "(did you mean 'num_classes'?). Accepted: align_corners, aux_channels, aux_head, "
+            "backbone,",
         ),
         (
-            lambda: EMANet.from_preset("emanet_tiny_demo", output_strid=16),
+            lambda: EMANetImageSegmenter.from_preset("emanet_tiny_demo", output_strid=16),
             "unexpected keyword argument 'output_strid' (did you mean 'output_stride'?)",
         ),
         (
-            lambda: EMANet.from_preset("emanet_tiny_demo", weights="imagenet"),
+            lambda: EMANetImageSegmenter.from_preset("emanet_tiny_demo", weights="imagenet"),
             "unexpected keyword argument 'weights': use load_weights=True",
         ),
         (
@@ -48,12 +60,27 @@ def tiny_emanet(**kwargs):
             "use_conv_bias, width.",
         ),
         (
-            lambda: EMANet(backbone=DilatedResNet(**TINY), num_clases=3),
-            "EMANet got an unexpected keyword argument 'num_clases' (did you mean 'num_classes'?)",
+            lambda: EMANetImageSegmenter(
+                backbone=EMANetBackbone(image_encoder=DilatedResNet(**TINY)), num_clases=3
+            ),
+            "EMANetImageSegmenter got an unexpected keyword argument 'num_clases' (did you mean "
+            "'num_classes'?)",
         ),
         (
-            lambda: EMANet.from_preset("emanet_tiny_demo", backbone={"depht": 50}),
-            "DilatedResNet got an unexpected keyword argument 'depht' (did you mean 'depth'?)",
+            lambda: EMANetBackbone(image_encoder=DilatedResNet(**TINY), head_chanels=8),
+            "EMANetBackbone got an unexpected keyword argument 'head_chanels' (did you mean "
+            "'head_channels'?)",
+        ),
+        (
+            lambda: EMANetImageSegmenter.from_preset(
+                "emanet_tiny_demo", image_encoder={"depht": 50}
+            ),
+            "DilatedResNet (image_encoder=...) got an unexpected keyword argument 'depht' (did you "
+            "mean 'depth'?)",
+        ),
+        (
+            lambda: EMANetImageSegmenter.from_preset("emanet_tiny_demo", backbone={"depht": 50}),
+            "EMANetBackbone (backbone=...) got an unexpected keyword argument 'depht'.",
         ),
     ],
 )
@@ -65,7 +92,7 @@ def test_unknown_keywords_are_refused_by_name(build, message):
 
 def test_unknown_preset_names_the_closest_and_lists_all():
     with pytest.raises(ValueError) as error:
-        EMANet.from_preset("emanet_tiny_dem")
+        EMANetImageSegmenter.from_preset("emanet_tiny_dem")
     assert str(error.value).startswith(
         "Unknown EMANet preset 'emanet_tiny_dem' (did you mean 'emanet_tiny_demo'?); available: "
         "['emanet_mobilenetv3_large_voc',"
@@ -73,13 +100,18 @@ def test_unknown_preset_names_the_closest_and_lists_all():
 
 
 def test_signature_lists_the_real_arguments_once():
+    assert EMANetImageSegmenter.config_arguments()[:3] == ["backbone", "num_classes", "dropout"]
+    assert EMANetBackbone.config_arguments()[:2] == ["image_encoder", "head_channels"]
     assert EMANet.config_arguments()[:3] == ["backbone", "num_classes", "head_channels"]
     assert "image_shape" in DilatedResNet.config_arguments()
     model = tiny_emanet(aux_head=True, seed=3)
     config = model.get_config()
-    assert set(config) == {"name", "trainable"} | set(EMANet.config_arguments())
-    assert config["image_shape"] == (None, None, 3) and "input_shape" not in config
-    assert config["backbone"]["config"]["output_stride"] == 8
+    assert set(config) == {"name", "trainable"} | set(EMANetImageSegmenter.config_arguments())
+    backbone = config["backbone"]["config"]
+    assert set(backbone) == {"name", "trainable"} | set(EMANetBackbone.config_arguments())
+    encoder = backbone["image_encoder"]["config"]
+    assert encoder["image_shape"] == (None, None, 3) and "input_shape" not in encoder
+    assert encoder["output_stride"] == 8 and backbone["head_channels"] == 32
 
 
 def test_input_shape_still_works_with_a_deprecation_warning():
@@ -89,9 +121,10 @@ def test_input_shape_still_works_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning):
         model = EMANet(backbone=backbone, head_channels=16, input_shape=(40, 40, 3))
     assert tuple(model.output.shape) == (None, 40, 40, 21)
-    with pytest.warns(DeprecationWarning, match="from_preset"):
-        model = EMANet.from_preset("emanet_tiny_demo", input_shape=(24, 24, 3))
-    assert model.image_shape == model.backbone.image_shape == (24, 24, 3)
+    with pytest.warns(DeprecationWarning, match="input_shape"):
+        model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", input_shape=(24, 24, 3))
+    assert model.image_encoder.image_shape == (24, 24, 3)
+    assert tuple(model.output.shape) == (None, 24, 24, 21)
     with pytest.raises(TypeError, match="both 'image_shape' and its old name 'input_shape'"):
         DilatedResNet(input_shape=(8, 8, 3), image_shape=(8, 8, 3))
     # from_config (files saved before the rename) renames silently.
@@ -107,7 +140,8 @@ def test_clone_model_keeps_the_class_and_the_outputs(aux_head):
     model = tiny_emanet(aux_head=aux_head)  # unseeded: the clone draws new weights
     model.compile(optimizer="sgd", loss=None)
     clone = keras.models.clone_model(model)
-    assert type(clone) is EMANet and type(clone.backbone) is DilatedResNet
+    assert type(clone) is EMANetImageSegmenter and type(clone.backbone) is EMANetBackbone
+    assert type(clone.image_encoder) is DilatedResNet
     assert clone.backbone is not model.backbone
     assert clone.backbone is clone.get_layer(model.backbone.name)
     assert clone.num_classes == 3 and clone.aux_head == aux_head
@@ -131,7 +165,7 @@ def test_clone_model_of_a_backbone_and_with_shared_layers():
     # clone_function=identity shares the layers: the clone is the same model.
     model = tiny_emanet()
     shared = keras.models.clone_model(model, clone_function=lambda layer: layer)
-    assert type(shared) is EMANet and shared.backbone is model.backbone
+    assert type(shared) is EMANetImageSegmenter and shared.backbone is model.backbone
     np.testing.assert_array_equal(shared(images()).numpy(), model(images()).numpy())
 
 
@@ -141,7 +175,7 @@ def test_built_only_from_keywords():
         DilatedResNet(backbone.inputs, backbone.outputs)
 
 
-# What `EMANet.from_preset("emanet_tiny_demo", num_classes=3, aux_head=True,
+# What `EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3, aux_head=True,
 # seed=3).get_config()` returned before the common base (ema-keras at 48ffd66):
 # hand-written configs, the input size under `input_shape`.
 _FLOAT32 = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"},
@@ -171,7 +205,7 @@ OLD_CONFIG = {
 def test_files_saved_with_the_old_config_still_load(tmp_path):
     # The old code's model took normalised input: no include_preprocessing in
     # its config means False (tests/models/test_input_contract.py).
-    model = tiny_emanet(aux_head=True, seed=3, include_preprocessing=False)
+    model = legacy_tiny_emanet(aux_head=True, seed=3, include_preprocessing=False)
     batch = images(height=40, width=48)
     model(batch, training=True)  # moves BN statistics and the EMA bases off their init
     path = os.path.join(str(tmp_path), "new.keras")

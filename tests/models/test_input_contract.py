@@ -10,7 +10,13 @@ from PIL import Image
 
 from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.layers import ImageNormalization
-from ema_keras.models import EMANet, MobileEMANet, build_preset, expects_raw_pixels, model_inputs
+from ema_keras.models import (
+    EMANetImageSegmenter,
+    MobileNetV3Backbone,
+    build_preset,
+    expects_raw_pixels,
+    model_inputs,
+)
 
 MEAN = np.array(IMAGENET_MEAN, np.float32)
 STD = np.array(IMAGENET_STD, np.float32)
@@ -18,7 +24,7 @@ NUM_CLASSES = 5
 
 
 def tiny(include_preprocessing=True, **overrides):
-    return EMANet.from_preset(
+    return EMANetImageSegmenter.from_preset(
         "emanet_tiny_demo",
         num_classes=NUM_CLASSES,
         seed=0,
@@ -84,7 +90,7 @@ def test_normalization_keeps_float32_under_mixed_bfloat16():
         layer = ImageNormalization()
         outputs = layer(pixels)
         model = tiny()
-        backbone = model.backbone
+        backbone = model.image_encoder
         probe = keras.Model(backbone.input, backbone.get_layer("imagenet_normalization").output)
         in_model = probe(pixels)
         logits = model(pixels)
@@ -104,10 +110,11 @@ def test_normalization_keeps_float32_under_mixed_bfloat16():
 
 def test_new_models_take_raw_pixels_and_the_option_turns_it_off():
     raw, plain = tiny(), tiny(include_preprocessing=False)
-    assert raw.backbone.include_preprocessing and not plain.backbone.include_preprocessing
+    assert raw.image_encoder.include_preprocessing
+    assert not plain.image_encoder.include_preprocessing
     assert expects_raw_pixels(raw) and not expects_raw_pixels(plain)
     assert raw.count_params() == plain.count_params()  # the normalisation has no weights
-    names = {layer.name for layer in plain.backbone.layers}
+    names = {layer.name for layer in plain.image_encoder.layers}
     assert "imagenet_normalization" not in names
     plain.set_weights(raw.get_weights())
     pixels = smooth_image()[None].astype("float32")
@@ -120,7 +127,8 @@ def test_new_models_take_raw_pixels_and_the_option_turns_it_off():
         atol=1e-4,
     )
     mobile = build_preset("emanet_mobilenetv3_small_voc", include_preprocessing=False)
-    assert isinstance(mobile, MobileEMANet) and not expects_raw_pixels(mobile)
+    assert isinstance(mobile.image_encoder, MobileNetV3Backbone)
+    assert not expects_raw_pixels(mobile)
     assert expects_raw_pixels(build_preset("emanet_mobilenetv3_small_voc"))
 
 
@@ -163,7 +171,8 @@ def test_a_file_saved_before_raw_pixels_loads_with_its_old_contract(tmp_path):
     old_model.save(tmp_path / "saved.keras")
     older = as_older_file(tmp_path / "saved.keras", tmp_path / "older.keras")
     loaded = keras.models.load_model(older)
-    assert isinstance(loaded, EMANet) and not loaded.backbone.include_preprocessing
+    assert isinstance(loaded, EMANetImageSegmenter)
+    assert not loaded.image_encoder.include_preprocessing
     assert not expects_raw_pixels(loaded)
     normalised = ((smooth_image()[None] - MEAN) / STD).astype("float32")
     np.testing.assert_array_equal(
@@ -179,6 +188,6 @@ def test_a_file_saved_before_raw_pixels_loads_with_its_old_contract(tmp_path):
 
 def test_mobile_config_without_the_key_means_normalised_input():
     config = build_preset("emanet_mobilenetv3_small_voc", include_preprocessing=False).get_config()
-    older = MobileEMANet.from_config(drop_key(config, "include_preprocessing"))
-    assert not older.backbone.include_preprocessing
-    assert "imagenet_to_unit_range" in {layer.name for layer in older.backbone.layers}
+    older = EMANetImageSegmenter.from_config(drop_key(config, "include_preprocessing"))
+    assert not older.image_encoder.include_preprocessing
+    assert "imagenet_to_unit_range" in {layer.name for layer in older.image_encoder.layers}

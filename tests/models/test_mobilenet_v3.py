@@ -8,8 +8,9 @@ import pytest
 from ema_keras.export import export_and_verify
 from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ema_keras.models import (
-    EMANet,
-    MobileEMANet,
+    EMANetBackbone,
+    EMANetImageSegmenter,
+    MobileEMANetBackbone,
     MobileNetV3Backbone,
     build_preset,
     preset_architecture,
@@ -135,29 +136,37 @@ def test_mismatched_h5_is_refused(tmp_path):
 def test_preset_builds_calls_saves_and_loads(preset, tmp_path):
     assert preset_architecture(preset) == "mobile_emanet"
     model = build_preset(preset, num_classes=5, seed=0)
-    assert isinstance(model, MobileEMANet)
-    assert isinstance(model.backbone, MobileNetV3Backbone)
+    assert isinstance(model, EMANetImageSegmenter)
+    assert isinstance(model.backbone, MobileEMANetBackbone)
+    assert isinstance(model.image_encoder, MobileNetV3Backbone)
     assert model.backbone.output_stride == {"large": 16, "small": 32}[preset.split("_")[2]]
-    assert (model.ema_num_bases, model.ema_num_iterations, model.head_channels) == (16, 1, 128)
+    head = model.backbone
+    assert (head.ema_num_bases, head.ema_num_iterations, head.head_channels) == (16, 1, 128)
+    # LR-ASPP's fusion: the head's map and P3 classified, summed.
+    assert tuple(head.output["features"].shape)[1:] == (None, None, 128)
+    assert model.get_layer("classifier_low").input.shape[-1] == head.output["P3"].shape[-1]
     images = np.random.RandomState(1).normal(size=(2, 80, 64, 3)).astype("float32")
     logits = model(images).numpy()
     assert logits.shape == (2, 80, 64, 5) and logits.dtype == np.float32
     path = tmp_path / "mobile.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, MobileEMANet)
+    assert isinstance(loaded.backbone, MobileEMANetBackbone)
     np.testing.assert_allclose(loaded(images).numpy(), logits, atol=1e-5)
     clone = keras.models.clone_model(model)
-    assert isinstance(clone, MobileEMANet) and isinstance(clone.backbone, MobileNetV3Backbone)
+    assert isinstance(clone, EMANetImageSegmenter)
+    assert isinstance(clone.backbone, MobileEMANetBackbone)
+    assert isinstance(clone.image_encoder, MobileNetV3Backbone)
     with pytest.raises(TypeError, match="num_clases"):
-        MobileEMANet.from_preset(preset, num_clases=3)
+        EMANetImageSegmenter.from_preset(preset, num_clases=3)
     with pytest.raises(TypeError, match="'varient'.*'variant'"):
         MobileNetV3Backbone(varient="large")
 
 
-def test_build_preset_keeps_resnet_presets_on_emanet():
+def test_build_preset_puts_resnet_presets_on_the_resnet_backbone():
     assert preset_architecture("emanet_tiny_demo") == "emanet"
-    assert isinstance(build_preset("emanet_tiny_demo", num_classes=3), EMANet)
+    model = build_preset("emanet_tiny_demo", num_classes=3)
+    assert isinstance(model, EMANetImageSegmenter) and isinstance(model.backbone, EMANetBackbone)
 
 
 def test_one_training_step():
@@ -218,4 +227,4 @@ def test_mobile_recipes_name_the_mobile_presets(recipe, preset):
             "demo", preset=preset, steps=900, steps_per_checkpoint=100
         ) and config != RECIPES["demo"]
     model = build_preset(config.preset, num_classes=21, seed=config.seed)
-    assert isinstance(model, MobileEMANet)
+    assert isinstance(model.backbone, MobileEMANetBackbone)

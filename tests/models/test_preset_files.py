@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 import ema_keras  # noqa: F401  (registers the classes, as a user's import does)
-from ema_keras.models import EMANet, EMANetImageSegmenter, MobileEMANet
+from ema_keras.models import (
+    EMANet,
+    EMANetImageSegmenter,
+    MobileEMANet,
+    MobileEMANetBackbone,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +39,9 @@ def test_round_trip_gives_the_same_model_and_outputs(trained):
     assert metadata["class_names"] == ["bg", "cat", "dog"] and metadata["num_classes"] == 3
     assert "compile_config" not in (folder / "config.json").read_text()
     loaded = EMANetImageSegmenter.from_preset(str(folder))
-    assert type(loaded) is EMANet and loaded.class_names == ["bg", "cat", "dog"]
+    assert type(loaded) is EMANetImageSegmenter and loaded.class_names == ["bg", "cat", "dog"]
     np.testing.assert_array_equal(loaded(batch).numpy(), expected)
-    fresh = EMANet.from_preset(str(folder), load_weights=False)
+    fresh = EMANetImageSegmenter.from_preset(str(folder), load_weights=False)
     assert not np.allclose(fresh(batch).numpy(), expected)
 
 
@@ -45,9 +50,12 @@ def test_overrides_fine_tune_from_the_preset(trained):
     five = EMANetImageSegmenter.from_preset(str(folder), num_classes=5, output_stride=16,
                                             class_names=None, palette=None)  # fmt: skip
     assert five.num_classes == 5 and five.backbone.output_stride == 16
-    pairs = [(five.get_layer(n), model.get_layer(n)) for n in ("pre_ema_conv", "ema_unit")]
-    pairs.append((five.backbone.get_layer("conv5_block1_2_conv"),
-                  model.backbone.get_layer("conv5_block1_2_conv")))  # fmt: skip
+    pairs = [
+        (five.backbone.get_layer(n), model.backbone.get_layer(n))
+        for n in ("pre_ema_conv", "ema_unit")
+    ]
+    pairs.append((five.image_encoder.get_layer("conv5_block1_2_conv"),
+                  model.image_encoder.get_layer("conv5_block1_2_conv")))  # fmt: skip
     for new, old in pairs:
         for ours, theirs in zip(new.weights, old.weights):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
@@ -59,11 +67,18 @@ def test_overrides_fine_tune_from_the_preset(trained):
 def test_every_preset_from_one_class_and_the_wrong_class_refused(trained):
     _, folder, _, _ = trained
     mobile = EMANetImageSegmenter.from_preset("emanet_mobilenetv3_small_voc", num_classes=2)
-    assert type(mobile) is MobileEMANet
-    with pytest.raises(ValueError, match="is a MobileEMANet: build it with MobileEMANet"):
-        EMANet.from_preset("emanet_mobilenetv3_small_voc")
-    with pytest.raises(ValueError, match="holds ema_keras>EMANet, not MobileEMANet"):
-        MobileEMANet.from_preset(str(folder))
+    assert type(mobile) is EMANetImageSegmenter
+    assert type(mobile.backbone) is MobileEMANetBackbone
+    # 0.1's classes build the family, of their own architecture only.
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(ValueError, match="not EMANet's architecture: build it with"):
+            EMANet.from_preset("emanet_mobilenetv3_small_voc")
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(ValueError, match="holds ema_keras>EMANetImageSegmenter, it is not "
+                           "MobileEMANet's architecture"):  # fmt: skip
+            MobileEMANet.from_preset(str(folder))
+    with pytest.warns(DeprecationWarning):
+        assert type(EMANet.from_preset(str(folder))) is EMANetImageSegmenter
 
 
 def test_a_used_folder_is_refused_before_anything_is_written(trained, tmp_path):

@@ -6,7 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from ema_keras.models import PRESETS, EMANet, get_preset
+from ema_keras.models import (
+    PRESETS,
+    DilatedResNet,
+    EMANetBackbone,
+    EMANetImageSegmenter,
+    get_preset,
+)
 from ema_keras.models.presets import describe_preset, resolve_weights, unregister_preset
 
 
@@ -23,7 +29,7 @@ NAME = "test_tiny_with_weights"
 @pytest.fixture
 def saved_tiny(tmp_path):
     """A trained-looking tiny EMANet saved as .keras, and its output on a batch."""
-    model = EMANet.from_preset("emanet_tiny_demo", num_classes=4, seed=11)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=4, seed=11)
     batch = np.random.default_rng(0).normal(size=(2, 32, 40, 3)).astype("float32")
     model(batch, training=True)  # BN statistics and EMA bases off their init
     path = os.path.join(str(tmp_path), "tiny.keras")
@@ -42,13 +48,13 @@ def test_preset_with_weights_loads_them(saved_tiny, as_url):
     config["num_classes"] = 4
     weights = "file://" + os.path.abspath(path) if as_url else path
     register_preset(NAME, config, description="Tiny, with weights.", weights=weights)
-    loaded = EMANet.from_preset(NAME)
-    assert type(loaded) is EMANet and loaded.num_classes == 4
+    loaded = EMANetImageSegmenter.from_preset(NAME)
+    assert type(loaded) is EMANetImageSegmenter and loaded.num_classes == 4
     np.testing.assert_array_equal(loaded(batch).numpy(), expected)
-    fresh = EMANet.from_preset(NAME, load_weights=False)
+    fresh = EMANetImageSegmenter.from_preset(NAME, load_weights=False)
     assert not np.allclose(fresh(batch).numpy(), expected)
     # Overrides that keep the weights' shapes still load them.
-    os16 = EMANet.from_preset(NAME, output_stride=16, dropout=0.0)
+    os16 = EMANetImageSegmenter.from_preset(NAME, output_stride=16, dropout=0.0)
     np.testing.assert_array_equal(
         os16.get_layer("classifier_conv").kernel.numpy(),
         loaded.get_layer("classifier_conv").kernel.numpy(),
@@ -66,7 +72,7 @@ def test_builtin_presets_carry_no_weights_and_say_so():
     with pytest.raises(ValueError, match="built in"):
         register_preset("emanet_tiny_demo", get_preset("emanet_tiny_demo"), description="x")
     with pytest.raises(ValueError, match="'emanet_tiny_demo' carries no weights"):
-        EMANet.from_preset("emanet_tiny_demo", load_weights=True)
+        EMANetImageSegmenter.from_preset("emanet_tiny_demo", load_weights=True)
 
 
 def test_weights_locations(tmp_path):
@@ -81,13 +87,15 @@ def test_weights_locations(tmp_path):
     register_preset(NAME, get_preset("emanet_tiny_demo"), description="x", weights=missing)
     try:
         with pytest.raises(FileNotFoundError, match=f"Preset '{NAME}': weights file not found"):
-            EMANet.from_preset(NAME)
+            EMANetImageSegmenter.from_preset(NAME)
     finally:
         unregister_preset(NAME)
 
 
 def test_pyramid_outputs_are_the_stage_outputs():
-    model = EMANet.from_preset("emanet_tiny_demo", num_classes=3, image_shape=(64, 48, 3))
+    model = EMANetImageSegmenter.from_preset(
+        "emanet_tiny_demo", num_classes=3, image_shape=(64, 48, 3)
+    )
     pyramid = model.backbone.pyramid_outputs
     assert list(pyramid) == ["P2", "P3", "P4", "P5"]
     shapes = {name: tuple(tensor.shape) for name, tensor in pyramid.items()}
@@ -96,7 +104,10 @@ def test_pyramid_outputs_are_the_stage_outputs():
         "P4": (None, 8, 6, 128), "P5": (None, 8, 6, 256),
     }  # fmt: skip
     assert all(pyramid[name] is model.backbone.output[name] for name in pyramid)
-    assert model.backbone.image_shape == (64, 48, 3)  # image_shape goes to the backbone too
+    assert model.image_encoder.image_shape == (64, 48, 3)  # image_shape goes to the encoder
+    assert isinstance(model.image_encoder, DilatedResNet)
+    encoder = model.image_encoder.pyramid_outputs
+    assert all(tuple(encoder[name].shape) == shapes[name] for name in shapes)
 
 
 def test_any_backbone_with_pyramid_outputs():
@@ -106,10 +117,17 @@ def test_any_backbone_with_pyramid_outputs():
     p5 = keras.layers.Conv2D(16, 3, padding="same")(p4)
     backbone = keras.Model(inputs, p5)
     backbone.pyramid_outputs = {"P4": p4, "P5": p5}
-    model = EMANet(backbone=backbone, num_classes=3, head_channels=8, classifier_channels=8,
-                   ema_num_bases=4, aux_head=True)  # fmt: skip
+    model = EMANetImageSegmenter(
+        backbone=EMANetBackbone(
+            image_encoder=backbone, head_channels=8, classifier_channels=8, ema_num_bases=4
+        ),
+        num_classes=3, aux_head=True, aux_channels=8,
+    )  # fmt: skip
     outputs = model(np.zeros((1, 32, 32, 3), "float32"))
     assert tuple(outputs["logits"].shape) == tuple(outputs["aux_logits"].shape) == (1, 32, 32, 3)
-    with pytest.raises(ValueError, match=r"lack \['P4', 'P5'\]"):
-        backbone.pyramid_outputs = {"P5": p5}
-        EMANet(backbone=backbone, aux_head=True)
+    backbone.pyramid_outputs = {"P4": p4}
+    with pytest.raises(ValueError, match=r"lack \['P5'\]"):
+        EMANetBackbone(image_encoder=backbone)
+    backbone.pyramid_outputs = {"P5": p5}
+    with pytest.raises(ValueError, match="`aux_head` reads the encoder's P4"):
+        EMANetImageSegmenter(backbone=EMANetBackbone(image_encoder=backbone), aux_head=True)

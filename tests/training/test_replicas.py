@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from ema_keras.models import EMANet
+from ema_keras.models import EMANetImageSegmenter
 from ema_keras.training import get_recipe, train, trainer
 from ema_keras.training.strategy import make_strategy
 from tests.replica_testing import assert_identical_on_every_replica
@@ -32,7 +32,9 @@ def _fit_without_dropout(strategy_name, images, labels, steps):
     strategy = make_strategy(strategy_name)
     with strategy.scope():
         keras.utils.set_random_seed(7)
-        model = EMANet.from_preset("emanet_tiny_demo", num_classes=5, dropout=0.0, seed=7)
+        model = EMANetImageSegmenter.from_preset(
+            "emanet_tiny_demo", num_classes=5, dropout=0.0, seed=7
+        )
         trainer.compile_model(model, get_recipe("demo", num_classes=5, steps=10))
     data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(len(images)).repeat()
     model.fit(data, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)

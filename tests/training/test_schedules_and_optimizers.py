@@ -52,12 +52,12 @@ def test_parameter_groups_follow_the_official_rules():
 
 
 def test_parameter_groups_come_from_the_layers_of_the_model():
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
 
-    model = EMANet.from_preset("emanet_tiny_demo", num_classes=3)
+    model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", num_classes=3)
     groups = parameter_groups(model)
     assert set(groups) == {v.path for v in model.trainable_variables}
-    unit = model.get_layer("ema_unit")
+    unit = model.backbone.get_layer("ema_unit")
     classifier = model.get_layer("classifier_conv")
     assert groups[unit.output_conv.kernel.path] == DECAYED  # a conv nested inside a layer
     assert groups[classifier.kernel.path] == DECAYED

@@ -119,7 +119,7 @@ def test_xla_and_mixed_precision_recipes_train(tiny_config, tmp_path):
         result = train(config, str(tmp_path / name))
         keras.mixed_precision.set_dtype_policy("float32")
         assert np.isfinite(result.history["loss"][0])
-        assert result.model.get_layer("ema_unit").em_attention.bases.dtype == "float32"
+        assert result.model.backbone.get_layer("ema_unit").em_attention.bases.dtype == "float32"
         assert result.model.output.dtype == "float32"
 
 
@@ -140,7 +140,7 @@ def test_xla_across_replicas_is_refused_before_anything_is_written(
 def test_mixed_precision_forward_close_to_float32(policy, min_argmax_agreement):
     from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
     from ema_keras.losses import MaskedSparseCrossEntropy
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
 
     rng = np.random.default_rng(5)
     # Raw pixels (what the models take) that normalise to a standard normal.
@@ -151,7 +151,7 @@ def test_mixed_precision_forward_close_to_float32(policy, min_argmax_agreement):
     for name in ("float32", policy):
         keras.mixed_precision.set_dtype_policy(name)
         keras.utils.set_random_seed(7)
-        model = EMANet.from_preset("emanet_tiny_demo", dropout=0.0, seed=7)
+        model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", dropout=0.0, seed=7)
         logits[name] = model(images, training=True).numpy()
         assert logits[name].dtype == np.float32
     agreement = (logits[policy].argmax(-1) == logits["float32"].argmax(-1)).mean()
@@ -165,7 +165,7 @@ def test_mixed_precision_forward_close_to_float32(policy, min_argmax_agreement):
 @pytest.mark.slow
 def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
     from ema_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
-    from ema_keras.models import EMANet
+    from ema_keras.models import EMANetImageSegmenter
     from ema_keras.training import trainer
 
     rng = np.random.default_rng(5)
@@ -175,10 +175,10 @@ def test_xla_train_step_equals_plain_train_step_without_dropout(tiny_config):
     outcomes = []
     for jit_compile in (False, True):
         keras.utils.set_random_seed(7)
-        model = EMANet.from_preset("emanet_tiny_demo", dropout=0.0, seed=7)
+        model = EMANetImageSegmenter.from_preset("emanet_tiny_demo", dropout=0.0, seed=7)
         trainer.compile_model(model, tiny_config(jit_compile=jit_compile))
         losses = [float(model.train_on_batch(images, labels)[0]) for _ in range(2)]
-        bases = model.get_layer("ema_unit").em_attention.bases.numpy()
+        bases = model.backbone.get_layer("ema_unit").em_attention.bases.numpy()
         outcomes.append((losses, bases))
     # XLA's CPU fusions reorder float32 sums: agreement to ~1e-4, not bit-exact.
     np.testing.assert_allclose(outcomes[1][0], outcomes[0][0], rtol=1e-3)
@@ -309,10 +309,10 @@ def test_training_curve_is_drawn_without_matplotlib(tmp_path):
 
 @pytest.mark.slow
 def test_mobile_recipe_trains_through_the_trainer(tiny_config, tmp_path):
-    from ema_keras.models import MobileEMANet
+    from ema_keras.models import MobileEMANetBackbone
 
     config = tiny_config(preset="emanet_mobilenetv3_small_voc", steps=1, validate=True)
     result = train(config, str(tmp_path / "run"))
-    assert isinstance(result.model, MobileEMANet)
+    assert isinstance(result.model.backbone, MobileEMANetBackbone)
     assert result.step == 1 and np.isfinite(result.history["loss"][0])
     assert 0.0 <= result.val_mean_iou <= 1.0

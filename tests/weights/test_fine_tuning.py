@@ -9,7 +9,13 @@ built with another seed, so its fresh weights differ from the source's too.
 import numpy as np
 import pytest
 
-from ema_keras.models import DilatedResNet, EMANet, MobileEMANet, presets
+from ema_keras.models import (
+    DilatedResNet,
+    EMANetBackbone,
+    EMANetImageSegmenter,
+    MobileEMANetBackbone,
+    presets,
+)
 from ema_keras.optimizers import BIAS, DECAYED, parameter_groups
 from ema_keras.training import trainer
 from ema_keras.training.config import SettingsError, TrainConfig
@@ -28,11 +34,13 @@ MOBILE = "emanet_mobilenetv3_small_voc"
 
 def tiny(num_classes, seed, **overrides):
     overrides.setdefault("image_shape", IMAGE_SHAPE)
-    return EMANet.from_preset("emanet_tiny_demo", num_classes=num_classes, seed=seed, **overrides)
+    return EMANetImageSegmenter.from_preset(
+        "emanet_tiny_demo", num_classes=num_classes, seed=seed, **overrides
+    )
 
 
 def mobile(num_classes, seed):
-    return MobileEMANet.from_preset(
+    return EMANetImageSegmenter.from_preset(
         MOBILE, num_classes=num_classes, seed=seed, image_shape=IMAGE_SHAPE
     )
 
@@ -88,6 +96,27 @@ def test_emanet_file_of_21_classes_into_3(tmp_path, suffix, aux_head):
     assert_fine_tuned(model, fresh, model_weights(source), expected)
 
 
+def test_a_file_of_0_1s_layout_fine_tunes_the_family(tmp_path):
+    """0.1's EMANet (its head in the segmenter) into today's segmenter, by layer name."""
+    from ema_keras.models import EMANet
+
+    encoder = DilatedResNet(block_counts=[1, 1, 1, 1], width=8, image_shape=IMAGE_SHAPE)
+    with pytest.warns(DeprecationWarning):
+        old = EMANet(
+            backbone=encoder, num_classes=21, head_channels=32, classifier_channels=32,
+            ema_num_bases=8, image_shape=IMAGE_SHAPE, seed=1,
+        )  # fmt: skip
+    source = randomised(old)
+    path = saved(source, tmp_path / "old.keras")
+    model = tiny(3, seed=2)
+    fresh = model_weights(model)
+    loaded = load_fine_tuning_weights(model, path)
+    assert loaded.reinitialised == ("classifier_conv",)
+    assert_fine_tuned(model, fresh, model_weights(source), ("classifier_conv",))
+    same = load_model_weights(tiny(21, seed=3), path)  # strictly, of its class count
+    assert_fine_tuned(same, {}, model_weights(source), ())
+
+
 def test_same_class_count_loads_everything(tmp_path):
     source = randomised(tiny(21, seed=1))
     path = saved(source, tmp_path / "voc.keras")
@@ -105,7 +134,7 @@ def test_mobile_emanet_file_into_3_classes(tmp_path):
     loaded = load_fine_tuning_weights(model, path)
     assert loaded.reinitialised == ("classifier_high", "classifier_low")
     assert_fine_tuned(model, fresh, model_weights(source), loaded.reinitialised)
-    # The strict loader now takes MobileEMANet files of its own class count.
+    # The strict loader now takes mobile files of its own class count.
     same = load_model_weights(mobile(21, seed=3), path)
     assert_fine_tuned(same, {}, model_weights(source), ())
 
@@ -118,7 +147,7 @@ def test_build_model_fine_tunes_a_mobile_model_and_logs_one_line(tmp_path, monke
     monkeypatch.setattr(trainer.logging, "info", lambda *args: lines.append(args[0] % args[1:]))
     config = TrainConfig(preset=MOBILE, num_classes=3, weights=str(path), seed=2)
     model = trainer.build_model(config)
-    assert isinstance(model, MobileEMANet) and model.num_classes == 3
+    assert isinstance(model.backbone, MobileEMANetBackbone) and model.num_classes == 3
     assert lines == [
         "Fine-tuning: classifier_high, classifier_low re-initialised (the file has 21 classes, "
         f"the model 3); every other weight loaded from {path}."
@@ -150,8 +179,14 @@ def _assert_refused(model, path, match):
 def test_other_model_class_and_head_width_are_refused(tmp_path):
     emanet_file = saved(randomised(tiny(21, seed=1)), tmp_path / "emanet.keras")
     mobile_file = saved(randomised(mobile(21, seed=1)), tmp_path / "mobile.keras")
-    _assert_refused(mobile(3, seed=2), emanet_file, "holds an EMANet but the model is a Mobile")
-    _assert_refused(tiny(3, seed=2), mobile_file, "holds a MobileEMANet but the model is an EMANet")
+    _assert_refused(
+        mobile(3, seed=2), emanet_file,
+        "holds a dilated-ResNet EMANet but the model is a MobileNetV3 EMANet",
+    )  # fmt: skip
+    _assert_refused(
+        tiny(3, seed=2), mobile_file,
+        "holds a MobileNetV3 EMANet but the model is a dilated-ResNet EMANet",
+    )  # fmt: skip
     narrow = tiny(3, seed=2, head_channels=16)
     message = r"pre_ema_conv/kernel: file \(3, 3, 256, 32\), model \(3, 3, 256, 16\)"
     _assert_refused(narrow, emanet_file, message)
@@ -177,7 +212,9 @@ def test_strict_loading_and_presets_still_refuse_another_class_count(tmp_path):
         )
     try:
         with pytest.raises(WeightsMismatchError, match="has 21 classes but the model has 3"):
-            EMANet.from_preset("test_tiny_with_weights", num_classes=3, load_weights=True)
+            EMANetImageSegmenter.from_preset(
+                "test_tiny_with_weights", num_classes=3, load_weights=True
+            )
     finally:
         presets.unregister_preset("test_tiny_with_weights")
 
@@ -190,14 +227,14 @@ def test_official_checkpoint_of_21_classes_into_3(reference, tmp_path):
     save_official_checkpoint(reference, path, num_classes=21, block_counts=TINY_BLOCKS, **TINY_HEAD)
 
     def official_architecture(num_classes):
-        return EMANet(
-            backbone=DilatedResNet(block_counts=TINY_BLOCKS),
-            num_classes=num_classes,
+        backbone = EMANetBackbone(
+            image_encoder=DilatedResNet(block_counts=TINY_BLOCKS),
             head_channels=TINY_HEAD["head_channels"],
             classifier_channels=TINY_HEAD["classifier_channels"],
             ema_num_bases=TINY_HEAD["num_bases"],
             seed=2,
         )
+        return EMANetImageSegmenter(backbone=backbone, num_classes=num_classes, seed=2)
 
     source = model_weights(load_model_weights(official_architecture(21), path))
     model = official_architecture(3)
@@ -218,11 +255,12 @@ def test_freeze_backbone_trains_the_head_only(tmp_path):
         learning_rate=0.01, seed=2,
     )  # fmt: skip
     model = trainer.build_model(config)
-    backbone_paths = {variable.path for variable in model.backbone.weights}
+    # The backbone of the paper, the ImageNet trunk, is frozen; the EMA head trains.
+    backbone_paths = {variable.path for variable in model.image_encoder.weights}
     groups = parameter_groups(model)
     assert groups and not backbone_paths & set(groups)  # only the head is optimised
     assert groups[model.get_layer("classifier_conv").bias.path] == BIAS
-    assert groups[model.get_layer("pre_ema_conv").kernel.path] == DECAYED
+    assert groups[model.backbone.get_layer("pre_ema_conv").kernel.path] == DECAYED
     trainer.compile_model(model, config)
     before = model_weights(model)
     rng = np.random.default_rng(0)
@@ -230,7 +268,7 @@ def test_freeze_backbone_trains_the_head_only(tmp_path):
     labels = rng.integers(0, 3, (2, 64, 64)).astype("int32")
     model.fit(images, labels, batch_size=2, epochs=1, verbose=0)
     after = model_weights(model)
-    backbone_layers = model_weights(model.backbone)
+    backbone_layers = model_weights(model.image_encoder)
     assert any("moving_mean" in variables for variables in backbone_layers.values())
     for layer, variables in backbone_layers.items():
         for name in variables:  # kernels, gamma/beta and the moving statistics alike

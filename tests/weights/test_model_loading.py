@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from ema_keras.models import DilatedResNet, EMANet
+from ema_keras.models import DilatedResNet, EMANetBackbone, EMANetImageSegmenter
 from ema_keras.weights import (
     WeightsMismatchError,
     convert_official_checkpoint,
@@ -30,15 +30,17 @@ NUM_CLASSES = 5
 TOLERANCE = 1e-4
 
 
-def tiny_emanet(num_classes=NUM_CLASSES, block_counts=TINY_BLOCKS, output_stride=8):
-    backbone = DilatedResNet(block_counts=block_counts, output_stride=output_stride)
-    return EMANet(
-        backbone=backbone,
-        num_classes=num_classes,
-        head_channels=TINY_HEAD["head_channels"],
+def tiny_emanet(
+    num_classes=NUM_CLASSES, block_counts=TINY_BLOCKS, output_stride=8, head_channels=None
+):
+    encoder = DilatedResNet(block_counts=block_counts, output_stride=output_stride)
+    backbone = EMANetBackbone(
+        image_encoder=encoder,
+        head_channels=head_channels or TINY_HEAD["head_channels"],
         classifier_channels=TINY_HEAD["classifier_channels"],
         ema_num_bases=TINY_HEAD["num_bases"],
     )
+    return EMANetImageSegmenter(backbone=backbone, num_classes=num_classes)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,10 @@ def test_converted_keras_file_loads_with_load_model(checkpoint, tmp_path):
     path, _, expected = checkpoint
     convert_official_checkpoint(path, tmp_path / "tiny.keras")
     model = keras.models.load_model(tmp_path / "tiny.keras", compile=False)
-    assert isinstance(model, EMANet) and model.backbone.block_counts == list(TINY_BLOCKS)
-    assert (model.num_classes, model.head_channels, model.ema_num_bases) == (NUM_CLASSES, 64, 8)
+    assert isinstance(model, EMANetImageSegmenter)
+    assert model.image_encoder.block_counts == list(TINY_BLOCKS)
+    head = model.backbone
+    assert (model.num_classes, head.head_channels, head.ema_num_bases) == (NUM_CLASSES, 64, 8)
     logits = model.predict(pixels(image(49)), verbose=0)
     np.testing.assert_allclose(logits, expected, atol=TOLERANCE)
 
@@ -70,7 +74,7 @@ def test_load_model_weights_from_each_format(checkpoint, tmp_path, suffix):
         convert_official_checkpoint(path, source)
     model = tiny_emanet()
     assert load_model_weights(model, source) is model
-    bases = model.get_layer("ema_unit").em_attention.bases.numpy()
+    bases = model.backbone.get_layer("ema_unit").em_attention.bases.numpy()
     np.testing.assert_array_equal(bases, torch_model.emau.mu.numpy()[0])
     logits = model.predict(pixels(image(49)), verbose=0)
     np.testing.assert_allclose(logits, expected, atol=TOLERANCE)
@@ -128,7 +132,7 @@ def test_loading_inside_a_distribution_strategy(checkpoint, tmp_path, mirrored_s
         with mirrored_strategy.scope():
             model = tiny_emanet()
             load_model_weights(model, source)
-        bases = model.get_layer("ema_unit").em_attention.bases
+        bases = model.backbone.get_layer("ema_unit").em_attention.bases
         np.testing.assert_array_equal(bases.numpy(), torch_model.emau.mu.numpy()[0])
         kernel = model.get_layer("classifier_conv").kernel.numpy()
         expected = torch_model.fc2.weight.detach().numpy()[:, :, 0, 0].T
@@ -188,13 +192,7 @@ def test_missing_and_unknown_keys_are_listed(checkpoint, tmp_path):
 
 
 def test_head_mismatch_lists_shapes(checkpoint):
-    model = EMANet(
-        backbone=DilatedResNet(block_counts=TINY_BLOCKS),
-        num_classes=NUM_CLASSES,
-        head_channels=32,
-        classifier_channels=32,
-        ema_num_bases=8,
-    )
+    model = tiny_emanet(head_channels=32)
     message = r"pre_ema_conv/kernel: file \(3, 3, 2048, 64\), model \(3, 3, 2048, 32\)"
     with pytest.raises(WeightsMismatchError, match=message):
         load_model_weights(model, checkpoint[0])
@@ -207,9 +205,9 @@ def test_wrong_file_kinds(checkpoint, tmp_path):
     DilatedResNet(block_counts=TINY_BLOCKS).save(backbone_file)
     with pytest.raises(WeightsMismatchError, match="load_backbone_weights"):
         load_model_weights(tiny_emanet(), backbone_file)
-    with pytest.raises(TypeError, match="model.backbone"):
+    with pytest.raises(TypeError, match="model.image_encoder"):
         load_backbone_weights(tiny_emanet(), backbone_file)
-    with pytest.raises(TypeError, match="expects an EMANet"):
+    with pytest.raises(TypeError, match="expects an EMANet segmenter"):
         load_model_weights(DilatedResNet(block_counts=TINY_BLOCKS), tmp_path / "tiny.keras")
     with pytest.raises(ValueError, match="Unknown weights file type: .*model.onnx"):
         load_model_weights(tiny_emanet(), tmp_path / "model.onnx")

@@ -18,9 +18,9 @@ def _check_parity(reference, tmp_path, depth, output_stride):
     model = convert_official_checkpoint(
         checkpoint, tmp_path / "converted.keras", output_stride=output_stride
     )
-    assert model.backbone.depth == depth and model.num_classes == 21
+    assert model.image_encoder.depth == depth and model.num_classes == 21
     # EMA bases carried over: official (1, C, K) -> Keras (C, K).
-    bases = model.get_layer("ema_unit").em_attention.bases.numpy()
+    bases = model.backbone.get_layer("ema_unit").em_attention.bases.numpy()
     np.testing.assert_array_equal(bases, torch_model.emau.mu.numpy()[0])
 
     inputs = image(65)
