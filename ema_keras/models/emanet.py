@@ -12,7 +12,12 @@ from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_s
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.class_info import checked_class_info
 from ema_keras.models.dilated_resnet import DilatedResNet
-from ema_keras.models.emanet_backbone import apply_ema_head, encoder_pyramid
+from ema_keras.models.emanet_backbone import (
+    apply_ema_head,
+    check_image_encoder,
+    encoder_pyramid,
+)
+from ema_keras.models.functional_model import check_counts, check_dropout
 from ema_keras.models.legacy_segmenter import LegacySegmenter
 from ema_keras.models.segmenter_base import apply_classifier
 from ema_keras.serialization import PACKAGE
@@ -113,15 +118,12 @@ class EMANet(LegacySegmenter):
     ):
         self.warn_if_built_directly()
         levels = ("P4", "P5") if aux_head else ("P5",)
-        for arg, value in (
-            ("num_classes", num_classes),
-            ("head_channels", head_channels),
-            ("classifier_channels", classifier_channels),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"`{arg}` must be >= 1, got {value}.")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+        check_counts(
+            num_classes=num_classes,
+            head_channels=head_channels,
+            classifier_channels=classifier_channels,
+        )
+        check_dropout(dropout)
         class_names, palette = checked_class_info(class_names, palette, num_classes)
         batch_norm = batch_norm_settings(
             batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized
@@ -131,7 +133,8 @@ class EMANet(LegacySegmenter):
         # === Functional model ===
         conv_args = dict(batch_norm=batch_norm, seed=seed, dtype=dtype)
         inputs = keras.Input(shape=tuple(image_shape), name="image")
-        features = encoder_pyramid(backbone, inputs, levels, "EMANet", "backbone")
+        check_image_encoder(backbone, levels, "EMANet", "backbone")
+        features = encoder_pyramid(backbone, inputs)
         x = apply_ema_head(
             features["P5"], head_channels, classifier_channels, ema_num_bases=ema_num_bases,
             ema_num_iterations=ema_num_iterations, ema_momentum=ema_momentum,

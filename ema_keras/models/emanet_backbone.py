@@ -5,7 +5,7 @@ import keras
 from ema_keras.layers.conv_bn import apply_conv_bn, batch_norm_settings, layer_seed
 from ema_keras.layers.em_attention import EMAUnit
 from ema_keras.models.dilated_resnet import DilatedResNet
-from ema_keras.models.functional_model import FunctionalModel
+from ema_keras.models.functional_model import FunctionalModel, check_counts
 from ema_keras.serialization import PACKAGE
 
 # The output holding the head's features; the encoder's pyramid levels sit beside it.
@@ -27,14 +27,13 @@ def check_image_encoder(image_encoder, levels, owner, argument="image_encoder"):
         )
 
 
-def encoder_pyramid(image_encoder, inputs, levels, owner, argument="image_encoder"):
-    """The encoder's `pyramid_outputs` (a dict with `levels`) computed on `inputs`.
+def encoder_pyramid(image_encoder, inputs):
+    """The encoder's `pyramid_outputs` computed on `inputs` (`check_image_encoder` it first).
 
     A `DilatedResNet` or `MobileNetV3Backbone` returns its pyramid; any other
     `keras.Model` with a `pyramid_outputs` dict (keras-hub's backbones) is
     wrapped in a model returning it.
     """
-    check_image_encoder(image_encoder, levels, owner, argument)
     pyramid = image_encoder.pyramid_outputs
     own, wanted = keras.tree.flatten(image_encoder.output), keras.tree.flatten(pyramid)
     if len(own) == len(wanted) and all(a is b for a, b in zip(own, wanted)):
@@ -156,12 +155,7 @@ class EMANetBackbone(EMAHeadBackbone):
         dtype=None,
         **kwargs,
     ):
-        for arg, value in (
-            ("head_channels", head_channels),
-            ("classifier_channels", classifier_channels),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"`{arg}` must be >= 1, got {value}.")
+        check_counts(head_channels=head_channels, classifier_channels=classifier_channels)
         batch_norm = batch_norm_settings(
             batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized
         )
@@ -170,7 +164,7 @@ class EMANetBackbone(EMAHeadBackbone):
         # === Functional model ===
         check_image_encoder(image_encoder, ("P5",), type(self).__name__)
         inputs = keras.Input(shape=tuple(image_encoder.input.shape[1:]), name="image")
-        pyramid = encoder_pyramid(image_encoder, inputs, ("P5",), type(self).__name__)
+        pyramid = encoder_pyramid(image_encoder, inputs)
         x = apply_ema_head(
             pyramid["P5"], head_channels, classifier_channels, ema_num_bases=ema_num_bases,
             ema_num_iterations=ema_num_iterations, ema_momentum=ema_momentum,

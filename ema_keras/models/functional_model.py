@@ -34,6 +34,19 @@ def check_keywords(owner, keywords, accepted):
         raise TypeError(unknown_keyword_message(owner, unknown[0], accepted))
 
 
+def check_counts(**counts):
+    """Raises a ValueError naming the first of `counts` (channels, classes, ...) below 1."""
+    for name, value in counts.items():
+        if int(value) < 1:
+            raise ValueError(f"`{name}` must be >= 1, got {value}.")
+
+
+def check_dropout(rate):
+    """Raises a ValueError unless the dropout `rate` is in [0, 1)."""
+    if not 0.0 <= float(rate) < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), got {rate}.")
+
+
 def merge_overrides(levels, classes, shared, overrides, owner, renamed=None):
     """Places each override in the argument dicts `levels` (outermost first) of `classes`.
 

@@ -21,6 +21,8 @@ from ema_keras.models.class_info import checked_class_info
 from ema_keras.models.emanet_backbone import FEATURES, EMAHeadBackbone, EMANetBackbone
 from ema_keras.models.functional_model import (
     BASE_ARGUMENTS,
+    check_counts,
+    check_dropout,
     check_keywords,
     merge_overrides,
     with_article,
@@ -104,11 +106,8 @@ class EMANetImageSegmenter(SegmenterBase):
                 "EMANetBackbone(image_encoder=...)), "
                 f"got {type(backbone).__name__}."
             )
-        for arg, value in (("num_classes", num_classes), ("aux_channels", aux_channels)):
-            if int(value) < 1:
-                raise ValueError(f"`{arg}` must be >= 1, got {value}.")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+        check_counts(num_classes=num_classes, aux_channels=aux_channels)
+        check_dropout(dropout)
         if aux_head and "P4" not in backbone.output:
             raise ValueError("`aux_head` reads the encoder's P4, which this backbone lacks.")
         class_names, palette = checked_class_info(class_names, palette, num_classes)

@@ -10,7 +10,8 @@ import keras
 from ema_keras.layers.conv_bn import batch_norm_settings, layer_seed
 from ema_keras.layers.resize import BilinearResize
 from ema_keras.models.class_info import checked_class_info
-from ema_keras.models.emanet_backbone import encoder_pyramid
+from ema_keras.models.emanet_backbone import check_image_encoder, encoder_pyramid
+from ema_keras.models.functional_model import check_counts, check_dropout
 from ema_keras.models.legacy_segmenter import LegacySegmenter
 from ema_keras.models.mobile_emanet_backbone import apply_mobile_ema_head
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
@@ -89,11 +90,8 @@ class MobileEMANet(LegacySegmenter):
         **kwargs,
     ):
         self.warn_if_built_directly()
-        for arg, value in (("num_classes", num_classes), ("head_channels", head_channels)):
-            if int(value) < 1:
-                raise ValueError(f"`{arg}` must be >= 1, got {value}.")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+        check_counts(num_classes=num_classes, head_channels=head_channels)
+        check_dropout(dropout)
         class_names, palette = checked_class_info(class_names, palette, num_classes)
         batch_norm = batch_norm_settings(
             batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized
@@ -102,7 +100,8 @@ class MobileEMANet(LegacySegmenter):
 
         # === Functional model ===
         inputs = keras.Input(shape=tuple(image_shape), name="image")
-        features = encoder_pyramid(backbone, inputs, ("P3", "P5"), "MobileEMANet", "backbone")
+        check_image_encoder(backbone, ("P3", "P5"), "MobileEMANet", "backbone")
+        features = encoder_pyramid(backbone, inputs)
         x = apply_mobile_ema_head(
             features["P5"], features["P3"], head_channels, ema_num_bases=ema_num_bases,
             ema_num_iterations=ema_num_iterations, ema_momentum=ema_momentum,

@@ -11,6 +11,7 @@ from ema_keras.models.emanet_backbone import (
     check_image_encoder,
     encoder_pyramid,
 )
+from ema_keras.models.functional_model import check_counts
 from ema_keras.models.mobilenet_v3 import MobileNetV3Backbone
 from ema_keras.serialization import PACKAGE
 
@@ -100,8 +101,7 @@ class MobileEMANetBackbone(EMAHeadBackbone):
         dtype=None,
         **kwargs,
     ):
-        if int(head_channels) < 1:
-            raise ValueError(f"`head_channels` must be >= 1, got {head_channels}.")
+        check_counts(head_channels=head_channels)
         batch_norm = batch_norm_settings(
             batch_norm_momentum, batch_norm_epsilon, batch_norm_synchronized
         )
@@ -110,7 +110,7 @@ class MobileEMANetBackbone(EMAHeadBackbone):
         # === Functional model ===
         check_image_encoder(image_encoder, ("P3", "P5"), type(self).__name__)
         inputs = keras.Input(shape=tuple(image_encoder.input.shape[1:]), name="image")
-        pyramid = encoder_pyramid(image_encoder, inputs, ("P3", "P5"), type(self).__name__)
+        pyramid = encoder_pyramid(image_encoder, inputs)
         x = apply_mobile_ema_head(
             pyramid["P5"], pyramid["P3"], head_channels, ema_num_bases=ema_num_bases,
             ema_num_iterations=ema_num_iterations, ema_momentum=ema_momentum,

@@ -10,9 +10,13 @@ import keras
 
 
 def image_encoder_of(model):
-    """The model's image encoder (its ImageNet trunk: `DilatedResNet`, `MobileNetV3Backbone`)."""
-    backbone = model.backbone
-    return getattr(backbone, "image_encoder", backbone)
+    """The image encoder (the ImageNet trunk: `DilatedResNet`, `MobileNetV3Backbone`) of `model`.
+
+    A segmenter of either layout, or a backbone (`EMANetBackbone`,
+    `MobileEMANetBackbone`); an encoder is its own.
+    """
+    holder = getattr(model, "backbone", model)
+    return getattr(holder, "image_encoder", holder)
 
 
 def architecture_of(model):

@@ -272,8 +272,12 @@ def _train(config, model_dir, execution, first_step, after_training=None):
     if initial_step:
         logging.info("Resuming from step %d (%s).", initial_step, checkpoint.latest)
     trained = initial_epoch >= epochs
-    if trained and not _stage_pending(after_training, model_dir):
-        return _finished_run(model, initial_step, model_dir, chief)
+    stage_owed = _stage_pending(after_training, model_dir)
+    if trained:
+        summary = _finished_summary(model, initial_step, model_dir, chief)
+        result = TrainResult(model, {}, initial_step, summary.get("val_mean_iou"), model_dir)
+        if not stage_owed:
+            return result
     if config.teacher and not trained:
         with execution.scope():
             distillation.distil_into(model, config)
@@ -312,36 +316,35 @@ def _train(config, model_dir, execution, first_step, after_training=None):
     if isinstance(execution.strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _work_around_keras_multi_worker_fit(model, config, execution.strategy)
 
-    guard = checkpointing.CheckpointAndGuard(checkpoint)
-    callbacks = [first_step, guard]
-    if chief:
-        log_dir = os.path.join(model_dir, "logs")
-        callbacks += [
-            checkpointing.BestModelExport(
-                os.path.join(model_dir, BEST_MODEL_FILE),
-                monitor=_monitor_name(model),
-                enabled=config.validate,
-            ),
-            keras.callbacks.CSVLogger(os.path.join(model_dir, curves.HISTORY_FILE), append=True),
-            tensorboard.StepTensorBoard(log_dir, update_freq=config.log_every_steps),
-            tensorboard.LearningRateAndImages(
-                log_dir,
-                every_steps=config.log_every_steps,
-                colours=label_colours(training_data.colour_dataset(config.dataset), model),
-                validation_images=pipeline.eval_dataset(
-                    val_examples[: tensorboard.NUM_VALIDATION_IMAGES],
-                    batch_size=tensorboard.NUM_VALIDATION_IMAGES,
-                    pad_to=config.eval_pad_size,
-                    num_classes=config.num_classes,
-                )
-                if config.validate
-                else None,
-            ),
-        ]
-    if trained:  # only the stage is owed
-        result = _finished_run(model, initial_step, model_dir, chief)
-        summary = _read_summary(model_dir) or {"step": initial_step}
-    else:
+    if not trained:  # a trained run gets here for its stage alone
+        guard = checkpointing.CheckpointAndGuard(checkpoint)
+        callbacks = [first_step, guard]
+        if chief:
+            log_dir = os.path.join(model_dir, "logs")
+            callbacks += [
+                checkpointing.BestModelExport(
+                    os.path.join(model_dir, BEST_MODEL_FILE),
+                    monitor=_monitor_name(model),
+                    enabled=config.validate,
+                ),
+                keras.callbacks.CSVLogger(
+                    os.path.join(model_dir, curves.HISTORY_FILE), append=True
+                ),
+                tensorboard.StepTensorBoard(log_dir, update_freq=config.log_every_steps),
+                tensorboard.LearningRateAndImages(
+                    log_dir,
+                    every_steps=config.log_every_steps,
+                    colours=label_colours(training_data.colour_dataset(config.dataset), model),
+                    validation_images=pipeline.eval_dataset(
+                        val_examples[: tensorboard.NUM_VALIDATION_IMAGES],
+                        batch_size=tensorboard.NUM_VALIDATION_IMAGES,
+                        pad_to=config.eval_pad_size,
+                        num_classes=config.num_classes,
+                    )
+                    if config.validate
+                    else None,
+                ),
+            ]
         history = model.fit(
             train_data,
             epochs=epochs,
@@ -367,45 +370,42 @@ def _train(config, model_dir, execution, first_step, after_training=None):
         if chief:
             _write_final_outputs(model, model_dir, summary)
         result = TrainResult(model, history, step, val_mean_iou, model_dir)
-    if _stage_pending(after_training, model_dir):
+    if stage_owed:
         score = _run_stage(
             after_training, model, config, execution, train_data, validation_data, model_dir
         )
         summary[after_training.file_name[: -len(".keras")] + "_val_mean_iou"] = score
         if chief:
-            with open(os.path.join(model_dir, SUMMARY_FILE), "w") as file:
-                json.dump(summary, file, indent=2)
+            _write_summary(model_dir, summary)
     return result
 
 
 def _write_final_outputs(model, model_dir, summary):
     checkpointing.save_model_atomically(model, os.path.join(model_dir, LAST_MODEL_FILE))
     curves.plot_training_curve(model_dir)
+    _write_summary(model_dir, summary)
+
+
+def _write_summary(model_dir, summary):
     with open(os.path.join(model_dir, SUMMARY_FILE), "w") as file:
         json.dump(summary, file, indent=2)
 
 
-def _read_summary(model_dir):
-    path = os.path.join(model_dir, SUMMARY_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as file:
-        return json.load(file)
-
-
-def _finished_run(model, step, model_dir, chief):
-    """A run whose checkpoint is at its last step: its recorded result, nothing rewritten.
+def _finished_summary(model, step, model_dir, chief):
+    """The recorded summary of a run whose checkpoint is at its last step; nothing rewritten.
 
     Only a run stopped between its last checkpoint and its final outputs gets
     them written now (the validation mIoU then comes from history.csv).
     """
     logging.info("%s is already trained to its last step (%d).", model_dir, step)
-    summary = _read_summary(model_dir)
-    if summary is None:
-        history_path = os.path.join(model_dir, curves.HISTORY_FILE)
-        rows = curves.read_history(model_dir) if os.path.isfile(history_path) else {}
-        scores = [row[_monitor_name(model)] for row in rows.values() if _monitor_name(model) in row]
-        summary = {"step": step, "val_mean_iou": scores[-1] if scores else None}
-        if chief:
-            _write_final_outputs(model, model_dir, summary)
-    return TrainResult(model, {}, step, summary.get("val_mean_iou"), model_dir)
+    summary_path = os.path.join(model_dir, SUMMARY_FILE)
+    if os.path.isfile(summary_path):
+        with open(summary_path) as file:
+            return json.load(file)
+    history_path = os.path.join(model_dir, curves.HISTORY_FILE)
+    rows = curves.read_history(model_dir) if os.path.isfile(history_path) else {}
+    scores = [row[_monitor_name(model)] for row in rows.values() if _monitor_name(model) in row]
+    summary = {"step": step, "val_mean_iou": scores[-1] if scores else None}
+    if chief:
+        _write_final_outputs(model, model_dir, summary)
+    return summary

@@ -313,7 +313,7 @@ def load_backbone_weights(backbone, path):
             "load_backbone_weights expects a trunk: pass `model.image_encoder` (0.1's EMANet: "
             "`model.backbone`)."
         )
-    backbone = getattr(backbone, "image_encoder", backbone)  # an EMANetBackbone's trunk
+    backbone = image_encoder_of(backbone)  # an EMANetBackbone's trunk
     if not isinstance(backbone, DilatedResNet):
         raise TypeError(
             f"load_backbone_weights expects a DilatedResNet, got {type(backbone).__name__}."
@@ -328,9 +328,7 @@ def load_backbone_weights(backbone, path):
         assign_layer_weights(backbone, weights, source=path, ignore_layers=head)
     elif path.endswith(".keras"):
         source = keras_files.load_keras_model(path)
-        if _is_segmenter(source):
-            source = image_encoder_of(source)
-        source = getattr(source, "image_encoder", source)  # an EMANetBackbone's trunk
+        source = image_encoder_of(source)  # a segmenter's or a backbone's trunk
         if not isinstance(source, DilatedResNet):
             raise ValueError(
                 f"{path} holds a {type(source).__name__}, not a DilatedResNet or EMANet."
